@@ -1,0 +1,533 @@
+//! Typed configuration: the command line parsed into values that cannot be wrong later.
+//!
+//! Owns the CLI surface (clap), the value types (`CoreList`, `ByteSize`, `Duration`, `StartAt`,
+//! `TableIdent`) and `validate()`, which turns raw flags into a `RunConfig` or a `ConfigError` that
+//! names the flag and the bad value. It does not know which cores are online (see `runtime`), nor
+//! anything about Kafka, shards or storage beyond the shapes of their settings.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A flag or value the user gave that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{flag} {value:?}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(flag: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            flag,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A sorted, duplicate-free list of CPU ids, written like `0-3,8,10-11`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreList(Vec<usize>);
+
+impl CoreList {
+    pub fn new(mut cores: Vec<usize>) -> Result<Self, String> {
+        if cores.is_empty() {
+            return Err("the list is empty".into());
+        }
+        cores.sort_unstable();
+        if let Some(w) = cores.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("core {} is listed twice", w[0]));
+        }
+        Ok(Self(cores))
+    }
+
+    pub fn cores(&self) -> &[usize] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn first(&self) -> usize {
+        self.0[0]
+    }
+
+    pub fn contains(&self, core: usize) -> bool {
+        self.0.binary_search(&core).is_ok()
+    }
+
+    /// Cores present in both lists, in order.
+    pub fn intersection(&self, other: &CoreList) -> Vec<usize> {
+        self.0.iter().copied().filter(|c| other.contains(*c)).collect()
+    }
+}
+
+impl FromStr for CoreList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut cores = Vec::new();
+        for part in s.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err("empty item; expected a list like 0-3,8,10-11".into());
+            }
+            let parse = |t: &str| {
+                t.trim()
+                    .parse::<usize>()
+                    .map_err(|_| format!("{t:?} is not a core number; expected a list like 0-3,8,10-11"))
+            };
+            match part.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse(lo)?, parse(hi)?);
+                    if lo > hi {
+                        return Err(format!("range {lo}-{hi} runs backwards"));
+                    }
+                    if hi - lo >= 65_536 {
+                        return Err(format!("range {lo}-{hi} is too large"));
+                    }
+                    cores.extend(lo..=hi);
+                }
+                None => cores.push(parse(part)?),
+            }
+        }
+        CoreList::new(cores)
+    }
+}
+
+impl fmt::Display for CoreList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt_cores(&self.0, f)
+    }
+}
+
+/// Writes sorted cores in the compact range form, `0-3,8`.
+pub fn fmt_cores(cores: &[usize], f: &mut impl fmt::Write) -> fmt::Result {
+    let mut i = 0;
+    while i < cores.len() {
+        let start = cores[i];
+        while i + 1 < cores.len() && cores[i + 1] == cores[i] + 1 {
+            i += 1;
+        }
+        let end = cores[i];
+        let sep = if start == cores[0] { "" } else { "," };
+        if start == end {
+            write!(f, "{sep}{start}")?;
+        } else {
+            write!(f, "{sep}{start}-{end}")?;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A byte count written as `1048576`, `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, powers of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a size; expected e.g. 1048576, 512KiB, 64MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" | "k" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            other => return Err(format!("unknown size unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+/// Parses durations written as `250ms`, `10s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; expected e.g. 250ms, 10s, 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
+        "" => Err(format!("{s:?} has no unit; write e.g. {n}s or {n}ms")),
+        other => Err(format!("unknown duration unit {other:?}; use ms, s, m or h")),
+    }
+}
+
+/// Where a partition starts when nothing else says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Earliest,
+    Latest,
+    Offset(i64),
+}
+
+impl FromStr for StartAt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            n => match n.parse::<i64>() {
+                Ok(o) if o >= 0 => Ok(Self::Offset(o)),
+                _ => Err("expected earliest, latest or a non-negative offset".into()),
+            },
+        }
+    }
+}
+
+/// `namespace.name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableIdent {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl FromStr for TableIdent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let valid = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        match s.split_once('.') {
+            Some((ns, name)) if valid(ns) && valid(name) => Ok(Self {
+                namespace: ns.into(),
+                name: name.into(),
+            }),
+            _ => Err("expected NAMESPACE.NAME with letters, digits, '_' or '-'".into()),
+        }
+    }
+}
+
+impl fmt::Display for TableIdent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "icefall", version, about = "Thread-per-core Kafka to Parquet/Iceberg processor")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a topic and land its records as Parquet files in the warehouse.
+    Run(RunArgs),
+}
+
+/// Raw `icefall run` flags. `validate()` turns them into a [`RunConfig`].
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT..].
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub brokers: Vec<String>,
+    /// The topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// Warehouse directory; data files go under <warehouse>/<namespace>/<table>/data/.
+    #[arg(long)]
+    pub warehouse: PathBuf,
+    /// Table as NAMESPACE.NAME.
+    #[arg(long)]
+    pub table: String,
+    /// Only these partitions (e.g. 0-3,7); default: all of the topic's partitions.
+    #[arg(long)]
+    pub partitions: Option<String>,
+    /// Where to start: earliest, latest or an offset applied to every partition.
+    #[arg(long, default_value = "earliest")]
+    pub start: String,
+    /// Cores for the fetch role (e.g. 0 or 0-1). Default: the first allowed core.
+    #[arg(long)]
+    pub fetch_cores: Option<String>,
+    /// Cores for shard executors (e.g. 1-7). Default: every other allowed core (all on one core).
+    #[arg(long)]
+    pub shard_cores: Option<String>,
+    /// Core for the io role (uploads). Default: the first fetch core.
+    #[arg(long)]
+    pub io_core: Option<String>,
+    /// Number of hash shards, spread over the shard cores. Default: one per shard core.
+    #[arg(long)]
+    pub shards: Option<String>,
+    /// Take each partition's high watermark at start, stop when every partition reaches it.
+    #[arg(long)]
+    pub stop_at_end: bool,
+    /// Most bytes one fetch request may return per partition.
+    #[arg(long, default_value = "1MiB")]
+    pub fetch_max_bytes: String,
+    /// Longest time the broker may hold a fetch waiting for data.
+    #[arg(long, default_value = "500ms")]
+    pub fetch_max_wait: String,
+    /// Give up on a broker that does not answer for this long.
+    #[arg(long, default_value = "30s")]
+    pub kafka_timeout: String,
+    /// Capacity of each fetch→shard ring, in batches.
+    #[arg(long, default_value = "64")]
+    pub ring_batches: String,
+    /// Rows per Arrow record batch handed to the Parquet encoder.
+    #[arg(long, default_value = "8192")]
+    pub batch_rows: String,
+    /// Roll a data file once its encoded size reaches this.
+    #[arg(long, default_value = "128MiB")]
+    pub file_max_bytes: String,
+    /// Roll a data file once it holds this many rows.
+    #[arg(long, default_value = "10000000")]
+    pub file_max_rows: String,
+    /// zstd level for Parquet pages (1-22).
+    #[arg(long, default_value = "1")]
+    pub zstd_level: String,
+}
+
+/// Everything `icefall run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub warehouse: PathBuf,
+    pub table: TableIdent,
+    pub partitions: Option<Vec<i32>>,
+    pub start: StartAt,
+    pub fetch_cores: Option<CoreList>,
+    pub shard_cores: Option<CoreList>,
+    pub io_core: Option<usize>,
+    pub shards: Option<NonZeroU32>,
+    pub stop_at_end: bool,
+    pub fetch_max_bytes: ByteSize,
+    pub fetch_max_wait: Duration,
+    pub kafka_timeout: Duration,
+    pub ring_batches: NonZeroUsize,
+    pub batch_rows: NonZeroUsize,
+    pub file_max_bytes: ByteSize,
+    pub file_max_rows: NonZeroU64,
+    pub zstd_level: i32,
+}
+
+/// Most shards a run may have; shard ids travel as `u32` but per-shard state is kept per id.
+pub const MAX_SHARDS: u32 = 65_536;
+
+fn field<T: FromStr>(flag: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value
+        .parse::<T>()
+        .map_err(|e| ConfigError::invalid(flag, value, e.to_string()))
+}
+
+impl RunArgs {
+    /// Checks every flag once; the error names the flag and its bad value.
+    pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let mut brokers = Vec::new();
+        for b in &self.brokers {
+            let b = b.trim();
+            let ok = b
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(ConfigError::invalid("--brokers", b, "expected HOST:PORT"));
+            }
+            brokers.push(b.to_string());
+        }
+        if self.topic.is_empty() {
+            return Err(ConfigError::invalid("--topic", "", "the topic name is empty"));
+        }
+        if self.warehouse.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("--warehouse", "", "the path is empty"));
+        }
+        let partitions = match &self.partitions {
+            None => None,
+            Some(s) => {
+                let list: CoreList = field("--partitions", s)?;
+                let mut ps = Vec::with_capacity(list.len());
+                for &p in list.cores() {
+                    let p = i32::try_from(p)
+                        .map_err(|_| ConfigError::invalid("--partitions", s, "partition number too large"))?;
+                    ps.push(p);
+                }
+                Some(ps)
+            }
+        };
+        let shards = match &self.shards {
+            None => None,
+            Some(s) => {
+                let n: NonZeroU32 = field("--shards", s)?;
+                if n.get() > MAX_SHARDS {
+                    return Err(ConfigError::invalid("--shards", s, format!("at most {MAX_SHARDS}")));
+                }
+                Some(n)
+            }
+        };
+        let io_core = match &self.io_core {
+            None => None,
+            Some(s) => Some(field::<usize>("--io-core", s)?),
+        };
+        let fetch_max_bytes: ByteSize = field("--fetch-max-bytes", &self.fetch_max_bytes)?;
+        if fetch_max_bytes.0 == 0 || fetch_max_bytes.0 > i32::MAX as u64 {
+            return Err(ConfigError::invalid(
+                "--fetch-max-bytes",
+                &self.fetch_max_bytes,
+                "must be between 1B and 2GiB",
+            ));
+        }
+        let fetch_max_wait = parse_duration(&self.fetch_max_wait)
+            .map_err(|e| ConfigError::invalid("--fetch-max-wait", &self.fetch_max_wait, e))?;
+        if fetch_max_wait > Duration::from_secs(60) {
+            return Err(ConfigError::invalid("--fetch-max-wait", &self.fetch_max_wait, "at most 60s"));
+        }
+        let kafka_timeout = parse_duration(&self.kafka_timeout)
+            .map_err(|e| ConfigError::invalid("--kafka-timeout", &self.kafka_timeout, e))?;
+        if kafka_timeout.is_zero() {
+            return Err(ConfigError::invalid("--kafka-timeout", &self.kafka_timeout, "must be positive"));
+        }
+        let file_max_bytes: ByteSize = field("--file-max-bytes", &self.file_max_bytes)?;
+        if file_max_bytes.0 < 1024 {
+            return Err(ConfigError::invalid("--file-max-bytes", &self.file_max_bytes, "at least 1KiB"));
+        }
+        let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
+        if !(1..=22).contains(&zstd_level) {
+            return Err(ConfigError::invalid("--zstd-level", &self.zstd_level, "must be 1 to 22"));
+        }
+        Ok(RunConfig {
+            brokers,
+            topic: self.topic.clone(),
+            warehouse: self.warehouse.clone(),
+            table: field("--table", &self.table)?,
+            partitions,
+            start: field("--start", &self.start)?,
+            fetch_cores: self.fetch_cores.as_deref().map(|s| field("--fetch-cores", s)).transpose()?,
+            shard_cores: self.shard_cores.as_deref().map(|s| field("--shard-cores", s)).transpose()?,
+            io_core,
+            shards,
+            stop_at_end: self.stop_at_end,
+            fetch_max_bytes,
+            fetch_max_wait,
+            kafka_timeout,
+            ring_batches: field("--ring-batches", &self.ring_batches)?,
+            batch_rows: field("--batch-rows", &self.batch_rows)?,
+            file_max_bytes,
+            file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
+            zstd_level,
+        })
+    }
+}
+
+/// Helper for the set of cores as a `BTreeSet`, used by placement.
+pub fn core_set(list: &CoreList) -> BTreeSet<usize> {
+    list.cores().iter().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn core_lists_parse_ranges_and_singles() {
+        let l: CoreList = "0-3,8,10-11".parse().unwrap();
+        assert_eq!(l.cores(), &[0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(l.to_string(), "0-3,8,10-11");
+        assert_eq!("5".parse::<CoreList>().unwrap().cores(), &[5]);
+    }
+
+    #[test]
+    fn core_lists_reject_bad_input() {
+        for bad in ["", "a", "1,,2", "3-1", "1-2,2", "-1", "1-"] {
+            assert!(bad.parse::<CoreList>().is_err(), "{bad:?} should be refused");
+        }
+        let e = "1-2,2".parse::<CoreList>().unwrap_err();
+        assert!(e.contains("core 2 is listed twice"), "{e}");
+    }
+
+    proptest! {
+        #[test]
+        fn core_list_display_round_trips(cores in proptest::collection::btree_set(0usize..300, 1..40)) {
+            let list = CoreList::new(cores.iter().copied().collect()).unwrap();
+            let again: CoreList = list.to_string().parse().unwrap();
+            prop_assert_eq!(again, list);
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!("64MiB".parse::<ByteSize>().unwrap(), ByteSize(64 << 20));
+        assert_eq!("1000".parse::<ByteSize>().unwrap(), ByteSize(1000));
+        assert_eq!("2MB".parse::<ByteSize>().unwrap(), ByteSize(2_000_000));
+        assert!("12 parsecs".parse::<ByteSize>().is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+    }
+
+    #[test]
+    fn start_and_table() {
+        assert_eq!("latest".parse::<StartAt>().unwrap(), StartAt::Latest);
+        assert_eq!("42".parse::<StartAt>().unwrap(), StartAt::Offset(42));
+        assert!("-1".parse::<StartAt>().is_err());
+        let t: TableIdent = "ns.events".parse().unwrap();
+        assert_eq!((t.namespace.as_str(), t.name.as_str()), ("ns", "events"));
+        assert!("events".parse::<TableIdent>().is_err());
+        assert!("a.b.c".parse::<TableIdent>().is_err());
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "icefall", "run", "--brokers", "127.0.0.1:9092", "--topic", "t", "--warehouse", "/tmp/w",
+            "--table", "ns.t",
+        ];
+        argv.extend_from_slice(extra);
+        match Cli::parse_from(argv).command {
+            Command::Run(a) => a,
+        }
+    }
+
+    #[test]
+    fn validation_names_the_flag_and_value() {
+        let e = args(&["--fetch-cores", "3-1"]).validate().unwrap_err().to_string();
+        assert!(e.starts_with("--fetch-cores \"3-1\""), "{e}");
+        let e = args(&["--fetch-max-wait", "5"]).validate().unwrap_err().to_string();
+        assert!(e.contains("--fetch-max-wait") && e.contains("no unit"), "{e}");
+        let e = args(&["--shards", "0"]).validate().unwrap_err().to_string();
+        assert!(e.starts_with("--shards \"0\""), "{e}");
+        let mut a = args(&[]);
+        a.brokers = vec!["localhost".into()];
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains("--brokers") && e.contains("HOST:PORT"), "{e}");
+        assert!(args(&[]).validate().is_ok());
+    }
+}

@@ -1,0 +1,17 @@
+//! icefall: a thread-per-core Kafka processor that lands records as Parquet (and, next, Apache
+//! Iceberg tables), keeping per-key order.
+//!
+//! Records flow `source` (fetch cores, tokio + rskafka) → `routing` (key hash → shard) →
+//! `runtime::bridge` (one SPSC ring per fetch core × shard core) → `shard` (glommio executors:
+//! Arrow + Parquet) → `sink` (io core: object_store). `app` wires them; `config` validates flags.
+//! See ARCHITECTURE.md for the map.
+
+pub mod app;
+pub mod config;
+pub mod metrics;
+pub mod record;
+pub mod routing;
+pub mod runtime;
+pub mod shard;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,270 @@
+//! Records → Arrow columns → one Parquet file in memory, per shard core.
+//!
+//! The encoder appends records to column builders (one copy of each byte, no per-record
+//! allocation of its own), turns the builders into a record batch every `batch_rows` rows, and
+//! streams batches into an `ArrowWriter` whose buffer becomes the finished file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+
+use super::SinkError;
+use super::schema::{self, header_key_field, header_value_field};
+use crate::record::Record;
+
+/// How files are encoded.
+#[derive(Debug, Clone)]
+pub struct EncodeOptions {
+    pub zstd_level: i32,
+    pub row_group_rows: usize,
+}
+
+impl Default for EncodeOptions {
+    fn default() -> Self {
+        Self {
+            zstd_level: 1,
+            row_group_rows: 256 * 1024,
+        }
+    }
+}
+
+/// A finished Parquet file, ready to upload.
+#[derive(Debug)]
+pub struct EncodedFile {
+    pub bytes: Bytes,
+    pub rows: u64,
+    /// Per partition, the first and last offset in the file.
+    pub offsets: BTreeMap<i32, (i64, i64)>,
+}
+
+struct Columns {
+    partition: Int32Builder,
+    offset: Int64Builder,
+    timestamp: TimestampMillisecondBuilder,
+    key: BinaryBuilder,
+    headers: MapBuilder<StringBuilder, BinaryBuilder>,
+    value: BinaryBuilder,
+}
+
+impl Columns {
+    fn new() -> Self {
+        Self {
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            key: BinaryBuilder::new(),
+            headers: MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new())
+                .with_keys_field(header_key_field())
+                .with_values_field(header_value_field()),
+            value: BinaryBuilder::new(),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.headers.finish()),
+            Arc::new(self.value.finish()),
+        ]
+    }
+}
+
+/// One shard core's encoder: at most one open file at a time.
+pub struct FileEncoder {
+    core: usize,
+    schema: SchemaRef,
+    props: WriterProperties,
+    cols: Columns,
+    buffered: usize,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    file_rows: u64,
+    offsets: BTreeMap<i32, (i64, i64)>,
+}
+
+impl FileEncoder {
+    pub fn new(core: usize, opts: &EncodeOptions) -> Result<Self, SinkError> {
+        let level = ZstdLevel::try_new(opts.zstd_level).map_err(|source| SinkError::Encode { core, source })?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(level))
+            .set_max_row_group_row_count(Some(opts.row_group_rows))
+            // Values are rarely repetitive; a dictionary there costs CPU and falls back anyway.
+            .set_column_dictionary_enabled(ColumnPath::from(schema::VALUE), false)
+            .build();
+        Ok(Self {
+            core,
+            schema: schema::raw_schema(),
+            props,
+            cols: Columns::new(),
+            buffered: 0,
+            writer: None,
+            file_rows: 0,
+            offsets: BTreeMap::new(),
+        })
+    }
+
+    /// Appends one partition's records (in offset order) to the open file, draining `records`.
+    pub fn append(&mut self, partition: i32, records: &mut Vec<Record>) -> Result<(), SinkError> {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return Ok(());
+        };
+        let range = self.offsets.entry(partition).or_insert((first.offset, last.offset));
+        range.0 = range.0.min(first.offset);
+        range.1 = range.1.max(last.offset);
+        let c = &mut self.cols;
+        for r in records.drain(..) {
+            c.partition.append_value(partition);
+            c.offset.append_value(r.offset);
+            c.timestamp.append_value(r.timestamp_ms);
+            c.key.append_option(r.key.as_deref());
+            c.value.append_option(r.value.as_deref());
+            for (k, v) in &r.headers {
+                c.headers.keys().append_value(k);
+                c.headers.values().append_value(v);
+            }
+            c.headers
+                .append(true)
+                .map_err(|source| SinkError::Arrow { core: self.core, source })?;
+            self.buffered += 1;
+        }
+        Ok(())
+    }
+
+    /// Rows appended but not yet handed to the Parquet writer.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered
+    }
+
+    /// Rows in the open file, buffered ones included.
+    pub fn file_rows(&self) -> u64 {
+        self.file_rows + self.buffered as u64
+    }
+
+    /// Encoded size of the open file so far (bytes written plus the open row group's estimate).
+    pub fn file_bytes(&self) -> usize {
+        self.writer
+            .as_ref()
+            .map_or(0, |w| w.bytes_written() + w.in_progress_size())
+    }
+
+    /// Hands the buffered rows to the Parquet writer as one record batch.
+    pub fn encode_buffered(&mut self) -> Result<(), SinkError> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        let core = self.core;
+        let batch = RecordBatch::try_new(self.schema.clone(), self.cols.finish())
+            .map_err(|source| SinkError::Arrow { core, source })?;
+        if self.writer.is_none() {
+            let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
+                .map_err(|source| SinkError::Encode { core, source })?;
+            self.writer = Some(w);
+        }
+        let writer = self.writer.as_mut().expect("writer opened above");
+        writer.write(&batch).map_err(|source| SinkError::Encode { core, source })?;
+        self.file_rows += self.buffered as u64;
+        self.buffered = 0;
+        Ok(())
+    }
+
+    /// Closes the open file and returns it; `None` when it holds no rows.
+    pub fn finish_file(&mut self) -> Result<Option<EncodedFile>, SinkError> {
+        self.encode_buffered()?;
+        let Some(writer) = self.writer.take() else {
+            return Ok(None);
+        };
+        let core = self.core;
+        let buf = writer.into_inner().map_err(|source| SinkError::Encode { core, source })?;
+        let rows = std::mem::take(&mut self.file_rows);
+        Ok(Some(EncodedFile {
+            bytes: Bytes::from(buf),
+            rows,
+            offsets: std::mem::take(&mut self.offsets),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    fn rec(offset: i64, key: Option<&str>, value: &[u8], headers: &[(&str, &[u8])]) -> Record {
+        Record {
+            offset,
+            timestamp_ms: 1_700_000_000_000 + offset,
+            shard: 0,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: Some(value.to_vec()),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_parquet_with_field_ids() {
+        let mut enc = FileEncoder::new(0, &EncodeOptions::default()).unwrap();
+        let mut batch = vec![
+            rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
+            rec(6, None, b"", &[]),
+        ];
+        enc.append(3, &mut batch).unwrap();
+        assert!(batch.is_empty());
+        enc.encode_buffered().unwrap();
+        enc.append(3, &mut vec![rec(9, Some("b"), b"yz", &[])]).unwrap();
+        assert_eq!(enc.file_rows(), 3);
+        let file = enc.finish_file().unwrap().unwrap();
+        assert_eq!(file.rows, 3);
+        assert_eq!(file.offsets[&3], (5, 9));
+        assert!(enc.finish_file().unwrap().is_none(), "no empty files");
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone()).unwrap();
+        let parquet_schema = reader.parquet_schema();
+        let ids: Vec<i32> = parquet_schema
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.get_basic_info().id())
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        let b = arrow_select_concat(&batches);
+        assert_eq!(b.num_rows(), 3);
+        let offsets = b.column(1).as_primitive::<Int64Type>();
+        assert_eq!(offsets.values(), &[5, 6, 9]);
+        let ts = b.column(2).as_primitive::<TimestampMillisecondType>();
+        assert_eq!(ts.value(0), 1_700_000_000_005);
+        let keys = b.column(3).as_binary::<i32>();
+        assert_eq!(keys.value(0), b"a");
+        assert!(keys.is_null(1));
+        let headers = b.column(4).as_map();
+        let first = headers.value(0);
+        let hk = first.column(0).as_string::<i32>();
+        let hv = first.column(1).as_binary::<i32>();
+        assert_eq!((hk.value(0), hv.value(0)), ("h1", &b"v1"[..]));
+        assert_eq!((hk.value(1), hv.value(1)), ("h2", &b""[..]));
+        assert_eq!(headers.value(1).len(), 0);
+        let values = b.column(5).as_binary::<i32>();
+        assert_eq!(values.value(1), b"");
+        assert!(!values.is_null(1), "an empty value is not a null value");
+    }
+
+    fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+        assert_eq!(batches.len(), 1, "small files read back as one batch");
+        batches[0].clone()
+    }
+}

@@ -1,0 +1,42 @@
+//! Storage: Arrow batch building, Parquet encoding, object_store upload.
+//!
+//! Owns the table's Arrow schema (with Iceberg field ids on every column), the per-core
+//! [`encode::FileEncoder`] that turns records into finished Parquet files in memory, and the io
+//! role's [`upload`] loop that writes those files through `object_store`. It is the only module
+//! that imports `object_store` and `parquet`. It does not decide *when* a file is closed (the shard
+//! state machine does) and knows nothing of Kafka clients or executors.
+
+pub mod encode;
+pub mod schema;
+pub mod upload;
+
+use std::path::PathBuf;
+
+/// Storage failures. `WarehouseNotWritable` and `Upload` name the path; all are fatal for a run.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("warehouse {path} is not writable")]
+    WarehouseNotWritable {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("encoding Parquet for shard core {core} failed")]
+    Encode {
+        core: usize,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("building an Arrow batch for shard core {core} failed")]
+    Arrow {
+        core: usize,
+        #[source]
+        source: arrow_schema::ArrowError,
+    },
+    #[error("uploading {path} failed")]
+    Upload {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+}

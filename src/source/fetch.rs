@@ -1,0 +1,144 @@
+//! One fetch core: a fetch in flight per owned partition, routing each response to shard cores.
+//!
+//! Partitions are fetched concurrently and independently (a slow partition never stalls the
+//! others). A response is routed as a whole: its records are split by shard core into batches,
+//! preserving offset order, and each batch is pushed to that core's ring, waiting while the ring is
+//! full (blocking is the overload policy for now). One fetch per partition is in flight at a time,
+//! so a partition's batches enter every ring in offset order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rskafka::client::partition::PartitionClient;
+use rskafka::record::RecordAndOffset;
+
+use super::{PartitionPlan, SourceConfig, SourceError};
+use crate::metrics::FetchStats;
+use crate::record::{Batch, Record};
+use crate::routing::Router;
+use crate::runtime::Control;
+use crate::runtime::bridge::Sender;
+
+/// How often a fetch core looks at the stop flag while waiting for responses.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// Everything one fetch core owns.
+pub struct FetchCore {
+    pub index: usize,
+    pub partitions: Vec<PartitionPlan>,
+    pub router: Router,
+    /// One ring per shard core, indexed like the shard core list.
+    pub rings: Vec<Sender<Batch>>,
+}
+
+struct Owned {
+    plan: PartitionPlan,
+    client: Arc<PartitionClient>,
+    position: i64,
+    high_watermark: i64,
+}
+
+type Fetched = (usize, i64, Result<(Vec<RecordAndOffset>, i64), SourceError>);
+
+async fn fetch_one(cfg: Arc<SourceConfig>, idx: usize, client: Arc<PartitionClient>, offset: i64) -> Fetched {
+    let max_wait_ms = cfg.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32;
+    let fut = client.fetch_records(offset, 1..cfg.fetch_max_bytes, max_wait_ms);
+    let r = cfg.bounded("fetching", client.partition(), offset, fut).await;
+    (idx, offset, r)
+}
+
+impl FetchCore {
+    /// Fetches and routes until every partition reaches its stop offset, or a stop is requested.
+    /// The rings stay open; dropping `self` closes them.
+    pub async fn run(&mut self, cfg: &Arc<SourceConfig>, control: &Control) -> Result<FetchStats, SourceError> {
+        let mut stats = FetchStats::default();
+        let pending: Vec<PartitionPlan> = self.partitions.iter().copied().filter(|p| !p.is_done(p.start)).collect();
+        if pending.is_empty() {
+            return Ok(stats);
+        }
+        let client = cfg.connect().await?;
+        let mut owned = Vec::with_capacity(pending.len());
+        for plan in pending {
+            let pc = cfg.partition_client(&client, plan.partition).await?;
+            owned.push(Owned {
+                plan,
+                client: Arc::new(pc),
+                position: plan.start,
+                high_watermark: plan.high_watermark,
+            });
+        }
+        let mut in_flight = FuturesUnordered::new();
+        for (i, o) in owned.iter().enumerate() {
+            in_flight.push(fetch_one(cfg.clone(), i, o.client.clone(), o.position));
+        }
+        let mut per_core: Vec<Vec<Record>> = (0..self.rings.len()).map(|_| Vec::new()).collect();
+        while !in_flight.is_empty() {
+            if control.should_stop() {
+                break;
+            }
+            let next = tokio::select! {
+                n = in_flight.next() => n,
+                _ = tokio::time::sleep(STOP_POLL) => continue,
+            };
+            let Some((idx, offset, result)) = next else { break };
+            let (records, hwm) = result?;
+            stats.fetches += 1;
+            let o = &mut owned[idx];
+            o.high_watermark = hwm;
+            let partition = o.plan.partition;
+            if let Some(last) = records.last() {
+                o.position = last.offset + 1;
+            }
+            let n = records.len() as u64;
+            stats.records += n;
+            *stats.per_partition.entry(partition).or_default() += n;
+            stats.payload_bytes += route(&self.router, partition, records, &mut per_core) as u64;
+            for (core, recs) in per_core.iter_mut().enumerate() {
+                if recs.is_empty() {
+                    continue;
+                }
+                let batch = Batch {
+                    partition,
+                    records: std::mem::take(recs),
+                };
+                self.rings[core].send(batch).await.map_err(|_| SourceError::ShardGone {
+                    fetch_core: self.index,
+                    shard_core: core,
+                })?;
+            }
+            let o = &owned[idx];
+            if !o.plan.is_done(o.position) {
+                debug_assert!(o.position >= offset);
+                in_flight.push(fetch_one(cfg.clone(), idx, o.client.clone(), o.position));
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Splits one partition's fetched records by shard core, keeping offset order within each core.
+/// Returns the payload bytes routed.
+pub fn route(router: &Router, partition: i32, records: Vec<RecordAndOffset>, per_core: &mut [Vec<Record>]) -> usize {
+    let hint = records.len() / per_core.len().max(1) + 1;
+    for v in per_core.iter_mut() {
+        v.reserve(hint);
+    }
+    let mut bytes = 0;
+    for ro in records {
+        let r = ro.record;
+        let shard = router.shard_of(r.key.as_deref(), partition);
+        let rec = Record {
+            offset: ro.offset,
+            timestamp_ms: r.timestamp.timestamp_millis(),
+            shard,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        };
+        bytes += rec.payload_bytes();
+        per_core[router.core_of(shard)].push(rec);
+    }
+    bytes
+}
