@@ -48,7 +48,9 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::Runtime(
-                RuntimeError::CoreNotOnline { .. } | RuntimeError::Overlap { .. } | RuntimeError::TooFewShards { .. },
+                RuntimeError::CoreNotOnline { .. }
+                | RuntimeError::Overlap { .. }
+                | RuntimeError::TooFewShards { .. },
             ) => 2,
             Error::Runtime(_) => 1,
             Error::Source(_) => 3,
@@ -58,7 +60,8 @@ impl Error {
     }
 
     fn is_secondary(&self) -> bool {
-        matches!(self, Error::Source(e) if e.is_secondary()) || matches!(self, Error::Shard(ShardError::IoGone { .. }))
+        matches!(self, Error::Source(e) if e.is_secondary())
+            || matches!(self, Error::Shard(ShardError::IoGone { .. }))
     }
 }
 
@@ -79,11 +82,20 @@ fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
 pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let started = Instant::now();
     let online = runtime::online_cores()?;
-    let placement = runtime::place(&online, cfg.fetch_cores.as_ref(), cfg.shard_cores.as_ref(), cfg.io_core)?;
+    let placement = runtime::place(
+        &online,
+        cfg.fetch_cores.as_ref(),
+        cfg.shard_cores.as_ref(),
+        cfg.io_core,
+    )?;
     let shard_cores = placement.shard.len();
     let shards = cfg.shards.map_or(shard_cores as u32, |n| n.get());
     if (shards as usize) < shard_cores {
-        return Err(RuntimeError::TooFewShards { shards, cores: shard_cores }.into());
+        return Err(RuntimeError::TooFewShards {
+            shards,
+            cores: shard_cores,
+        }
+        .into());
     }
     tracing::info!(
         fetch = ?placement.fetch, shard = ?placement.shard, io = placement.io, shards,
@@ -99,18 +111,28 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     });
     let setup = setup_runtime()?;
     let warehouse = setup.block_on(Warehouse::open_local(&cfg.warehouse))?;
-    let plans = setup.block_on(source::plan(&source_cfg, cfg.start, cfg.partitions.as_deref(), cfg.stop_at_end))?;
+    let plans = setup.block_on(source::plan(
+        &source_cfg,
+        cfg.start,
+        cfg.partitions.as_deref(),
+        cfg.stop_at_end,
+    ))?;
     drop(setup);
     for p in &plans {
         tracing::info!(partition = p.partition, start = p.start, high_watermark = p.high_watermark, stop_at = ?p.stop_at, "partition");
     }
 
     let router = Router::new(shards, shard_cores as u32);
-    let owned = assign_partitions(&plans.iter().map(|p| p.partition).collect::<Vec<_>>(), placement.fetch.len());
+    let owned = assign_partitions(
+        &plans.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        placement.fetch.len(),
+    );
 
     // rings[f][s]: fetch core f → shard core s.
-    let mut to_shards: Vec<Vec<bridge::Sender<Batch>>> = (0..placement.fetch.len()).map(|_| Vec::new()).collect();
-    let mut shard_inputs: Vec<Vec<bridge::Receiver<Batch>>> = (0..shard_cores).map(|_| Vec::new()).collect();
+    let mut to_shards: Vec<Vec<bridge::Sender<Batch>>> =
+        (0..placement.fetch.len()).map(|_| Vec::new()).collect();
+    let mut shard_inputs: Vec<Vec<bridge::Receiver<Batch>>> =
+        (0..shard_cores).map(|_| Vec::new()).collect();
     for senders in &mut to_shards {
         for inputs in &mut shard_inputs {
             let (tx, rx) = bridge::channel(cfg.ring_batches.get());
@@ -129,7 +151,10 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     };
     let encode = EncodeOptions {
         zstd_level: cfg.zstd_level,
-        row_group_rows: (cfg.file_max_rows.min(NonZeroU64::new(256 * 1024).expect("non-zero")).get()) as usize,
+        row_group_rows: (cfg
+            .file_max_rows
+            .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
+            .get()) as usize,
     };
 
     let mut errors: Vec<Error> = Vec::new();
@@ -183,7 +208,11 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let mut fetch_handles = Vec::new();
     if errors.is_empty() {
         for (f, senders) in to_shards.into_iter().enumerate() {
-            let partitions = plans.iter().copied().filter(|p| owned[f].contains(&p.partition)).collect();
+            let partitions = plans
+                .iter()
+                .copied()
+                .filter(|p| owned[f].contains(&p.partition))
+                .collect();
             let mut core = FetchCore {
                 index: f,
                 partitions,
@@ -247,7 +276,12 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         let root = errors.iter().position(|e| !e.is_secondary()).unwrap_or(0);
         return Err(errors.swap_remove(root));
     }
-    let summary = RunSummary::merge(&fetch_stats, &shard_stats, &io_stats, started.elapsed().as_secs_f64());
+    let summary = RunSummary::merge(
+        &fetch_stats,
+        &shard_stats,
+        &io_stats,
+        started.elapsed().as_secs_f64(),
+    );
     if summary.rows_written != summary.records || io_stats.rows != summary.records {
         tracing::error!(
             routed = summary.records,

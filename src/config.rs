@@ -26,7 +26,11 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn invalid(flag: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn invalid(
+        flag: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::Invalid {
             flag,
             value: value.to_string(),
@@ -73,7 +77,11 @@ impl CoreList {
 
     /// Cores present in both lists, in order.
     pub fn intersection(&self, other: &CoreList) -> Vec<usize> {
-        self.0.iter().copied().filter(|c| other.contains(*c)).collect()
+        self.0
+            .iter()
+            .copied()
+            .filter(|c| other.contains(*c))
+            .collect()
     }
 }
 
@@ -88,9 +96,9 @@ impl FromStr for CoreList {
                 return Err("empty item; expected a list like 0-3,8,10-11".into());
             }
             let parse = |t: &str| {
-                t.trim()
-                    .parse::<usize>()
-                    .map_err(|_| format!("{t:?} is not a core number; expected a list like 0-3,8,10-11"))
+                t.trim().parse::<usize>().map_err(|_| {
+                    format!("{t:?} is not a core number; expected a list like 0-3,8,10-11")
+                })
             };
             match part.split_once('-') {
                 Some((lo, hi)) => {
@@ -158,7 +166,11 @@ impl FromStr for ByteSize {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            other => return Err(format!("unknown size unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB"
+                ));
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)
@@ -180,7 +192,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
         "h" => Ok(Duration::from_secs(n.saturating_mul(3600))),
         "" => Err(format!("{s:?} has no unit; write e.g. {n}s or {n}ms")),
-        other => Err(format!("unknown duration unit {other:?}; use ms, s, m or h")),
+        other => Err(format!(
+            "unknown duration unit {other:?}; use ms, s, m or h"
+        )),
     }
 }
 
@@ -240,7 +254,11 @@ impl fmt::Display for TableIdent {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "icefall", version, about = "Thread-per-core Kafka to Parquet/Iceberg processor")]
+#[command(
+    name = "icefall",
+    version,
+    about = "Thread-per-core Kafka to Parquet/Iceberg processor"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -365,7 +383,11 @@ impl RunArgs {
             brokers.push(b.to_string());
         }
         if self.topic.is_empty() {
-            return Err(ConfigError::invalid("--topic", "", "the topic name is empty"));
+            return Err(ConfigError::invalid(
+                "--topic",
+                "",
+                "the topic name is empty",
+            ));
         }
         if self.warehouse.as_os_str().is_empty() {
             return Err(ConfigError::invalid("--warehouse", "", "the path is empty"));
@@ -376,8 +398,9 @@ impl RunArgs {
                 let list: CoreList = field("--partitions", s)?;
                 let mut ps = Vec::with_capacity(list.len());
                 for &p in list.cores() {
-                    let p = i32::try_from(p)
-                        .map_err(|_| ConfigError::invalid("--partitions", s, "partition number too large"))?;
+                    let p = i32::try_from(p).map_err(|_| {
+                        ConfigError::invalid("--partitions", s, "partition number too large")
+                    })?;
                     ps.push(p);
                 }
                 Some(ps)
@@ -388,7 +411,11 @@ impl RunArgs {
             Some(s) => {
                 let n: NonZeroU32 = field("--shards", s)?;
                 if n.get() > MAX_SHARDS {
-                    return Err(ConfigError::invalid("--shards", s, format!("at most {MAX_SHARDS}")));
+                    return Err(ConfigError::invalid(
+                        "--shards",
+                        s,
+                        format!("at most {MAX_SHARDS}"),
+                    ));
                 }
                 Some(n)
             }
@@ -408,20 +435,36 @@ impl RunArgs {
         let fetch_max_wait = parse_duration(&self.fetch_max_wait)
             .map_err(|e| ConfigError::invalid("--fetch-max-wait", &self.fetch_max_wait, e))?;
         if fetch_max_wait > Duration::from_secs(60) {
-            return Err(ConfigError::invalid("--fetch-max-wait", &self.fetch_max_wait, "at most 60s"));
+            return Err(ConfigError::invalid(
+                "--fetch-max-wait",
+                &self.fetch_max_wait,
+                "at most 60s",
+            ));
         }
         let kafka_timeout = parse_duration(&self.kafka_timeout)
             .map_err(|e| ConfigError::invalid("--kafka-timeout", &self.kafka_timeout, e))?;
         if kafka_timeout.is_zero() {
-            return Err(ConfigError::invalid("--kafka-timeout", &self.kafka_timeout, "must be positive"));
+            return Err(ConfigError::invalid(
+                "--kafka-timeout",
+                &self.kafka_timeout,
+                "must be positive",
+            ));
         }
         let file_max_bytes: ByteSize = field("--file-max-bytes", &self.file_max_bytes)?;
         if file_max_bytes.0 < 1024 {
-            return Err(ConfigError::invalid("--file-max-bytes", &self.file_max_bytes, "at least 1KiB"));
+            return Err(ConfigError::invalid(
+                "--file-max-bytes",
+                &self.file_max_bytes,
+                "at least 1KiB",
+            ));
         }
         let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
         if !(1..=22).contains(&zstd_level) {
-            return Err(ConfigError::invalid("--zstd-level", &self.zstd_level, "must be 1 to 22"));
+            return Err(ConfigError::invalid(
+                "--zstd-level",
+                &self.zstd_level,
+                "must be 1 to 22",
+            ));
         }
         Ok(RunConfig {
             brokers,
@@ -430,8 +473,16 @@ impl RunArgs {
             table: field("--table", &self.table)?,
             partitions,
             start: field("--start", &self.start)?,
-            fetch_cores: self.fetch_cores.as_deref().map(|s| field("--fetch-cores", s)).transpose()?,
-            shard_cores: self.shard_cores.as_deref().map(|s| field("--shard-cores", s)).transpose()?,
+            fetch_cores: self
+                .fetch_cores
+                .as_deref()
+                .map(|s| field("--fetch-cores", s))
+                .transpose()?,
+            shard_cores: self
+                .shard_cores
+                .as_deref()
+                .map(|s| field("--shard-cores", s))
+                .transpose()?,
             io_core,
             shards,
             stop_at_end: self.stop_at_end,
@@ -468,7 +519,10 @@ mod tests {
     #[test]
     fn core_lists_reject_bad_input() {
         for bad in ["", "a", "1,,2", "3-1", "1-2,2", "-1", "1-"] {
-            assert!(bad.parse::<CoreList>().is_err(), "{bad:?} should be refused");
+            assert!(
+                bad.parse::<CoreList>().is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let e = "1-2,2".parse::<CoreList>().unwrap_err();
         assert!(e.contains("core 2 is listed twice"), "{e}");
@@ -507,8 +561,16 @@ mod tests {
 
     fn args(extra: &[&str]) -> RunArgs {
         let mut argv = vec![
-            "icefall", "run", "--brokers", "127.0.0.1:9092", "--topic", "t", "--warehouse", "/tmp/w",
-            "--table", "ns.t",
+            "icefall",
+            "run",
+            "--brokers",
+            "127.0.0.1:9092",
+            "--topic",
+            "t",
+            "--warehouse",
+            "/tmp/w",
+            "--table",
+            "ns.t",
         ];
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
@@ -518,10 +580,19 @@ mod tests {
 
     #[test]
     fn validation_names_the_flag_and_value() {
-        let e = args(&["--fetch-cores", "3-1"]).validate().unwrap_err().to_string();
+        let e = args(&["--fetch-cores", "3-1"])
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--fetch-cores \"3-1\""), "{e}");
-        let e = args(&["--fetch-max-wait", "5"]).validate().unwrap_err().to_string();
-        assert!(e.contains("--fetch-max-wait") && e.contains("no unit"), "{e}");
+        let e = args(&["--fetch-max-wait", "5"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--fetch-max-wait") && e.contains("no unit"),
+            "{e}"
+        );
         let e = args(&["--shards", "0"]).validate().unwrap_err().to_string();
         assert!(e.starts_with("--shards \"0\""), "{e}");
         let mut a = args(&[]);

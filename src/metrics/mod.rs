@@ -99,12 +99,22 @@ mod tests {
 
     #[test]
     fn merge_adds_per_core_counters() {
-        let mut a = FetchStats { records: 3, ..Default::default() };
+        let mut a = FetchStats {
+            records: 3,
+            ..Default::default()
+        };
         a.per_partition.insert(0, 3);
-        let mut b = FetchStats { records: 2, ..Default::default() };
+        let mut b = FetchStats {
+            records: 2,
+            ..Default::default()
+        };
         b.per_partition.insert(0, 1);
         b.per_partition.insert(1, 1);
-        let io = IoStats { files: 2, bytes: 100, rows: 5 };
+        let io = IoStats {
+            files: 2,
+            bytes: 100,
+            rows: 5,
+        };
         let s = RunSummary::merge(&[a, b], &[], &io, 2.0);
         assert_eq!(s.records, 5);
         assert_eq!(s.per_partition[&0], 4);

@@ -5,7 +5,6 @@
 //! restart) and the placement arithmetic. Knows nothing of Kafka clients, executors or files: it
 //! maps numbers to numbers and is tested as such.
 
-
 /// Fixed seeds for the key hash. Changing them re-routes every key: don't.
 const SEEDS: [u64; 4] = [
     0x243f_6a88_85a3_08d3,
@@ -25,7 +24,10 @@ pub struct Router {
 impl Router {
     /// `shards` hash buckets spread round-robin over `shard_cores` cores. Both must be non-zero.
     pub fn new(shards: u32, shard_cores: u32) -> Self {
-        assert!(shards > 0 && shard_cores > 0, "router needs shards and cores");
+        assert!(
+            shards > 0 && shard_cores > 0,
+            "router needs shards and cores"
+        );
         Self {
             hasher: ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]),
             shards,
@@ -119,8 +121,14 @@ mod tests {
 
     #[test]
     fn partitions_spread_round_robin() {
-        assert_eq!(assign_partitions(&[3, 0, 2, 1, 4], 2), vec![vec![0, 2, 4], vec![1, 3]]);
-        assert_eq!(assign_partitions(&[0, 1], 4), vec![vec![0], vec![1], vec![], vec![]]);
+        assert_eq!(
+            assign_partitions(&[3, 0, 2, 1, 4], 2),
+            vec![vec![0, 2, 4], vec![1, 3]]
+        );
+        assert_eq!(
+            assign_partitions(&[0, 1], 4),
+            vec![vec![0], vec![1], vec![], vec![]]
+        );
     }
 
     proptest! {

@@ -53,7 +53,9 @@ impl<T> Drop for Shared<T> {
 /// Creates a ring with room for at least `capacity` values (rounded up to a power of two).
 pub fn channel<T: Send>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let cap = capacity.max(1).next_power_of_two();
-    let slots = (0..cap).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect();
+    let slots = (0..cap)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect();
     let shared = Arc::new(Shared {
         slots,
         mask: cap - 1,
@@ -103,7 +105,9 @@ impl<T: Send> Sender<T> {
 
     /// Values pushed and not yet popped (may be stale by the time it is read).
     pub fn len(&self) -> usize {
-        self.tail.get().wrapping_sub(self.shared.head.load(Ordering::Acquire))
+        self.tail
+            .get()
+            .wrapping_sub(self.shared.head.load(Ordering::Acquire))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -191,7 +195,10 @@ pub struct Receiver<T> {
 
 impl<T: Send> Receiver<T> {
     pub fn len(&self) -> usize {
-        self.shared.tail.load(Ordering::Acquire).wrapping_sub(self.head.get())
+        self.shared
+            .tail
+            .load(Ordering::Acquire)
+            .wrapping_sub(self.head.get())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -363,7 +370,9 @@ mod tests {
         const N: u64 = 200_000;
         let (tx, rx) = channel::<u64>(4);
         let producer = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 for i in 0..N {
                     tx.send(i).await.unwrap();
@@ -402,7 +411,9 @@ mod tests {
             .enumerate()
             .map(|(r, tx)| {
                 thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
                     rt.block_on(async {
                         for i in 0..10_000 {
                             tx.send((r, i)).await.unwrap();
@@ -411,7 +422,9 @@ mod tests {
                 })
             })
             .collect();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let counts = rt.block_on(async {
             let mut fan = Fan::new(receivers);
             let mut last = [None::<u32>; 3];

@@ -25,9 +25,17 @@ pub enum RuntimeError {
         core: usize,
         online: String,
     },
-    #[error("--fetch-cores {fetch} and --shard-cores {shard} overlap on {both}; give disjoint lists, or the same list to share cores")]
-    Overlap { fetch: String, shard: String, both: String },
-    #[error("--shards {shards} is fewer than the {cores} shard cores; every shard core needs a shard")]
+    #[error(
+        "--fetch-cores {fetch} and --shard-cores {shard} overlap on {both}; give disjoint lists, or the same list to share cores"
+    )]
+    Overlap {
+        fetch: String,
+        shard: String,
+        both: String,
+    },
+    #[error(
+        "--shards {shards} is fewer than the {cores} shard cores; every shard core needs a shard"
+    )]
     TooFewShards { shards: u32, cores: usize },
     #[error("cannot read the cores this process may run on")]
     Affinity(#[source] std::io::Error),
@@ -39,9 +47,17 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     #[error("cannot start the {role} executor on core {core}: {reason}")]
-    Spawn { role: &'static str, core: usize, reason: String },
+    Spawn {
+        role: &'static str,
+        core: usize,
+        reason: String,
+    },
     #[error("the {role} role on core {core} panicked: {message}")]
-    Panicked { role: &'static str, core: usize, message: String },
+    Panicked {
+        role: &'static str,
+        core: usize,
+        message: String,
+    },
 }
 
 /// Run-wide flags every role reads between batches.
@@ -93,7 +109,8 @@ pub struct Placement {
 pub fn online_cores() -> Result<Vec<usize>, RuntimeError> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
     if rc != 0 {
         return Err(RuntimeError::Affinity(std::io::Error::last_os_error()));
     }
@@ -145,23 +162,45 @@ pub fn place(
             online: cores_str(online),
         });
     }
-    let first = *online.first().ok_or(RuntimeError::Affinity(std::io::Error::other("no online core")))?;
+    let first = *online
+        .first()
+        .ok_or(RuntimeError::Affinity(std::io::Error::other(
+            "no online core",
+        )))?;
     let fetch_cores = match fetch {
         Some(l) => l.cores().to_vec(),
         None => match shard {
             // Prefer a core the shards do not use.
-            Some(s) => vec![online.iter().copied().find(|c| !s.contains(*c)).unwrap_or(first)],
+            Some(s) => vec![
+                online
+                    .iter()
+                    .copied()
+                    .find(|c| !s.contains(*c))
+                    .unwrap_or(first),
+            ],
             None => vec![first],
         },
     };
     let shard_cores = match shard {
         Some(l) => l.cores().to_vec(),
         None => {
-            let rest: Vec<usize> = online.iter().copied().filter(|c| !fetch_cores.contains(c)).collect();
-            if rest.is_empty() { fetch_cores.clone() } else { rest }
+            let rest: Vec<usize> = online
+                .iter()
+                .copied()
+                .filter(|c| !fetch_cores.contains(c))
+                .collect();
+            if rest.is_empty() {
+                fetch_cores.clone()
+            } else {
+                rest
+            }
         }
     };
-    let both: Vec<usize> = fetch_cores.iter().copied().filter(|c| shard_cores.contains(c)).collect();
+    let both: Vec<usize> = fetch_cores
+        .iter()
+        .copied()
+        .filter(|c| shard_cores.contains(c))
+        .collect();
     // Refuse a partial overlap the user asked for; a defaulted list may share a core.
     if !both.is_empty() && fetch.is_some() && shard.is_some() && fetch_cores != shard_cores {
         return Err(RuntimeError::Overlap {
@@ -232,7 +271,11 @@ impl<T: Send + 'static> RoleHandle<T> {
 
 /// Runs a future on a new thread pinned to `core`, on a tokio current-thread runtime (the fetch
 /// and io roles: their clients need tokio).
-pub fn spawn_tokio<F, Fut, T>(role: &'static str, core: usize, make: F) -> Result<RoleHandle<T>, RuntimeError>
+pub fn spawn_tokio<F, Fut, T>(
+    role: &'static str,
+    core: usize,
+    make: F,
+) -> Result<RoleHandle<T>, RuntimeError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T>,
@@ -265,7 +308,11 @@ where
 }
 
 /// Runs a future on a glommio executor pinned to `core` (the shard role).
-pub fn spawn_glommio<F, Fut, T>(role: &'static str, core: usize, make: F) -> Result<RoleHandle<T>, RuntimeError>
+pub fn spawn_glommio<F, Fut, T>(
+    role: &'static str,
+    core: usize,
+    make: F,
+) -> Result<RoleHandle<T>, RuntimeError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
@@ -300,9 +347,23 @@ mod tests {
     #[test]
     fn defaults_split_first_core_from_the_rest() {
         let p = place(&[0, 1, 2, 3], None, None, None).unwrap();
-        assert_eq!(p, Placement { fetch: vec![0], shard: vec![1, 2, 3], io: 0 });
+        assert_eq!(
+            p,
+            Placement {
+                fetch: vec![0],
+                shard: vec![1, 2, 3],
+                io: 0
+            }
+        );
         let one = place(&[5], None, None, None).unwrap();
-        assert_eq!(one, Placement { fetch: vec![5], shard: vec![5], io: 5 });
+        assert_eq!(
+            one,
+            Placement {
+                fetch: vec![5],
+                shard: vec![5],
+                io: 5
+            }
+        );
     }
 
     #[test]
@@ -323,8 +384,13 @@ mod tests {
 
     #[test]
     fn offline_cores_are_named() {
-        let e = place(&[0, 1], None, Some(&list("1-4")), None).unwrap_err().to_string();
-        assert!(e.contains("--shard-cores 1-4: core 2 is not online") && e.contains("online: 0-1"), "{e}");
+        let e = place(&[0, 1], None, Some(&list("1-4")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--shard-cores 1-4: core 2 is not online") && e.contains("online: 0-1"),
+            "{e}"
+        );
         let e = place(&[0, 1], None, None, Some(9)).unwrap_err().to_string();
         assert!(e.starts_with("--io-core 9"), "{e}");
     }

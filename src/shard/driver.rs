@@ -22,7 +22,10 @@ impl FileNames {
     fn next(&mut self) -> String {
         let seq = self.next_seq;
         self.next_seq += 1;
-        format!("{}/{}-{:03}-{:06}.parquet", self.data_dir, self.run_id, self.core_index, seq)
+        format!(
+            "{}/{}-{:03}-{:06}.parquet",
+            self.data_dir, self.run_id, self.core_index, seq
+        )
     }
 }
 

@@ -62,7 +62,10 @@ impl ShardState {
     /// Counts a record for its shard.
     #[inline]
     pub fn count(&mut self, shard: u32) {
-        if let Some(n) = self.rows_per_shard.get_mut((shard / self.shard_cores) as usize) {
+        if let Some(n) = self
+            .rows_per_shard
+            .get_mut((shard / self.shard_cores) as usize)
+        {
             *n += 1;
         }
     }
@@ -78,7 +81,8 @@ impl ShardState {
 
     /// Decides after a batch was appended, from the encoder's current sizes.
     pub fn after_append(&self, buffered_rows: usize, file_rows: u64, file_bytes: u64) -> Step {
-        if file_rows >= self.policy.file_max_rows.get() || file_bytes >= self.policy.file_max_bytes {
+        if file_rows >= self.policy.file_max_rows.get() || file_bytes >= self.policy.file_max_bytes
+        {
             Step::RollFile
         } else if buffered_rows >= self.policy.batch_rows.get() {
             Step::EncodeBatch

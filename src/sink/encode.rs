@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
+    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::SchemaRef;
@@ -96,7 +97,8 @@ pub struct FileEncoder {
 
 impl FileEncoder {
     pub fn new(core: usize, opts: &EncodeOptions) -> Result<Self, SinkError> {
-        let level = ZstdLevel::try_new(opts.zstd_level).map_err(|source| SinkError::Encode { core, source })?;
+        let level = ZstdLevel::try_new(opts.zstd_level)
+            .map_err(|source| SinkError::Encode { core, source })?;
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_max_row_group_row_count(Some(opts.row_group_rows))
@@ -120,7 +122,10 @@ impl FileEncoder {
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        let range = self.offsets.entry(partition).or_insert((first.offset, last.offset));
+        let range = self
+            .offsets
+            .entry(partition)
+            .or_insert((first.offset, last.offset));
         range.0 = range.0.min(first.offset);
         range.1 = range.1.max(last.offset);
         let c = &mut self.cols;
@@ -134,9 +139,10 @@ impl FileEncoder {
                 c.headers.keys().append_value(k);
                 c.headers.values().append_value(v);
             }
-            c.headers
-                .append(true)
-                .map_err(|source| SinkError::Arrow { core: self.core, source })?;
+            c.headers.append(true).map_err(|source| SinkError::Arrow {
+                core: self.core,
+                source,
+            })?;
             self.buffered += 1;
         }
         Ok(())
@@ -173,7 +179,9 @@ impl FileEncoder {
             self.writer = Some(w);
         }
         let writer = self.writer.as_mut().expect("writer opened above");
-        writer.write(&batch).map_err(|source| SinkError::Encode { core, source })?;
+        writer
+            .write(&batch)
+            .map_err(|source| SinkError::Encode { core, source })?;
         self.file_rows += self.buffered as u64;
         self.buffered = 0;
         Ok(())
@@ -186,7 +194,9 @@ impl FileEncoder {
             return Ok(None);
         };
         let core = self.core;
-        let buf = writer.into_inner().map_err(|source| SinkError::Encode { core, source })?;
+        let buf = writer
+            .into_inner()
+            .map_err(|source| SinkError::Encode { core, source })?;
         let rows = std::mem::take(&mut self.file_rows);
         Ok(Some(EncodedFile {
             bytes: Bytes::from(buf),
@@ -211,7 +221,10 @@ mod tests {
             shard: 0,
             key: key.map(|k| k.as_bytes().to_vec()),
             value: Some(value.to_vec()),
-            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
         }
     }
 
@@ -225,7 +238,8 @@ mod tests {
         enc.append(3, &mut batch).unwrap();
         assert!(batch.is_empty());
         enc.encode_buffered().unwrap();
-        enc.append(3, &mut vec![rec(9, Some("b"), b"yz", &[])]).unwrap();
+        enc.append(3, &mut vec![rec(9, Some("b"), b"yz", &[])])
+            .unwrap();
         assert_eq!(enc.file_rows(), 3);
         let file = enc.finish_file().unwrap().unwrap();
         assert_eq!(file.rows, 3);

@@ -45,7 +45,11 @@ pub fn raw_schema() -> SchemaRef {
         with_id(Field::new(PARTITION, DataType::Int32, false), 1),
         with_id(Field::new(OFFSET, DataType::Int64, false), 2),
         with_id(
-            Field::new(TIMESTAMP, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+            Field::new(
+                TIMESTAMP,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
             3,
         ),
         with_id(Field::new(KEY, DataType::Binary, true), 4),

@@ -35,7 +35,9 @@ pub struct Warehouse {
 
 impl std::fmt::Debug for Warehouse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warehouse").field("root", &self.root).finish()
+        f.debug_struct("Warehouse")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -43,10 +45,11 @@ impl Warehouse {
     /// Opens (creating if needed) a local warehouse directory and proves it is writable by
     /// writing and deleting a probe object through the same store the run will use.
     pub async fn open_local(dir: &Path) -> Result<Self, SinkError> {
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
-            path: dir.to_path_buf(),
-            source,
-        };
+        let fail =
+            |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
+                path: dir.to_path_buf(),
+                source,
+            };
         std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
         let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| fail(e.into()))?;
         let probe = StorePath::from(format!(".icefall-write-check-{}", uuid::Uuid::new_v4()));
@@ -86,7 +89,11 @@ impl Warehouse {
 }
 
 /// Uploads every file the shard cores send until they all close their rings.
-pub async fn run(mut files: Fan<PendingFile>, warehouse: Warehouse, max_in_flight: usize) -> Result<IoStats, SinkError> {
+pub async fn run(
+    mut files: Fan<PendingFile>,
+    warehouse: Warehouse,
+    max_in_flight: usize,
+) -> Result<IoStats, SinkError> {
     let mut stats = IoStats::default();
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;

@@ -42,19 +42,35 @@ struct Owned {
 
 type Fetched = (usize, i64, Result<(Vec<RecordAndOffset>, i64), SourceError>);
 
-async fn fetch_one(cfg: Arc<SourceConfig>, idx: usize, client: Arc<PartitionClient>, offset: i64) -> Fetched {
+async fn fetch_one(
+    cfg: Arc<SourceConfig>,
+    idx: usize,
+    client: Arc<PartitionClient>,
+    offset: i64,
+) -> Fetched {
     let max_wait_ms = cfg.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32;
     let fut = client.fetch_records(offset, 1..cfg.fetch_max_bytes, max_wait_ms);
-    let r = cfg.bounded("fetching", client.partition(), offset, fut).await;
+    let r = cfg
+        .bounded("fetching", client.partition(), offset, fut)
+        .await;
     (idx, offset, r)
 }
 
 impl FetchCore {
     /// Fetches and routes until every partition reaches its stop offset, or a stop is requested.
     /// The rings stay open; dropping `self` closes them.
-    pub async fn run(&mut self, cfg: &Arc<SourceConfig>, control: &Control) -> Result<FetchStats, SourceError> {
+    pub async fn run(
+        &mut self,
+        cfg: &Arc<SourceConfig>,
+        control: &Control,
+    ) -> Result<FetchStats, SourceError> {
         let mut stats = FetchStats::default();
-        let pending: Vec<PartitionPlan> = self.partitions.iter().copied().filter(|p| !p.is_done(p.start)).collect();
+        let pending: Vec<PartitionPlan> = self
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| !p.is_done(p.start))
+            .collect();
         if pending.is_empty() {
             return Ok(stats);
         }
@@ -82,7 +98,9 @@ impl FetchCore {
                 n = in_flight.next() => n,
                 _ = tokio::time::sleep(STOP_POLL) => continue,
             };
-            let Some((idx, offset, result)) = next else { break };
+            let Some((idx, offset, result)) = next else {
+                break;
+            };
             let (records, hwm) = result?;
             stats.fetches += 1;
             let o = &mut owned[idx];
@@ -103,10 +121,13 @@ impl FetchCore {
                     partition,
                     records: std::mem::take(recs),
                 };
-                self.rings[core].send(batch).await.map_err(|_| SourceError::ShardGone {
-                    fetch_core: self.index,
-                    shard_core: core,
-                })?;
+                self.rings[core]
+                    .send(batch)
+                    .await
+                    .map_err(|_| SourceError::ShardGone {
+                        fetch_core: self.index,
+                        shard_core: core,
+                    })?;
             }
             let o = &owned[idx];
             if !o.plan.is_done(o.position) {
@@ -120,7 +141,12 @@ impl FetchCore {
 
 /// Splits one partition's fetched records by shard core, keeping offset order within each core.
 /// Returns the payload bytes routed.
-pub fn route(router: &Router, partition: i32, records: Vec<RecordAndOffset>, per_core: &mut [Vec<Record>]) -> usize {
+pub fn route(
+    router: &Router,
+    partition: i32,
+    records: Vec<RecordAndOffset>,
+    per_core: &mut [Vec<Record>],
+) -> usize {
     let hint = records.len() / per_core.len().max(1) + 1;
     for v in per_core.iter_mut() {
         v.reserve(hint);

@@ -9,7 +9,7 @@ pub mod fetch;
 
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
+use futures_util::future::join_all;
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
@@ -24,7 +24,7 @@ type KafkaError = rskafka::client::error::Error;
 pub enum SourceError {
     #[error("cannot reach Kafka at {brokers} within {timeout:?}")]
     Unreachable { brokers: String, timeout: Duration },
-    #[error("cannot talk to Kafka at {brokers}")]
+    #[error("cannot reach Kafka at {brokers}")]
     Connect {
         brokers: String,
         #[source]
@@ -33,8 +33,14 @@ pub enum SourceError {
     #[error("topic {topic:?} does not exist on {brokers}")]
     UnknownTopic { topic: String, brokers: String },
     #[error("--partitions: topic {topic:?} has no partition {partition} (it has {count})")]
-    UnknownPartition { topic: String, partition: i32, count: usize },
-    #[error("--start {offset}: partition {partition} of {topic:?} holds offsets {earliest}..{high_watermark}")]
+    UnknownPartition {
+        topic: String,
+        partition: i32,
+        count: usize,
+    },
+    #[error(
+        "--start {offset}: partition {partition} of {topic:?} holds offsets {earliest}..{high_watermark}"
+    )]
     StartOutOfRange {
         topic: String,
         partition: i32,
@@ -59,7 +65,10 @@ pub enum SourceError {
         timeout: Duration,
     },
     #[error("fetch core {fetch_core}: shard core {shard_core} stopped taking records")]
-    ShardGone { fetch_core: usize, shard_core: usize },
+    ShardGone {
+        fetch_core: usize,
+        shard_core: usize,
+    },
 }
 
 impl SourceError {
@@ -116,10 +125,6 @@ impl SourceConfig {
                 brokers: self.brokers_str(),
                 timeout: self.timeout,
             }),
-            Ok(Err(KafkaError::RetryFailed(_))) => Err(SourceError::Unreachable {
-                brokers: self.brokers_str(),
-                timeout: self.timeout,
-            }),
             Ok(Err(source)) => Err(SourceError::Connect {
                 brokers: self.brokers_str(),
                 source,
@@ -128,9 +133,15 @@ impl SourceConfig {
         }
     }
 
-    pub(crate) async fn partition_client(&self, client: &Client, partition: i32) -> Result<PartitionClient, SourceError> {
-        let fut = client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry);
-        self.bounded("connecting to the leader", partition, 0, fut).await
+    pub(crate) async fn partition_client(
+        &self,
+        client: &Client,
+        partition: i32,
+    ) -> Result<PartitionClient, SourceError> {
+        let fut =
+            client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry);
+        self.bounded("connecting to the leader", partition, 0, fut)
+            .await
     }
 
     /// Runs a Kafka call under `--kafka-timeout`, naming the partition on failure.
@@ -170,10 +181,13 @@ pub async fn plan(
     stop_at_end: bool,
 ) -> Result<Vec<PartitionPlan>, SourceError> {
     let client = cfg.connect().await?;
-    let topics = client.list_topics().await.map_err(|source| SourceError::Connect {
-        brokers: cfg.brokers_str(),
-        source,
-    })?;
+    let topics = client
+        .list_topics()
+        .await
+        .map_err(|source| SourceError::Connect {
+            brokers: cfg.brokers_str(),
+            source,
+        })?;
     let Some(topic) = topics.into_iter().find(|t| t.name == cfg.topic) else {
         return Err(SourceError::UnknownTopic {
             topic: cfg.topic.clone(),
@@ -193,9 +207,17 @@ pub async fn plan(
         partitions = only.to_vec();
     }
     let client = &client;
-    try_join_all(partitions.into_iter().map(|p| async move {
+    // Ask every partition at once; report the lowest partition's failure, whichever came first.
+    join_all(partitions.into_iter().map(|p| async move {
         let pc = cfg.partition_client(client, p).await?;
-        let earliest = cfg.bounded("listing the earliest offset", p, 0, pc.get_offset(OffsetAt::Earliest)).await?;
+        let earliest = cfg
+            .bounded(
+                "listing the earliest offset",
+                p,
+                0,
+                pc.get_offset(OffsetAt::Earliest),
+            )
+            .await?;
         let hwm = high_watermark(cfg, &pc, earliest).await?;
         let start = match start {
             StartAt::Earliest => earliest,
@@ -219,12 +241,23 @@ pub async fn plan(
         })
     }))
     .await
+    .into_iter()
+    .collect()
 }
 
 /// The partition's high watermark, from a fetch that asks for almost nothing and does not wait.
-async fn high_watermark(cfg: &SourceConfig, pc: &PartitionClient, at: i64) -> Result<i64, SourceError> {
+async fn high_watermark(
+    cfg: &SourceConfig,
+    pc: &PartitionClient,
+    at: i64,
+) -> Result<i64, SourceError> {
     let (_, hwm) = cfg
-        .bounded("reading the high watermark", pc.partition(), at, pc.fetch_records(at, 0..1, 0))
+        .bounded(
+            "reading the high watermark",
+            pc.partition(),
+            at,
+            pc.fetch_records(at, 0..1, 0),
+        )
         .await?;
     Ok(hwm)
 }

@@ -1,0 +1,273 @@
+//! Shared integration-test harness: a real Tansu broker started through `tools/broker` on a free
+//! loopback port, sample data produced with `icefall-loadgen`, the `icefall` binary run as a child
+//! process, and every Parquet file read back.
+
+#![allow(dead_code)]
+
+#[path = "../../tools/sample.rs"]
+pub mod sample;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A broker that lives as long as this value.
+pub struct Broker {
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        Self::start_with_engine("memory")
+    }
+
+    pub fn start_with_engine(engine: &str) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(repo().join("tools/broker"))
+            .arg("start")
+            .arg(dir.path())
+            .env("BROKER_ENGINE", engine)
+            .output()
+            .expect("run tools/broker");
+        assert!(
+            out.status.success(),
+            "broker start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let addr = String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_string();
+        Broker { dir, addr }
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(repo().join("tools/broker"))
+            .args(["create-topic"])
+            .arg(self.dir.path())
+            .args([name, &partitions.to_string()])
+            .output()
+            .expect("run tools/broker");
+        assert!(
+            out.status.success(),
+            "create-topic failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Produces `records` sample records with the default shape (plus `keys` distinct keys).
+    pub fn produce(&self, topic: &str, records: u64, keys: u64) {
+        let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+            .args(["--brokers", &self.addr, "--topic", topic])
+            .args([
+                "--records",
+                &records.to_string(),
+                "--keys",
+                &keys.to_string(),
+            ])
+            .output()
+            .expect("run icefall-loadgen");
+        assert!(
+            out.status.success(),
+            "loadgen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tools/broker"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Runs `icefall run` with the given extra flags and waits for it.
+pub fn icefall(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_icefall"))
+        .arg("run")
+        .args(args)
+        .env("ICEFALL_LOG", "warn")
+        .output()
+        .expect("run icefall")
+}
+
+pub fn base_args<'a>(broker: &'a str, topic: &'a str, warehouse: &'a str) -> Vec<&'a str> {
+    vec![
+        "--brokers",
+        broker,
+        "--topic",
+        topic,
+        "--warehouse",
+        warehouse,
+        "--table",
+        "ns.events",
+    ]
+}
+
+/// One row read back from a data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Every `.parquet` file under `dir`, sorted by path (for one shard core: write order).
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads every row of one Parquet file, in row order.
+pub fn read_rows(path: &Path) -> Vec<Row> {
+    let file = std::fs::File::open(path).expect("open parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap_or_else(|e| panic!("{} is not a readable Parquet file: {e}", path.display()))
+        .build()
+        .expect("reader");
+    let mut rows = Vec::new();
+    for batch in reader {
+        let b: RecordBatch = batch.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let part = b
+            .column_by_name("_kafka_partition")
+            .expect("partition")
+            .as_primitive::<Int32Type>();
+        let off = b
+            .column_by_name("_kafka_offset")
+            .expect("offset")
+            .as_primitive::<Int64Type>();
+        let ts = b
+            .column_by_name("_kafka_timestamp")
+            .expect("timestamp")
+            .as_primitive::<TimestampMillisecondType>();
+        let key = b
+            .column_by_name("_kafka_key")
+            .expect("key")
+            .as_binary::<i32>();
+        let val = b.column_by_name("value").expect("value").as_binary::<i32>();
+        let hdr = b
+            .column_by_name("_kafka_headers")
+            .expect("headers")
+            .as_map();
+        for i in 0..b.num_rows() {
+            let entries = hdr.value(i);
+            let hk = entries.column(0).as_string::<i32>();
+            let hv = entries.column(1).as_binary::<i32>();
+            let headers = (0..entries.len())
+                .map(|j| (hk.value(j).to_string(), hv.value(j).to_vec()))
+                .collect();
+            rows.push(Row {
+                partition: part.value(i),
+                offset: off.value(i),
+                timestamp_ms: ts.value(i),
+                key: (!key.is_null(i)).then(|| key.value(i).to_vec()),
+                value: (!val.is_null(i)).then(|| val.value(i).to_vec()),
+                headers,
+            });
+        }
+    }
+    rows
+}
+
+/// Reads a whole warehouse: rows per file, files in path order.
+pub fn read_warehouse(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
+    parquet_files(dir)
+        .into_iter()
+        .map(|p| {
+            let rows = read_rows(&p);
+            (p, rows)
+        })
+        .collect()
+}
+
+/// Checks a warehouse against a sample stream of `n` records (seq 0..n) on a fresh topic:
+/// every (partition, offset) exactly once and all offsets of every partition present; every
+/// row's key, value and headers byte-equal to the sample's; per key, offsets strictly increase
+/// across rows in file order. Returns the number of rows.
+pub fn verify_sample(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64) -> usize {
+    let mut seen_seq = vec![false; n as usize];
+    let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    let mut last_per_key: BTreeMap<(i32, Vec<u8>), (i64, PathBuf)> = BTreeMap::new();
+    let mut rows = 0;
+    for (path, file_rows) in files {
+        for r in file_rows {
+            rows += 1;
+            let seq_header = r.headers.iter().find(|(k, _)| k == sample::SEQ_HEADER);
+            let seq: u64 = std::str::from_utf8(&seq_header.expect("seq header").1)
+                .expect("utf8 seq")
+                .parse()
+                .expect("numeric seq");
+            assert!(seq < n, "unknown seq {seq}");
+            assert!(
+                !seen_seq[seq as usize],
+                "seq {seq} landed twice (p{} o{})",
+                r.partition, r.offset
+            );
+            seen_seq[seq as usize] = true;
+            assert_eq!(r.key, shape.key(seq), "key of seq {seq}");
+            assert_eq!(r.value, shape.value(seq), "value of seq {seq}");
+            assert_eq!(r.headers, shape.headers(seq), "headers of seq {seq}");
+            assert!(r.timestamp_ms > 1_600_000_000_000, "timestamp of seq {seq}");
+            offsets.entry(r.partition).or_default().push(r.offset);
+            if let Some(k) = &r.key {
+                if let Some((prev, prev_file)) =
+                    last_per_key.insert((r.partition, k.clone()), (r.offset, path.clone()))
+                {
+                    assert!(
+                        prev < r.offset,
+                        "key {:?} went back from offset {prev} ({}) to {} ({})",
+                        String::from_utf8_lossy(k),
+                        prev_file.display(),
+                        r.offset,
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(rows as u64, n, "row count");
+    assert!(seen_seq.iter().all(|s| *s), "some records are missing");
+    for (p, mut offs) in offsets {
+        let count = offs.len();
+        offs.sort_unstable();
+        offs.dedup();
+        assert_eq!(offs.len(), count, "partition {p} has a duplicate offset");
+        assert_eq!(
+            offs,
+            (0..count as i64).collect::<Vec<_>>(),
+            "partition {p} misses offsets"
+        );
+    }
+    rows
+}
