@@ -13,7 +13,7 @@ use icefall::runtime::Control;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ICEFALL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
