@@ -62,7 +62,9 @@ fn start_pair(batch: usize, producer_core: usize, consumer_core: usize) -> Pair 
     })
     .expect("consumer");
     let producer = runtime::spawn_tokio("bench-producer", producer_core, move || async move {
-        let mut pool: Vec<Vec<Record>> = (0..POOL).map(|b| (0..batch).map(|i| record((b * batch + i) as i64)).collect()).collect();
+        let mut pool: Vec<Vec<Record>> = (0..POOL)
+            .map(|b| (0..batch).map(|i| record((b * batch + i) as i64)).collect())
+            .collect();
         while let Ok(n) = cmd_rx.recv() {
             for _ in 0..n {
                 let v = match pool.pop() {
@@ -101,7 +103,10 @@ fn bench_bridge(c: &mut Criterion) {
     let online = runtime::online_cores().expect("cores");
     let (a, b) = (online[0], *online.get(1).unwrap_or(&online[0]));
     let mut group = c.benchmark_group(format!("bridge/cores {a}->{b}"));
-    for (name, batch) in [("records (batches of 1024)", 1024usize), ("batches (of 1 record)", 1)] {
+    for (name, batch) in [
+        ("records (batches of 1024)", 1024usize),
+        ("batches (of 1 record)", 1),
+    ] {
         let pair = start_pair(batch, a, b);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(name, |bench| {

@@ -4,10 +4,9 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-use common::{Broker, base_args, icefall, parquet_files, read_rows};
+use common::{Broker, base_args, icefall, parquet_files, read_rows, spawn_icefall, wait_for_files};
 
 fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -135,22 +134,9 @@ fn a_killed_run_leaves_only_whole_files() {
         "256",
         "--stop-at-end",
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
-        .arg("run")
-        .args(&args)
-        .env("ICEFALL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_icefall(&args);
     let data = wh.path().join("ns/events/data");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while parquet_files(&data).len() < 3 && Instant::now() < deadline {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_files(&mut child, &data, 3);
     let _ = child.kill();
     let _ = child.wait();
     let files = parquet_files(&data);

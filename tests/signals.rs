@@ -4,36 +4,33 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, base_args, parquet_files, read_warehouse};
+use common::{Broker, base_args, read_warehouse, spawn_icefall, wait_for_files};
 
 fn stop_mid_run(signal: i32, broker: &Broker) {
     let wh = tempfile::tempdir().unwrap();
-    let args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
-    let child = Command::new(env!("CARGO_BIN_EXE_icefall"))
-        .arg("run")
-        .args(&args)
-        .args(["--file-max-bytes", "256KiB", "--batch-rows", "512"])
-        .env("ICEFALL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+    args.extend(["--file-max-bytes", "256KiB", "--batch-rows", "512"]);
     // Without --stop-at-end icefall runs until told to stop; signal once data is flowing.
+    let mut child = spawn_icefall(&args);
     let data = wh.path().join("ns/events/data");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while parquet_files(&data).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_files(&mut child, &data, 1);
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
     let signalled = Instant::now();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "signal {signal}: exit {:?}: {stderr}", out.status.code());
-    assert!(signalled.elapsed() < Duration::from_secs(20), "took {:?} to stop", signalled.elapsed());
+    assert!(
+        out.status.success(),
+        "signal {signal}: exit {:?}: {stderr}",
+        out.status.code()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let routed: u64 = stdout
@@ -54,7 +51,11 @@ fn stop_mid_run(signal: i32, broker: &Broker) {
     for (p, mut offs) in per_partition {
         offs.sort_unstable();
         let n = offs.len() as i64;
-        assert_eq!(offs, (0..n).collect::<Vec<_>>(), "partition {p}: not a gap-free, duplicate-free prefix");
+        assert_eq!(
+            offs,
+            (0..n).collect::<Vec<_>>(),
+            "partition {p}: not a gap-free, duplicate-free prefix"
+        );
     }
 }
 

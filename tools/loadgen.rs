@@ -134,3 +134,36 @@ async fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::sample::{kafka_partition, murmur2};
+
+    /// Vectors from the Java client's `UtilsTest.testMurmur2`.
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, want) in cases {
+            assert_eq!(
+                murmur2(key) as i32,
+                want,
+                "{:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(
+            kafka_partition(b"foobar", 8),
+            ((-790_332_482i32 as u32) & 0x7fff_ffff) % 8
+        );
+    }
+}

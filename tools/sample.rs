@@ -34,7 +34,7 @@ impl Default for Shape {
 }
 
 fn every(i: u64, n: u64) -> bool {
-    n != 0 && i % n == 0
+    n != 0 && i.is_multiple_of(n)
 }
 
 /// splitmix64: a cheap, well-mixed function of `i`.

@@ -101,11 +101,16 @@ impl FetchCore {
             let Some((idx, offset, result)) = next else {
                 break;
             };
-            let (records, hwm) = result?;
+            let (mut records, hwm) = result?;
             stats.fetches += 1;
             let o = &mut owned[idx];
             o.high_watermark = hwm;
             let partition = o.plan.partition;
+            if let Some(stop) = o.plan.stop_at {
+                // Stop exactly at the watermark taken at start: the same input, the same output.
+                let keep = records.partition_point(|r| r.offset < stop);
+                records.truncate(keep);
+            }
             if let Some(last) = records.last() {
                 o.position = last.offset + 1;
             }

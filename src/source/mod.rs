@@ -28,7 +28,7 @@ pub enum SourceError {
     Connect {
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("topic {topic:?} does not exist on {brokers}")]
     UnknownTopic { topic: String, brokers: String },
@@ -55,7 +55,7 @@ pub enum SourceError {
         partition: i32,
         offset: i64,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("{what} for {topic}/{partition} got no answer within {timeout:?}")]
     Timeout {
@@ -127,7 +127,7 @@ impl SourceConfig {
             }),
             Ok(Err(source)) => Err(SourceError::Connect {
                 brokers: self.brokers_str(),
-                source,
+                source: Box::new(source),
             }),
             Ok(Ok(c)) => Ok(c),
         }
@@ -164,7 +164,7 @@ impl SourceConfig {
                 topic: self.topic.clone(),
                 partition,
                 offset,
-                source,
+                source: Box::new(source),
             }),
         }
     }
@@ -186,7 +186,7 @@ pub async fn plan(
         .await
         .map_err(|source| SourceError::Connect {
             brokers: cfg.brokers_str(),
-            source,
+            source: Box::new(source),
         })?;
     let Some(topic) = topics.into_iter().find(|t| t.name == cfg.topic) else {
         return Err(SourceError::UnknownTopic {

@@ -9,7 +9,8 @@ pub mod sample;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
@@ -102,6 +103,29 @@ pub fn icefall(args: &[&str]) -> Output {
         .env("ICEFALL_LOG", "warn")
         .output()
         .expect("run icefall")
+}
+
+/// Starts `icefall run` in the background, output piped, and returns at once.
+pub fn spawn_icefall(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_icefall"))
+        .arg("run")
+        .args(args)
+        .env("ICEFALL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icefall")
+}
+
+/// Waits until `dir` holds at least `n` data files, the child exits, or a minute passes.
+pub fn wait_for_files(child: &mut Child, dir: &Path, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parquet_files(dir).len() < n && Instant::now() < deadline {
+        if child.try_wait().expect("try_wait").is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 pub fn base_args<'a>(broker: &'a str, topic: &'a str, warehouse: &'a str) -> Vec<&'a str> {
@@ -240,19 +264,18 @@ pub fn verify_sample(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u6
             assert_eq!(r.headers, shape.headers(seq), "headers of seq {seq}");
             assert!(r.timestamp_ms > 1_600_000_000_000, "timestamp of seq {seq}");
             offsets.entry(r.partition).or_default().push(r.offset);
-            if let Some(k) = &r.key {
-                if let Some((prev, prev_file)) =
+            if let Some(k) = &r.key
+                && let Some((prev, prev_file)) =
                     last_per_key.insert((r.partition, k.clone()), (r.offset, path.clone()))
-                {
-                    assert!(
-                        prev < r.offset,
-                        "key {:?} went back from offset {prev} ({}) to {} ({})",
-                        String::from_utf8_lossy(k),
-                        prev_file.display(),
-                        r.offset,
-                        path.display()
-                    );
-                }
+            {
+                assert!(
+                    prev < r.offset,
+                    "key {:?} went back from offset {prev} ({}) to {} ({})",
+                    String::from_utf8_lossy(k),
+                    prev_file.display(),
+                    r.offset,
+                    path.display()
+                );
             }
         }
     }
