@@ -118,6 +118,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         cfg.stop_at_end,
     ))?;
     drop(setup);
+    let planned = started.elapsed();
     for p in &plans {
         tracing::info!(partition = p.partition, start = p.start, high_watermark = p.high_watermark, stop_at = ?p.stop_at, "partition");
     }
@@ -253,6 +254,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             }
         }
     }
+    let fetched = started.elapsed();
     let mut shard_stats: Vec<ShardStats> = Vec::new();
     for h in shard_handles {
         match h.join() {
@@ -261,6 +263,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             Err(e) => errors.push(e.into()),
         }
     }
+    let flushed = started.elapsed();
     let io_stats = match io_handle.map(|h| h.join()) {
         Ok(Ok(Ok(s))) => s,
         Ok(Ok(Err(e))) => {
@@ -272,6 +275,13 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             IoStats::default()
         }
     };
+    tracing::info!(
+        planned_s = planned.as_secs_f64(),
+        fetched_s = fetched.as_secs_f64(),
+        flushed_s = flushed.as_secs_f64(),
+        uploaded_s = started.elapsed().as_secs_f64(),
+        "phases (seconds since start)"
+    );
     if !errors.is_empty() {
         let root = errors.iter().position(|e| !e.is_secondary()).unwrap_or(0);
         return Err(errors.swap_remove(root));

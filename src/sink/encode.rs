@@ -57,17 +57,36 @@ struct Columns {
     value: BinaryBuilder,
 }
 
+/// Sizes of one batch, used to pre-size the next one's builders: `finish()` hands the buffers
+/// over and leaves the builders empty, and regrowing an 800 KB value buffer by doubling on every
+/// batch costs a copy of everything each time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sizes {
+    rows: usize,
+    key_bytes: usize,
+    value_bytes: usize,
+    header_entries: usize,
+    header_key_bytes: usize,
+    header_value_bytes: usize,
+}
+
 impl Columns {
-    fn new() -> Self {
+    fn with_capacity(s: Sizes) -> Self {
+        let rows = s.rows.max(1);
         Self {
-            partition: Int32Builder::new(),
-            offset: Int64Builder::new(),
-            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            key: BinaryBuilder::new(),
-            headers: MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new())
-                .with_keys_field(header_key_field())
-                .with_values_field(header_value_field()),
-            value: BinaryBuilder::new(),
+            partition: Int32Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+            timestamp: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            key: BinaryBuilder::with_capacity(rows, s.key_bytes),
+            headers: MapBuilder::with_capacity(
+                None,
+                StringBuilder::with_capacity(s.header_entries, s.header_key_bytes),
+                BinaryBuilder::with_capacity(s.header_entries, s.header_value_bytes),
+                rows,
+            )
+            .with_keys_field(header_key_field())
+            .with_values_field(header_value_field()),
+            value: BinaryBuilder::with_capacity(rows, s.value_bytes),
         }
     }
 
@@ -89,6 +108,8 @@ pub struct FileEncoder {
     schema: SchemaRef,
     props: WriterProperties,
     cols: Columns,
+    /// What the buffered rows hold so far; becomes the next batch's capacity hint.
+    sizes: Sizes,
     buffered: usize,
     writer: Option<ArrowWriter<Vec<u8>>>,
     file_rows: u64,
@@ -109,7 +130,8 @@ impl FileEncoder {
             core,
             schema: schema::raw_schema(),
             props,
-            cols: Columns::new(),
+            cols: Columns::with_capacity(Sizes::default()),
+            sizes: Sizes::default(),
             buffered: 0,
             writer: None,
             file_rows: 0,
@@ -129,22 +151,29 @@ impl FileEncoder {
         range.0 = range.0.min(first.offset);
         range.1 = range.1.max(last.offset);
         let c = &mut self.cols;
+        let z = &mut self.sizes;
         for r in records.drain(..) {
             c.partition.append_value(partition);
             c.offset.append_value(r.offset);
             c.timestamp.append_value(r.timestamp_ms);
             c.key.append_option(r.key.as_deref());
             c.value.append_option(r.value.as_deref());
+            z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
+            z.value_bytes += r.value.as_ref().map_or(0, Vec::len);
             for (k, v) in &r.headers {
                 c.headers.keys().append_value(k);
                 c.headers.values().append_value(v);
+                z.header_key_bytes += k.len();
+                z.header_value_bytes += v.len();
             }
+            z.header_entries += r.headers.len();
             c.headers.append(true).map_err(|source| SinkError::Arrow {
                 core: self.core,
                 source,
             })?;
             self.buffered += 1;
         }
+        z.rows = self.buffered;
         Ok(())
     }
 
@@ -173,6 +202,7 @@ impl FileEncoder {
         let core = self.core;
         let batch = RecordBatch::try_new(self.schema.clone(), self.cols.finish())
             .map_err(|source| SinkError::Arrow { core, source })?;
+        self.cols = Columns::with_capacity(std::mem::take(&mut self.sizes));
         if self.writer.is_none() {
             let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
                 .map_err(|source| SinkError::Encode { core, source })?;
