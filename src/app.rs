@@ -10,22 +10,26 @@ use std::time::Instant;
 
 use crate::config::{ConfigError, RunConfig};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
-use crate::record::Batch;
+use crate::offsets::EpochTracker;
+use crate::record::{Offsets, ToShard};
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
 use crate::runtime::{self, Control, RuntimeError};
 use crate::shard::driver::{FileNames, ShardCore};
 use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
+use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
 use crate::sink::encode::{EncodeOptions, FileEncoder};
-use crate::sink::upload::{self, PendingFile, Warehouse};
+use crate::sink::schema;
+use crate::sink::storage::ObjectStoreStorage;
+use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::fetch::FetchCore;
 use crate::source::{self, SourceConfig, SourceError};
 
 /// Files the io role writes at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
-/// Capacity of each shard→io ring, in files.
-const FILE_RING: usize = 2;
+/// Capacity of each shard→io ring, in messages (files and end-of-epoch markers).
+const FILE_RING: usize = 4;
 
 /// Why a run failed. Each kind has its own exit code (see [`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +47,20 @@ pub enum Error {
 }
 
 impl Error {
-    /// 2: bad flags or placement; 3: Kafka; 4: storage; 1: anything else (a bug).
+    /// 2: bad flags or placement; 3: Kafka; 4: storage; 5: catalog or table; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::Sink(
+                SinkError::Catalog { .. }
+                | SinkError::IncompatibleTable { .. }
+                | SinkError::Commit { .. }
+                | SinkError::Checkpoint(_),
+            )
+            | Error::Shard(ShardError::Sink(
+                SinkError::Catalog { .. }
+                | SinkError::IncompatibleTable { .. }
+                | SinkError::Commit { .. },
+            )) => 5,
             Error::Config(_) => 2,
             Error::Runtime(
                 RuntimeError::CoreNotOnline { .. }
@@ -56,6 +71,7 @@ impl Error {
             Error::Source(_) => 3,
             Error::Sink(_) | Error::Shard(ShardError::Sink(_)) => 4,
             Error::Shard(ShardError::IoGone { .. }) => 4,
+            Error::Shard(ShardError::Misaligned { .. }) => 1,
         }
     }
 
@@ -110,18 +126,68 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         timeout: cfg.kafka_timeout,
     });
     let setup = setup_runtime()?;
-    let warehouse = setup.block_on(Warehouse::open_local(&cfg.warehouse))?;
+    let warehouse = setup.block_on(upload::probe_local_warehouse(&cfg.warehouse))?;
+    let catalog_spec = CatalogSpec {
+        uri: cfg.catalog.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                warehouse.join("catalog.db").display()
+            )
+        }),
+        warehouse_url: format!("file://{}", warehouse.display()),
+    };
+    let storage = ObjectStoreStorage::local();
+    // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
+    let (catalog, resumed) = setup.block_on(async {
+        let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;
+        let resumed = match commit::load_existing(catalog.as_ref(), &cfg.table).await? {
+            Some(t) => commit::checkpoint(&t, &cfg.topic)?,
+            None => None,
+        };
+        Ok::<_, SinkError>((catalog, resumed))
+    })?;
+    let committed = resumed
+        .as_ref()
+        .map(|c| c.offsets.clone())
+        .unwrap_or_default();
+    let first_epoch = resumed.as_ref().map_or(0, |c| c.epoch);
+    if let Some(c) = &resumed {
+        tracing::info!(
+            snapshot = c.snapshot,
+            epoch = c.epoch,
+            partitions = c.offsets.len(),
+            "resuming from the table's offsets"
+        );
+    }
     let plans = setup.block_on(source::plan(
         &source_cfg,
         cfg.start,
         cfg.partitions.as_deref(),
         cfg.stop_at_end,
+        &committed,
     ))?;
+    let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table))?;
+    drop(catalog);
     drop(setup);
     let planned = started.elapsed();
     for p in &plans {
         tracing::info!(partition = p.partition, start = p.start, high_watermark = p.high_watermark, stop_at = ?p.stop_at, "partition");
     }
+    let meta = table.metadata();
+    let table_schema = meta.current_schema().as_ref().clone();
+    let arrow_schema =
+        schema::arrow_schema(&table_schema).map_err(|source| SinkError::Catalog {
+            what: format!("cannot map the schema of {} to Arrow", cfg.table),
+            source,
+        })?;
+    let table_files = TableFiles {
+        storage: storage.clone(),
+        location: meta.location().to_string(),
+        schema: table_schema,
+        partition_spec_id: meta.default_partition_spec_id(),
+    };
+    let start_offsets: Offsets = plans.iter().map(|p| (p.partition, p.start)).collect();
+    let clock = EpochClock::new(first_epoch);
 
     let router = Router::new(shards, shard_cores as u32);
     let owned = assign_partitions(
@@ -130,9 +196,9 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     );
 
     // rings[f][s]: fetch core f → shard core s.
-    let mut to_shards: Vec<Vec<bridge::Sender<Batch>>> =
+    let mut to_shards: Vec<Vec<bridge::Sender<ToShard>>> =
         (0..placement.fetch.len()).map(|_| Vec::new()).collect();
-    let mut shard_inputs: Vec<Vec<bridge::Receiver<Batch>>> =
+    let mut shard_inputs: Vec<Vec<bridge::Receiver<ToShard>>> =
         (0..shard_cores).map(|_| Vec::new()).collect();
     for senders in &mut to_shards {
         for inputs in &mut shard_inputs {
@@ -144,7 +210,6 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let mut file_rings = Vec::new();
 
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let data_dir = Warehouse::data_dir(&cfg.table);
     let policy = RollPolicy {
         batch_rows: cfg.batch_rows,
         file_max_bytes: cfg.file_max_bytes.0,
@@ -161,16 +226,15 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let mut errors: Vec<Error> = Vec::new();
     let mut shard_handles = Vec::new();
     for (i, inputs) in shard_inputs.into_iter().enumerate() {
-        let (tx, rx) = bridge::channel::<PendingFile>(FILE_RING);
+        let (tx, rx) = bridge::channel::<ToIo>(FILE_RING);
         file_rings.push(rx);
         let core = ShardCore {
             core_index: i,
             inputs: Fan::new(inputs),
-            files: tx,
-            encoder: FileEncoder::new(i, &encode)?,
+            to_io: tx,
+            encoder: FileEncoder::new(i, arrow_schema.clone(), &encode)?,
             state: ShardState::new(policy, shards, shard_cores as u32),
             names: FileNames {
-                data_dir: data_dir.clone(),
                 run_id: run_id.clone(),
                 core_index: i,
                 next_seq: 0,
@@ -196,9 +260,31 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
 
     let io_handle = {
         let ctl = control.clone();
-        let files = Fan::new(file_rings);
+        let inputs = Fan::new(file_rings);
+        let (ident, topic, spec) = (cfg.table.clone(), cfg.topic.clone(), catalog_spec.clone());
+        let retry = RetryPolicy {
+            base: cfg.commit_retry_base,
+            cap: cfg.commit_retry_cap,
+            attempts: cfg.commit_retries.get(),
+        };
+        let (clock, interval) = (clock.clone(), cfg.commit_interval);
         runtime::spawn_tokio("io", placement.io, move || async move {
-            let r = upload::run(files, warehouse, UPLOADS_IN_FLIGHT).await;
+            let r = async {
+                // The catalog's connection pool belongs to this runtime: open it here.
+                let catalog = commit::open_catalog(&spec, table_files.storage.clone()).await?;
+                let table = commit::ensure_table(catalog.as_ref(), &ident).await?;
+                let role = IoRole {
+                    inputs,
+                    committer: Committer::new(catalog, ident, topic, retry, table),
+                    files: table_files,
+                    tracker: EpochTracker::new(shard_cores, start_offsets),
+                    clock,
+                    commit_interval: interval,
+                    max_in_flight: UPLOADS_IN_FLIGHT,
+                };
+                role.run().await
+            }
+            .await;
             if r.is_err() {
                 ctl.abort();
             }
@@ -219,6 +305,9 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
                 partitions,
                 router: router.clone(),
                 rings: senders,
+                clock: clock.clone(),
+                epoch: first_epoch,
+                positions: Offsets::new(),
             };
             let ctl = control.clone();
             let cfg = source_cfg.clone();

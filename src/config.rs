@@ -331,6 +331,21 @@ pub struct RunArgs {
     /// zstd level for Parquet pages (1-22).
     #[arg(long, default_value = "1")]
     pub zstd_level: String,
+    /// Iceberg catalog. Default: the SQL catalog on SQLite at <warehouse>/catalog.db.
+    #[arg(long)]
+    pub catalog: Option<String>,
+    /// Commit one Iceberg snapshot (files and offsets) this often.
+    #[arg(long, default_value = "10s")]
+    pub commit_interval: String,
+    /// First wait before retrying a failed commit (doubles each time, with full jitter).
+    #[arg(long, default_value = "100ms")]
+    pub commit_retry_base: String,
+    /// Longest wait between commit attempts.
+    #[arg(long, default_value = "10s")]
+    pub commit_retry_cap: String,
+    /// Attempts per commit before the run fails.
+    #[arg(long, default_value = "10")]
+    pub commit_retries: String,
 }
 
 /// Everything `icefall run` needs, validated.
@@ -355,6 +370,11 @@ pub struct RunConfig {
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
     pub zstd_level: i32,
+    pub catalog: Option<String>,
+    pub commit_interval: Duration,
+    pub commit_retry_base: Duration,
+    pub commit_retry_cap: Duration,
+    pub commit_retries: std::num::NonZeroU32,
 }
 
 /// Most shards a run may have; shard ids travel as `u32` but per-shard state is kept per id.
@@ -459,6 +479,35 @@ impl RunArgs {
                 "at least 1KiB",
             ));
         }
+        let duration = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
+            let d = parse_duration(v).map_err(|e| ConfigError::invalid(flag, v, e))?;
+            if d.is_zero() {
+                return Err(ConfigError::invalid(flag, v, "must be positive"));
+            }
+            Ok(d)
+        };
+        let commit_interval = duration("--commit-interval", &self.commit_interval)?;
+        let commit_retry_base = duration("--commit-retry-base", &self.commit_retry_base)?;
+        let commit_retry_cap = duration("--commit-retry-cap", &self.commit_retry_cap)?;
+        if commit_retry_cap < commit_retry_base {
+            return Err(ConfigError::invalid(
+                "--commit-retry-cap",
+                &self.commit_retry_cap,
+                format!(
+                    "must be at least --commit-retry-base {}",
+                    self.commit_retry_base
+                ),
+            ));
+        }
+        if let Some(c) = &self.catalog
+            && !c.starts_with("sqlite:")
+        {
+            return Err(ConfigError::invalid(
+                "--catalog",
+                c,
+                "expected sqlite://PATH (PostgreSQL and REST catalogs are not in this build yet)",
+            ));
+        }
         let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
         if !(1..=22).contains(&zstd_level) {
             return Err(ConfigError::invalid(
@@ -495,6 +544,11 @@ impl RunArgs {
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
             zstd_level,
+            catalog: self.catalog.clone(),
+            commit_interval,
+            commit_retry_base,
+            commit_retry_cap,
+            commit_retries: field("--commit-retries", &self.commit_retries)?,
         })
     }
 }

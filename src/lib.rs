@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod metrics;
+pub mod offsets;
 pub mod record;
 pub mod routing;
 pub mod runtime;

@@ -38,3 +38,25 @@ pub struct Batch {
     pub partition: i32,
     pub records: Vec<Record>,
 }
+
+/// Per partition, the offset after the last record routed before a barrier.
+pub type Offsets = std::collections::BTreeMap<i32, i64>;
+
+/// An aligned-checkpoint marker. A fetch core puts one into every ring after the records it has
+/// routed so far; epoch N holds exactly the records routed before barrier N.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    pub epoch: u64,
+    pub fetch_core: usize,
+    /// The fetch core's partitions and their next offsets (shared by all its rings).
+    pub next_offsets: std::sync::Arc<Offsets>,
+    /// The fetch core sends nothing after this one.
+    pub last: bool,
+}
+
+/// What a fetch core sends a shard core.
+#[derive(Debug)]
+pub enum ToShard {
+    Records(Batch),
+    Barrier(Barrier),
+}

@@ -32,6 +32,12 @@ pub struct IoStats {
     pub files: u64,
     pub bytes: u64,
     pub rows: u64,
+    pub commits: u64,
+    pub commit_attempts: u64,
+    /// Commit latency in microseconds.
+    pub commit_latency_us: Option<hdrhistogram::Histogram<u64>>,
+    /// This writer's partitions and their offsets as last committed.
+    pub committed: crate::record::Offsets,
 }
 
 /// The merged view of a run.
@@ -42,6 +48,9 @@ pub struct RunSummary {
     pub files: u64,
     pub file_bytes: u64,
     pub rows_written: u64,
+    pub commits: u64,
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
     pub seconds: f64,
     pub per_partition: BTreeMap<i32, u64>,
     pub per_shard: BTreeMap<u32, u64>,
@@ -53,8 +62,13 @@ impl RunSummary {
             seconds,
             files: io.files,
             file_bytes: io.bytes,
+            commits: io.commits,
             ..Default::default()
         };
+        if let Some(h) = io.commit_latency_us.as_ref().filter(|h| !h.is_empty()) {
+            s.commit_p50_ms = h.value_at_quantile(0.5) as f64 / 1_000.0;
+            s.commit_p99_ms = h.value_at_quantile(0.99) as f64 / 1_000.0;
+        }
         for f in fetch {
             s.records += f.records;
             s.payload_bytes += f.payload_bytes;
@@ -82,11 +96,14 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} files={} bytes={} payload_bytes={} seconds={:.3} records_per_sec={:.0}",
+            "summary records={} files={} bytes={} payload_bytes={} commits={} commit_p50_ms={:.1} commit_p99_ms={:.1} seconds={:.3} records_per_sec={:.0}",
             self.records,
             self.files,
             self.file_bytes,
             self.payload_bytes,
+            self.commits,
+            self.commit_p50_ms,
+            self.commit_p99_ms,
             self.seconds,
             self.records_per_sec()
         )
@@ -114,6 +131,7 @@ mod tests {
             files: 2,
             bytes: 100,
             rows: 5,
+            ..Default::default()
         };
         let s = RunSummary::merge(&[a, b], &[], &io, 2.0);
         assert_eq!(s.records, 5);

@@ -258,21 +258,50 @@ impl<T> Drop for Receiver<T> {
     }
 }
 
-/// Receives from whichever of several rings has a value, round-robin so none starves.
+/// Receives from whichever of several rings has a value, round-robin so none starves. A ring
+/// can be paused (for checkpoint alignment): it is not read until resumed.
 pub struct Fan<T> {
     rings: Vec<Receiver<T>>,
     open: Vec<bool>,
+    paused: Vec<bool>,
     next: usize,
 }
 
 impl<T: Send> Fan<T> {
     pub fn new(rings: Vec<Receiver<T>>) -> Self {
         let open = vec![true; rings.len()];
+        let paused = vec![false; rings.len()];
         Self {
             rings,
             open,
+            paused,
             next: 0,
         }
+    }
+
+    /// Stops reading ring `i` until [`Fan::resume_all`].
+    pub fn pause(&mut self, i: usize) {
+        self.paused[i] = true;
+    }
+
+    pub fn resume_all(&mut self) {
+        self.paused.iter_mut().for_each(|p| *p = false);
+    }
+
+    /// Rings paused and not known to be closed.
+    pub fn paused(&self) -> usize {
+        (0..self.rings.len())
+            .filter(|&i| self.paused[i] && self.open[i])
+            .count()
+    }
+
+    /// True when every ring not known to be closed is paused.
+    pub fn all_open_paused(&self) -> bool {
+        (0..self.rings.len()).all(|i| !self.open[i] || self.paused[i])
+    }
+
+    pub fn ring_count(&self) -> usize {
+        self.rings.len()
     }
 
     /// Values waiting in all rings.
@@ -284,7 +313,8 @@ impl<T: Send> Fan<T> {
         self.len() == 0
     }
 
-    /// The index of the ring and its value; `None` once every ring is closed and drained.
+    /// The index of the ring and its value; `None` once every ring that is not paused is closed
+    /// and drained.
     pub async fn recv(&mut self) -> Option<(usize, T)> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
@@ -295,7 +325,7 @@ impl<T: Send> Fan<T> {
             let mut any_open = false;
             for step in 0..n {
                 let i = (self.next + step) % n;
-                if !self.open[i] {
+                if !self.open[i] || self.paused[i] {
                     continue;
                 }
                 match self.rings[i].try_recv() {
@@ -439,5 +469,32 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(counts, [Some(9_999); 3]);
+    }
+
+    #[test]
+    fn paused_rings_are_not_read_until_resumed() {
+        let (a_tx, a_rx) = channel::<u32>(4);
+        let (b_tx, b_rx) = channel::<u32>(4);
+        let mut fan = Fan::new(vec![a_rx, b_rx]);
+        a_tx.try_send(1).unwrap();
+        a_tx.try_send(2).unwrap();
+        b_tx.try_send(10).unwrap();
+        drop(b_tx);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            fan.pause(0);
+            assert_eq!(fan.recv().await, Some((1, 10)));
+            assert_eq!(fan.recv().await, None, "ring 1 closed, ring 0 paused");
+            assert!(fan.all_open_paused());
+            assert_eq!(fan.paused(), 1);
+            fan.resume_all();
+            assert_eq!(fan.recv().await, Some((0, 1)));
+            assert_eq!(fan.recv().await, Some((0, 2)));
+            drop(a_tx);
+            assert_eq!(fan.recv().await, None);
+            assert_eq!(fan.paused(), 0);
+        });
     }
 }

@@ -1,18 +1,23 @@
 //! The shard core's async shell: bridge in, encoder, bridge out.
+//!
+//! Records are appended to the open file. A barrier pauses its ring; once every open ring is
+//! paused (or closed) the epoch ends: the open file is finished and sent, then an `EpochDone`
+//! carrying the barriers' offsets, and the rings resume. So every file holds records of exactly
+//! one epoch, and the io role learns an epoch is complete only after all of its files.
 
 use crate::metrics::ShardStats;
-use crate::record::Batch;
+use crate::record::ToShard;
 use crate::runtime::Control;
 use crate::runtime::bridge::{Fan, Sender};
 use crate::sink::encode::FileEncoder;
-use crate::sink::upload::PendingFile;
+use crate::sink::upload::ToIo;
 
-use super::{ShardError, ShardState, Step};
+use super::{Alignment, ShardError, ShardState, Step};
 
-/// Names the files one shard core writes: `<data_dir>/<run_id>-<core>-<seq>.parquet`.
+/// Names the files one shard core writes: `data/<run_id>-<core>-<seq>.parquet`, relative to the
+/// table location.
 #[derive(Debug, Clone)]
 pub struct FileNames {
-    pub data_dir: String,
     pub run_id: String,
     pub core_index: usize,
     pub next_seq: u64,
@@ -23,8 +28,8 @@ impl FileNames {
         let seq = self.next_seq;
         self.next_seq += 1;
         format!(
-            "{}/{}-{:03}-{:06}.parquet",
-            self.data_dir, self.run_id, self.core_index, seq
+            "data/{}-{:03}-{:06}.parquet",
+            self.run_id, self.core_index, seq
         )
     }
 }
@@ -32,58 +37,108 @@ impl FileNames {
 /// Everything one shard core owns.
 pub struct ShardCore {
     pub core_index: usize,
-    pub inputs: Fan<Batch>,
-    pub files: Sender<PendingFile>,
+    pub inputs: Fan<ToShard>,
+    pub to_io: Sender<ToIo>,
     pub encoder: FileEncoder,
     pub state: ShardState,
     pub names: FileNames,
 }
 
 impl ShardCore {
-    /// Runs until every input ring is closed and drained, then sends the last file. If the run
-    /// was aborted, stops without sending anything more.
+    /// Runs until every input ring is closed and drained. If the run was aborted, stops without
+    /// sending anything more.
     pub async fn run(mut self, control: &Control) -> Result<ShardStats, ShardError> {
         let mut stats = ShardStats::default();
-        while let Some((_, mut batch)) = self.inputs.recv().await {
+        let mut align = Alignment::new(self.core_index);
+        let mut epoch = 0u64;
+        loop {
+            let next = self.inputs.recv().await;
             if control.is_aborted() {
                 return Ok(stats);
             }
-            for r in &batch.records {
-                self.state.count(r.shard);
-            }
-            stats.rows += batch.records.len() as u64;
-            self.encoder.append(batch.partition, &mut batch.records)?;
-            let step = self.state.after_append(
-                self.encoder.buffered_rows(),
-                self.encoder.file_rows(),
-                self.encoder.file_bytes() as u64,
-            );
-            match step {
-                Step::Append => {}
-                Step::EncodeBatch => self.encoder.encode_buffered()?,
-                Step::RollFile => self.roll(&mut stats).await?,
+            match next {
+                Some((_, ToShard::Records(mut batch))) => {
+                    for r in &batch.records {
+                        self.state.count(r.shard);
+                    }
+                    stats.rows += batch.records.len() as u64;
+                    self.encoder.append(batch.partition, &mut batch.records)?;
+                    let step = self.state.after_append(
+                        self.encoder.buffered_rows(),
+                        self.encoder.file_rows(),
+                        self.encoder.file_bytes() as u64,
+                    );
+                    match step {
+                        Step::Append => {}
+                        Step::EncodeBatch => self.encoder.encode_buffered()?,
+                        Step::RollFile => self.roll(epoch + 1, &mut stats).await?,
+                    }
+                }
+                Some((ring, ToShard::Barrier(b))) => {
+                    align.on_barrier(&b)?;
+                    self.inputs.pause(ring);
+                    if self.inputs.all_open_paused() {
+                        epoch = self.end_epoch(&mut align, &mut stats).await?;
+                    }
+                }
+                // Every ring that is not paused is closed: an epoch in alignment ends now.
+                None if align.is_aligning() => {
+                    epoch = self.end_epoch(&mut align, &mut stats).await?
+                }
+                None => break,
             }
         }
-        if !control.is_aborted() {
-            self.roll(&mut stats).await?;
+        // Records after the last barrier belong to no epoch: a fetch core always ends with a
+        // barrier, so there are none unless the run was aborted.
+        if self.encoder.file_rows() > 0 {
+            tracing::warn!(
+                core = self.core_index,
+                rows = self.encoder.file_rows(),
+                "rows after the last barrier"
+            );
         }
         stats.per_shard = self.state.per_shard(self.core_index).collect();
         Ok(stats)
     }
 
-    async fn roll(&mut self, stats: &mut ShardStats) -> Result<(), ShardError> {
+    async fn end_epoch(
+        &mut self,
+        align: &mut Alignment,
+        stats: &mut ShardStats,
+    ) -> Result<u64, ShardError> {
+        let Some(end) = align.finish() else {
+            return Ok(0);
+        };
+        self.roll(end.epoch, stats).await?;
+        let epoch = end.epoch;
+        self.send(
+            ToIo::EpochDone {
+                epoch,
+                core: self.core_index,
+                offsets: end.offsets,
+            },
+            || format!("the end of epoch {epoch}"),
+        )
+        .await?;
+        self.inputs.resume_all();
+        Ok(epoch)
+    }
+
+    async fn roll(&mut self, epoch: u64, stats: &mut ShardStats) -> Result<(), ShardError> {
         let Some(file) = self.encoder.finish_file()? else {
             return Ok(());
         };
         stats.files += 1;
         stats.encoded_bytes += file.bytes.len() as u64;
         let path = self.names.next();
-        self.files
-            .send(PendingFile { path, file })
-            .await
-            .map_err(|e| ShardError::IoGone {
-                core: self.core_index,
-                path: e.0.path,
-            })
+        let what = path.clone();
+        self.send(ToIo::File { epoch, path, file }, || what).await
+    }
+
+    async fn send(&self, msg: ToIo, what: impl FnOnce() -> String) -> Result<(), ShardError> {
+        self.to_io.send(msg).await.map_err(|_| ShardError::IoGone {
+            core: self.core_index,
+            what: what(),
+        })
     }
 }

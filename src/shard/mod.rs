@@ -1,7 +1,8 @@
-//! The shard core's state machine: what to do after each batch arrives.
+//! The shard core's state machine: what to do after each batch or barrier arrives.
 //!
-//! Owns the flush decisions (hand rows to the encoder, roll the file) and the per-shard counters of
-//! the shards this core runs. It is sans-IO: it takes sizes and returns a [`Step`]; it never awaits
+//! Owns the flush decisions (hand rows to the encoder, roll the file), checkpoint alignment
+//! ([`Alignment`]: an epoch ends when every open input ring has delivered its barrier) and the
+//! per-shard counters of the shards this core runs. It is sans-IO: it takes sizes and returns a [`Step`]; it never awaits
 //! and is tested without threads. The [`driver`] is the thin async shell that feeds it batches from
 //! the bridge, runs the encoder and sends finished files to the io role. Order is kept by
 //! construction: batches are appended in the order they arrive, and each ring is FIFO.
@@ -9,7 +10,9 @@
 pub mod driver;
 
 use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::Arc;
 
+use crate::record::{Barrier, Offsets};
 use crate::sink::SinkError;
 
 /// Shard-core failures.
@@ -17,8 +20,75 @@ use crate::sink::SinkError;
 pub enum ShardError {
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error("shard core {core}: the io role stopped before taking file {path}")]
-    IoGone { core: usize, path: String },
+    #[error("shard core {core}: the io role stopped before taking {what}")]
+    IoGone { core: usize, what: String },
+    #[error(
+        "shard core {core}: barrier for epoch {got} from fetch core {fetch_core} while aligning epoch {expected}"
+    )]
+    Misaligned {
+        core: usize,
+        fetch_core: usize,
+        expected: u64,
+        got: u64,
+    },
+}
+
+/// An epoch every input ring has closed with its barrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochEnd {
+    pub epoch: u64,
+    /// The barriers' offsets, one entry per fetch core that sent one.
+    pub offsets: Vec<Arc<Offsets>>,
+}
+
+/// Checkpoint alignment: collects the barriers of one epoch. The driver pauses a ring once it
+/// delivered its barrier, so no record of the next epoch is read before the epoch ends.
+#[derive(Debug, Default)]
+pub struct Alignment {
+    core: usize,
+    aligning: Option<u64>,
+    offsets: Vec<Arc<Offsets>>,
+    last_done: u64,
+}
+
+impl Alignment {
+    pub fn new(core: usize) -> Self {
+        Self {
+            core,
+            ..Default::default()
+        }
+    }
+
+    /// Records a barrier. All barriers of an epoch carry the same number, above the last one.
+    pub fn on_barrier(&mut self, b: &Barrier) -> Result<(), ShardError> {
+        let expected = self.aligning.unwrap_or(self.last_done + 1);
+        if b.epoch != expected && !(self.aligning.is_none() && b.epoch > self.last_done) {
+            return Err(ShardError::Misaligned {
+                core: self.core,
+                fetch_core: b.fetch_core,
+                expected,
+                got: b.epoch,
+            });
+        }
+        self.aligning = Some(b.epoch);
+        self.offsets.push(b.next_offsets.clone());
+        Ok(())
+    }
+
+    /// True while some ring has delivered a barrier the others have not.
+    pub fn is_aligning(&self) -> bool {
+        self.aligning.is_some()
+    }
+
+    /// Ends the epoch being aligned (the driver calls this once every open ring is paused).
+    pub fn finish(&mut self) -> Option<EpochEnd> {
+        let epoch = self.aligning.take()?;
+        self.last_done = epoch;
+        Some(EpochEnd {
+            epoch,
+            offsets: std::mem::take(&mut self.offsets),
+        })
+    }
 }
 
 /// When to encode and when to roll.
@@ -95,6 +165,40 @@ impl ShardState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn barrier(epoch: u64, fetch_core: usize, p: i32, o: i64) -> Barrier {
+        Barrier {
+            epoch,
+            fetch_core,
+            next_offsets: Arc::new(Offsets::from([(p, o)])),
+            last: false,
+        }
+    }
+
+    #[test]
+    fn alignment_collects_one_epoch_at_a_time() {
+        let mut a = Alignment::new(0);
+        assert_eq!(a.finish(), None);
+        a.on_barrier(&barrier(1, 0, 0, 10)).unwrap();
+        assert!(a.is_aligning());
+        a.on_barrier(&barrier(1, 1, 1, 20)).unwrap();
+        let end = a.finish().unwrap();
+        assert_eq!(end.epoch, 1);
+        assert_eq!(end.offsets.len(), 2);
+        assert!(!a.is_aligning());
+        let e = a.on_barrier(&barrier(1, 0, 0, 11)).unwrap_err();
+        assert!(e.to_string().contains("epoch 1"), "{e}");
+        a.on_barrier(&barrier(3, 0, 0, 12)).unwrap();
+        let e = a.on_barrier(&barrier(4, 1, 1, 21)).unwrap_err();
+        assert!(matches!(
+            e,
+            ShardError::Misaligned {
+                expected: 3,
+                got: 4,
+                ..
+            }
+        ));
+    }
 
     fn state() -> ShardState {
         let policy = RollPolicy {

@@ -8,19 +8,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder,
-    TimestampMillisecondBuilder,
+    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, FieldRef, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
-use super::schema::{self, header_key_field, header_value_field};
+use super::schema;
 use crate::record::Record;
 
 /// How files are encoded.
@@ -46,12 +47,14 @@ pub struct EncodedFile {
     pub rows: u64,
     /// Per partition, the first and last offset in the file.
     pub offsets: BTreeMap<i32, (i64, i64)>,
+    /// The footer, for the table's per-column statistics.
+    pub metadata: ParquetMetaData,
 }
 
 struct Columns {
     partition: Int32Builder,
     offset: Int64Builder,
-    timestamp: TimestampMillisecondBuilder,
+    timestamp: TimestampMicrosecondBuilder,
     key: BinaryBuilder,
     headers: MapBuilder<StringBuilder, BinaryBuilder>,
     value: BinaryBuilder,
@@ -70,22 +73,53 @@ struct Sizes {
     header_value_bytes: usize,
 }
 
+/// How the schema shapes the builders: the timestamp's zone and the map's field names.
+#[derive(Debug, Clone)]
+struct Layout {
+    time_zone: Option<Arc<str>>,
+    entries: String,
+    key_field: FieldRef,
+    value_field: FieldRef,
+}
+
+impl Layout {
+    fn of(schema: &SchemaRef) -> Option<Self> {
+        let ts = schema.field_with_name(schema::TIMESTAMP).ok()?;
+        let DataType::Timestamp(_, tz) = ts.data_type() else {
+            return None;
+        };
+        let (entries, key_field, value_field) = schema::header_fields(schema)?;
+        Some(Self {
+            time_zone: tz.clone(),
+            entries,
+            key_field,
+            value_field,
+        })
+    }
+}
+
 impl Columns {
-    fn with_capacity(s: Sizes) -> Self {
+    fn with_capacity(s: Sizes, l: &Layout) -> Self {
         let rows = s.rows.max(1);
+        let names = MapFieldNames {
+            entry: l.entries.clone(),
+            key: l.key_field.name().clone(),
+            value: l.value_field.name().clone(),
+        };
         Self {
             partition: Int32Builder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
-            timestamp: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            timestamp: TimestampMicrosecondBuilder::with_capacity(rows)
+                .with_timezone_opt(l.time_zone.clone()),
             key: BinaryBuilder::with_capacity(rows, s.key_bytes),
             headers: MapBuilder::with_capacity(
-                None,
+                Some(names),
                 StringBuilder::with_capacity(s.header_entries, s.header_key_bytes),
                 BinaryBuilder::with_capacity(s.header_entries, s.header_value_bytes),
                 rows,
             )
-            .with_keys_field(header_key_field())
-            .with_values_field(header_value_field()),
+            .with_keys_field(l.key_field.clone())
+            .with_values_field(l.value_field.clone()),
             value: BinaryBuilder::with_capacity(rows, s.value_bytes),
         }
     }
@@ -106,6 +140,7 @@ impl Columns {
 pub struct FileEncoder {
     core: usize,
     schema: SchemaRef,
+    layout: Layout,
     props: WriterProperties,
     cols: Columns,
     /// What the buffered rows hold so far; becomes the next batch's capacity hint.
@@ -117,7 +152,11 @@ pub struct FileEncoder {
 }
 
 impl FileEncoder {
-    pub fn new(core: usize, opts: &EncodeOptions) -> Result<Self, SinkError> {
+    /// An encoder for files of `schema` (the table's schema in Arrow terms, see [`schema`]).
+    pub fn new(core: usize, schema: SchemaRef, opts: &EncodeOptions) -> Result<Self, SinkError> {
+        let layout = Layout::of(&schema).ok_or_else(|| SinkError::Schema {
+            reason: "the table's Arrow schema lacks the timestamp or headers column".into(),
+        })?;
         let level = ZstdLevel::try_new(opts.zstd_level)
             .map_err(|source| SinkError::Encode { core, source })?;
         let props = WriterProperties::builder()
@@ -128,9 +167,10 @@ impl FileEncoder {
             .build();
         Ok(Self {
             core,
-            schema: schema::raw_schema(),
+            cols: Columns::with_capacity(Sizes::default(), &layout),
+            schema,
+            layout,
             props,
-            cols: Columns::with_capacity(Sizes::default()),
             sizes: Sizes::default(),
             buffered: 0,
             writer: None,
@@ -155,7 +195,8 @@ impl FileEncoder {
         for r in records.drain(..) {
             c.partition.append_value(partition);
             c.offset.append_value(r.offset);
-            c.timestamp.append_value(r.timestamp_ms);
+            c.timestamp
+                .append_value(r.timestamp_ms.saturating_mul(1_000));
             c.key.append_option(r.key.as_deref());
             c.value.append_option(r.value.as_deref());
             z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
@@ -202,7 +243,7 @@ impl FileEncoder {
         let core = self.core;
         let batch = RecordBatch::try_new(self.schema.clone(), self.cols.finish())
             .map_err(|source| SinkError::Arrow { core, source })?;
-        self.cols = Columns::with_capacity(std::mem::take(&mut self.sizes));
+        self.cols = Columns::with_capacity(std::mem::take(&mut self.sizes), &self.layout);
         if self.writer.is_none() {
             let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
                 .map_err(|source| SinkError::Encode { core, source })?;
@@ -220,18 +261,21 @@ impl FileEncoder {
     /// Closes the open file and returns it; `None` when it holds no rows.
     pub fn finish_file(&mut self) -> Result<Option<EncodedFile>, SinkError> {
         self.encode_buffered()?;
-        let Some(writer) = self.writer.take() else {
+        let Some(mut writer) = self.writer.take() else {
             return Ok(None);
         };
         let core = self.core;
-        let buf = writer
-            .into_inner()
+        let metadata = writer
+            .finish()
             .map_err(|source| SinkError::Encode { core, source })?;
+        // The footer is written: the buffer is the whole file.
+        let buf = std::mem::take(writer.inner_mut());
         let rows = std::mem::take(&mut self.file_rows);
         Ok(Some(EncodedFile {
             bytes: Bytes::from(buf),
             rows,
             offsets: std::mem::take(&mut self.offsets),
+            metadata,
         }))
     }
 }
@@ -241,7 +285,7 @@ mod tests {
     use super::*;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
-    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    use arrow_array::types::{Int64Type, TimestampMicrosecondType};
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     fn rec(offset: i64, key: Option<&str>, value: &[u8], headers: &[(&str, &[u8])]) -> Record {
@@ -260,7 +304,8 @@ mod tests {
 
     #[test]
     fn round_trips_through_parquet_with_field_ids() {
-        let mut enc = FileEncoder::new(0, &EncodeOptions::default()).unwrap();
+        let mut enc =
+            FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
         let mut batch = vec![
             rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
             rec(6, None, b"", &[]),
@@ -290,8 +335,9 @@ mod tests {
         assert_eq!(b.num_rows(), 3);
         let offsets = b.column(1).as_primitive::<Int64Type>();
         assert_eq!(offsets.values(), &[5, 6, 9]);
-        let ts = b.column(2).as_primitive::<TimestampMillisecondType>();
-        assert_eq!(ts.value(0), 1_700_000_000_005);
+        let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_700_000_000_005_000);
+        assert_eq!(file.metadata.file_metadata().num_rows(), 3);
         let keys = b.column(3).as_binary::<i32>();
         assert_eq!(keys.value(0), b"a");
         assert!(keys.is_null(1));

@@ -6,8 +6,11 @@
 //! that imports `object_store` and `parquet`. It does not decide *when* a file is closed (the shard
 //! state machine does) and knows nothing of Kafka clients or executors.
 
+pub mod commit;
 pub mod encode;
 pub mod schema;
+pub mod stats;
+pub mod storage;
 pub mod upload;
 
 use std::path::PathBuf;
@@ -33,6 +36,26 @@ pub enum SinkError {
         #[source]
         source: arrow_schema::ArrowError,
     },
+    #[error("{what}")]
+    Catalog {
+        what: String,
+        #[source]
+        source: iceberg::Error,
+    },
+    #[error("table {table} cannot take icefall's records: {reason}")]
+    IncompatibleTable { table: String, reason: String },
+    #[error("committing epoch {epoch} to {table} failed after {attempts} attempt(s)")]
+    Commit {
+        table: String,
+        epoch: u64,
+        attempts: u32,
+        #[source]
+        source: iceberg::Error,
+    },
+    #[error("reading the checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("table schema: {reason}")]
+    Schema { reason: String },
     #[error("uploading {path} failed")]
     Upload {
         path: String,

@@ -1,115 +1,261 @@
-//! The io role: write finished files through `object_store`, a few at a time.
+//! The io role: upload finished files, and commit each epoch once it is complete.
 //!
-//! Files arrive over the bridge from every shard core. Each is written with one `put`, which the
-//! local store stages under a temporary name and renames into place, so a `.parquet` name only
-//! ever appears complete.
+//! Files arrive over the bridge from every shard core, followed by each core's end-of-epoch
+//! marker. Uploads run a few at a time; an epoch is committed (one snapshot, its files and the
+//! offsets) once every shard core has ended it and all its files are uploaded, strictly in epoch
+//! order, while later epochs keep uploading. The io role also ticks the epoch clock that makes
+//! fetch cores send barriers every commit interval.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use object_store::local::LocalFileSystem;
+use hdrhistogram::Histogram;
+use iceberg::spec::{DataFile, Schema};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::SinkError;
+use super::commit::{Committed, Committer};
 use super::encode::EncodedFile;
-use crate::config::TableIdent;
+use super::stats;
+use super::storage::ObjectStoreStorage;
 use crate::metrics::IoStats;
+use crate::offsets::EpochTracker;
+use crate::record::Offsets;
 use crate::runtime::bridge::Fan;
 
-/// A file a shard core finished, with its path relative to the warehouse.
+/// What a shard core sends the io role.
 #[derive(Debug)]
-pub struct PendingFile {
-    pub path: String,
-    pub file: EncodedFile,
+pub enum ToIo {
+    /// A finished file of `epoch`, `path` relative to the table location.
+    File {
+        epoch: u64,
+        path: String,
+        file: EncodedFile,
+    },
+    /// The shard core has sent every file of `epoch`; the barriers' offsets.
+    EpochDone {
+        epoch: u64,
+        core: usize,
+        offsets: Vec<Arc<Offsets>>,
+    },
 }
 
-/// Where a table's files go.
-#[derive(Clone)]
-pub struct Warehouse {
-    store: Arc<dyn ObjectStore>,
-    root: PathBuf,
+/// Proves a local warehouse directory writable (creating it if needed) by writing and deleting a
+/// probe object through the store the run will use. Returns its absolute path.
+pub async fn probe_local_warehouse(dir: &Path) -> Result<PathBuf, SinkError> {
+    let fail = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
+    let abs = std::fs::canonicalize(dir).map_err(|e| fail(e.into()))?;
+    let storage = ObjectStoreStorage::local();
+    let store = storage.store().map_err(|e| fail(e.into()))?;
+    let probe = abs.join(format!(".icefall-write-check-{}", uuid::Uuid::new_v4()));
+    let probe = storage
+        .locate(&probe.to_string_lossy())
+        .map_err(|e| fail(e.into()))?;
+    store
+        .put(&probe, PutPayload::from_static(b"icefall"))
+        .await
+        .map_err(|e| fail(e.into()))?;
+    store.delete(&probe).await.map_err(|e| fail(e.into()))?;
+    Ok(abs)
 }
 
-impl std::fmt::Debug for Warehouse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Warehouse")
-            .field("root", &self.root)
-            .finish()
-    }
+/// Where a table's data files go and how they are described.
+#[derive(Debug, Clone)]
+pub struct TableFiles {
+    pub storage: ObjectStoreStorage,
+    /// The table location (`file:///…/ns/table`).
+    pub location: String,
+    pub schema: Schema,
+    pub partition_spec_id: i32,
 }
 
-impl Warehouse {
-    /// Opens (creating if needed) a local warehouse directory and proves it is writable by
-    /// writing and deleting a probe object through the same store the run will use.
-    pub async fn open_local(dir: &Path) -> Result<Self, SinkError> {
-        let fail =
-            |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
-                path: dir.to_path_buf(),
-                source,
-            };
-        std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|e| fail(e.into()))?;
-        let probe = StorePath::from(format!(".icefall-write-check-{}", uuid::Uuid::new_v4()));
+struct Uploaded {
+    epoch: u64,
+    file: DataFile,
+    rows: u64,
+    bytes: u64,
+}
+
+impl TableFiles {
+    async fn put(&self, epoch: u64, rel: String, file: EncodedFile) -> Result<Uploaded, SinkError> {
+        let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
+        let upload_err = |source: object_store::Error| SinkError::Upload {
+            path: location.clone(),
+            source,
+        };
+        let path: StorePath = self
+            .storage
+            .locate(&location)
+            .map_err(|e| SinkError::Catalog {
+                what: format!("cannot place data file {location}"),
+                source: e,
+            })?;
+        let store: &Arc<dyn ObjectStore> =
+            self.storage.store().map_err(|e| SinkError::Catalog {
+                what: format!("no store for {location}"),
+                source: e,
+            })?;
+        let size = file.bytes.len() as u64;
         store
-            .put(&probe, PutPayload::from_static(b"icefall"))
+            .put(&path, PutPayload::from(file.bytes.clone()))
             .await
-            .map_err(|e| fail(e.into()))?;
-        store.delete(&probe).await.map_err(|e| fail(e.into()))?;
-        Ok(Self {
-            store: Arc::new(store),
-            root: dir.to_path_buf(),
+            .map_err(upload_err)?;
+        let data_file = stats::data_file(
+            location.clone(),
+            size,
+            &file.metadata,
+            &self.schema,
+            self.partition_spec_id,
+        )?;
+        Ok(Uploaded {
+            epoch,
+            file: data_file,
+            rows: file.rows,
+            bytes: size,
         })
     }
+}
 
-    pub fn root(&self) -> &Path {
-        &self.root
+/// Epochs requested so far; fetch cores send a barrier for every epoch up to it.
+#[derive(Debug, Default)]
+pub struct EpochClock(AtomicU64);
+
+impl EpochClock {
+    pub fn new(start: u64) -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(start)))
     }
 
-    /// `<namespace>/<table>/data`, relative to the warehouse.
-    pub fn data_dir(table: &TableIdent) -> String {
-        format!("{}/{}/data", table.namespace, table.name)
+    pub fn requested(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 
-    async fn put(&self, pending: PendingFile) -> Result<(u64, u64), SinkError> {
-        let len = pending.file.bytes.len() as u64;
-        let rows = pending.file.rows;
-        let location = StorePath::from(pending.path.as_str());
-        self.store
-            .put(&location, PutPayload::from(pending.file.bytes))
-            .await
-            .map_err(|source| SinkError::Upload {
-                path: pending.path,
-                source,
-            })?;
-        Ok((len, rows))
+    pub fn tick(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Makes sure at least `epoch` is requested (a finishing fetch core calls this).
+    pub fn at_least(&self, epoch: u64) {
+        self.0.fetch_max(epoch, Ordering::AcqRel);
     }
 }
 
-/// Uploads every file the shard cores send until they all close their rings.
-pub async fn run(
-    mut files: Fan<PendingFile>,
-    warehouse: Warehouse,
-    max_in_flight: usize,
-) -> Result<IoStats, SinkError> {
-    let mut stats = IoStats::default();
-    let mut in_flight = FuturesUnordered::new();
-    let mut open = true;
-    while open || !in_flight.is_empty() {
-        tokio::select! {
-            next = files.recv(), if open && in_flight.len() < max_in_flight => match next {
-                Some((_, file)) => in_flight.push(warehouse.put(file)),
-                None => open = false,
-            },
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                let (bytes, rows) = done?;
-                stats.files += 1;
-                stats.bytes += bytes;
-                stats.rows += rows;
+/// Everything the io role owns.
+pub struct IoRole {
+    pub inputs: Fan<ToIo>,
+    pub files: TableFiles,
+    pub committer: Committer,
+    pub tracker: EpochTracker<DataFile>,
+    pub clock: Arc<EpochClock>,
+    pub commit_interval: Duration,
+    pub max_in_flight: usize,
+}
+
+type CommitFuture =
+    Pin<Box<dyn Future<Output = (Committer, Offsets, Result<Committed, SinkError>)>>>;
+
+async fn run_commit(
+    fut: &mut Option<CommitFuture>,
+) -> (Committer, Offsets, Result<Committed, SinkError>) {
+    match fut {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl IoRole {
+    /// Runs until every shard core has closed its ring and every complete epoch is committed.
+    pub async fn run(self) -> Result<IoStats, SinkError> {
+        let IoRole {
+            mut inputs,
+            files,
+            committer,
+            mut tracker,
+            clock,
+            commit_interval,
+            max_in_flight,
+        } = self;
+        let mut stats = IoStats::default();
+        let mut latency =
+            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let mut committer = Some(committer);
+        let mut committing: Option<CommitFuture> = None;
+        let mut uploads = FuturesUnordered::new();
+        let mut open = true;
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + commit_interval,
+            commit_interval,
+        );
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if committing.is_none()
+                && let Some(ready) = tracker.take_ready()
+            {
+                if ready.is_noop {
+                    tracker.committed_as(ready.offsets);
+                    continue;
+                }
+                let mut c = committer
+                    .take()
+                    .expect("committer is home when nothing is committing");
+                let (epoch, offsets, data_files) = (ready.epoch, ready.offsets, ready.files);
+                committing = Some(Box::pin(async move {
+                    let r = c.commit(epoch, data_files, &offsets).await;
+                    (c, offsets, r)
+                }));
+            }
+            if !open && uploads.is_empty() && committing.is_none() {
+                if tracker.pending() > 0 {
+                    tracing::warn!(
+                        epochs = tracker.pending(),
+                        "epochs left incomplete at shutdown; their files are not committed"
+                    );
+                }
+                break;
+            }
+            tokio::select! {
+                next = inputs.recv(), if open && uploads.len() < max_in_flight => match next {
+                    Some((_, ToIo::File { epoch, path, file })) => {
+                        tracker.on_file_sent(epoch);
+                        uploads.push(files.put(epoch, path, file));
+                    }
+                    Some((_, ToIo::EpochDone { epoch, offsets, .. })) => {
+                        tracker.on_epoch_done(epoch, offsets.iter().map(|o| o.as_ref()));
+                    }
+                    None => open = false,
+                },
+                Some(done) = uploads.next(), if !uploads.is_empty() => {
+                    let u = done?;
+                    stats.files += 1;
+                    stats.bytes += u.bytes;
+                    stats.rows += u.rows;
+                    tracker.on_file_uploaded(u.epoch, u.file);
+                }
+                (c, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
+                    committing = None;
+                    committer = Some(c);
+                    let done = result?;
+                    stats.commits += 1;
+                    stats.commit_attempts += u64::from(done.attempts);
+                    let _ = latency.record(done.elapsed.as_micros().max(1) as u64);
+                    tracing::debug!(snapshot = ?done.snapshot_id, attempts = done.attempts, ms = done.elapsed.as_millis() as u64, "committed");
+                    tracker.committed_as(offsets);
+                }
+                _ = ticker.tick() => clock.tick(),
             }
         }
+        stats.commit_latency_us = Some(latency);
+        stats.committed = tracker.committed().clone();
+        Ok(stats)
     }
-    Ok(stats)
 }

@@ -5,6 +5,11 @@
 //! preserving offset order, and each batch is pushed to that core's ring, waiting while the ring is
 //! full (blocking is the overload policy for now). One fetch per partition is in flight at a time,
 //! so a partition's batches enter every ring in offset order.
+//!
+//! Checkpoints: whenever the epoch clock has moved past this core's epoch, the core puts a
+//! barrier for each new epoch into every ring, after everything it routed so far, carrying the
+//! next offset of every partition it owns. When it stops (end reached, or a stop signal) it sends
+//! a last barrier, so what it routed is committed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +21,11 @@ use rskafka::record::RecordAndOffset;
 
 use super::{PartitionPlan, SourceConfig, SourceError};
 use crate::metrics::FetchStats;
-use crate::record::{Batch, Record};
+use crate::record::{Barrier, Batch, Offsets, Record, ToShard};
 use crate::routing::Router;
 use crate::runtime::Control;
 use crate::runtime::bridge::Sender;
+use crate::sink::upload::EpochClock;
 
 /// How often a fetch core looks at the stop flag while waiting for responses.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -30,7 +36,12 @@ pub struct FetchCore {
     pub partitions: Vec<PartitionPlan>,
     pub router: Router,
     /// One ring per shard core, indexed like the shard core list.
-    pub rings: Vec<Sender<Batch>>,
+    pub rings: Vec<Sender<ToShard>>,
+    pub clock: Arc<EpochClock>,
+    /// The last epoch this core sent a barrier for.
+    pub epoch: u64,
+    /// Next offset of every owned partition (advances as records are routed).
+    pub positions: Offsets,
 }
 
 struct Owned {
@@ -57,9 +68,54 @@ async fn fetch_one(
 }
 
 impl FetchCore {
-    /// Fetches and routes until every partition reaches its stop offset, or a stop is requested.
-    /// The rings stay open; dropping `self` closes them.
+    /// Fetches and routes until every partition reaches its stop offset, or a stop is requested,
+    /// then sends the last barrier. The rings stay open; dropping `self` closes them.
     pub async fn run(
+        &mut self,
+        cfg: &Arc<SourceConfig>,
+        control: &Control,
+    ) -> Result<FetchStats, SourceError> {
+        self.positions = self
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.start))
+            .collect();
+        let stats = self.fetch(cfg, control).await?;
+        self.epoch += 1;
+        self.clock.at_least(self.epoch);
+        self.barrier(true).await?;
+        Ok(stats)
+    }
+
+    /// Sends a barrier for every epoch the clock has requested and this core has not sent.
+    async fn catch_up_epochs(&mut self) -> Result<(), SourceError> {
+        while self.epoch < self.clock.requested() {
+            self.epoch += 1;
+            self.barrier(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn barrier(&mut self, last: bool) -> Result<(), SourceError> {
+        let next_offsets = Arc::new(self.positions.clone());
+        for (core, ring) in self.rings.iter().enumerate() {
+            let b = Barrier {
+                epoch: self.epoch,
+                fetch_core: self.index,
+                next_offsets: next_offsets.clone(),
+                last,
+            };
+            ring.send(ToShard::Barrier(b))
+                .await
+                .map_err(|_| SourceError::ShardGone {
+                    fetch_core: self.index,
+                    shard_core: core,
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn fetch(
         &mut self,
         cfg: &Arc<SourceConfig>,
         control: &Control,
@@ -94,6 +150,7 @@ impl FetchCore {
             if control.should_stop() {
                 break;
             }
+            self.catch_up_epochs().await?;
             let next = tokio::select! {
                 n = in_flight.next() => n,
                 _ = tokio::time::sleep(STOP_POLL) => continue,
@@ -106,14 +163,21 @@ impl FetchCore {
             let o = &mut owned[idx];
             o.high_watermark = hwm;
             let partition = o.plan.partition;
+            let mut reached_stop = false;
             if let Some(stop) = o.plan.stop_at {
                 // Stop exactly at the watermark taken at start: the same input, the same output.
                 let keep = records.partition_point(|r| r.offset < stop);
+                reached_stop = keep < records.len();
                 records.truncate(keep);
             }
             if let Some(last) = records.last() {
                 o.position = last.offset + 1;
             }
+            if reached_stop && let Some(stop) = o.plan.stop_at {
+                // Offsets up to the stop that were not returned do not exist (compaction).
+                o.position = o.position.max(stop);
+            }
+            self.positions.insert(partition, o.position);
             let n = records.len() as u64;
             stats.records += n;
             *stats.per_partition.entry(partition).or_default() += n;
@@ -127,7 +191,7 @@ impl FetchCore {
                     records: std::mem::take(recs),
                 };
                 self.rings[core]
-                    .send(batch)
+                    .send(ToShard::Records(batch))
                     .await
                     .map_err(|_| SourceError::ShardGone {
                         fetch_core: self.index,

@@ -15,6 +15,7 @@ use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling
 use rskafka::client::{Client, ClientBuilder};
 
 use crate::config::StartAt;
+use crate::record::Offsets;
 
 type KafkaError = rskafka::client::error::Error;
 
@@ -47,6 +48,17 @@ pub enum SourceError {
         offset: i64,
         earliest: i64,
         high_watermark: i64,
+    },
+    #[error(
+        "partition {partition} of {topic:?}: the table's committed offset {committed} is {why} (Kafka holds {earliest}..{high_watermark})"
+    )]
+    CommittedOutOfRange {
+        topic: String,
+        partition: i32,
+        committed: i64,
+        earliest: i64,
+        high_watermark: i64,
+        why: &'static str,
     },
     #[error("{what} for {topic}/{partition} at offset {offset} failed")]
     Partition {
@@ -171,6 +183,7 @@ impl SourceConfig {
 }
 
 /// Resolves the partitions to read and where each starts (and stops, with `stop_at_end`).
+/// A partition with a committed offset resumes there; `start` applies to the others.
 ///
 /// The high watermark is taken from a Fetch response, not from ListOffsets(latest), which some
 /// Kafka-compatible brokers answer wrongly.
@@ -179,6 +192,7 @@ pub async fn plan(
     start: StartAt,
     only: Option<&[i32]>,
     stop_at_end: bool,
+    committed: &Offsets,
 ) -> Result<Vec<PartitionPlan>, SourceError> {
     let client = cfg.connect().await?;
     let topics = client
@@ -219,7 +233,23 @@ pub async fn plan(
             )
             .await?;
         let hwm = high_watermark(cfg, &pc, earliest).await?;
-        let start = match start {
+        let out_of_range = |committed: i64, why| SourceError::CommittedOutOfRange {
+            topic: cfg.topic.clone(),
+            partition: p,
+            committed,
+            earliest,
+            high_watermark: hwm,
+            why,
+        };
+        let start = match (committed.get(&p), start) {
+            (Some(&c), _) if c < earliest => {
+                return Err(out_of_range(c, "below the earliest offset Kafka still holds: records were deleted before icefall read them"));
+            }
+            (Some(&c), _) if c > hwm => {
+                return Err(out_of_range(c, "above the high watermark: was the topic recreated?"));
+            }
+            (Some(&c), _) => c,
+            (None, start) => match start {
             StartAt::Earliest => earliest,
             StartAt::Latest => hwm,
             StartAt::Offset(o) if (earliest..=hwm).contains(&o) => o,
@@ -232,6 +262,7 @@ pub async fn plan(
                     high_watermark: hwm,
                 });
             }
+            },
         };
         Ok(PartitionPlan {
             partition: p,

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -194,7 +194,7 @@ pub fn read_rows(path: &Path) -> Vec<Row> {
         let ts = b
             .column_by_name("_kafka_timestamp")
             .expect("timestamp")
-            .as_primitive::<TimestampMillisecondType>();
+            .as_primitive::<TimestampMicrosecondType>();
         let key = b
             .column_by_name("_kafka_key")
             .expect("key")
@@ -214,7 +214,7 @@ pub fn read_rows(path: &Path) -> Vec<Row> {
             rows.push(Row {
                 partition: part.value(i),
                 offset: off.value(i),
-                timestamp_ms: ts.value(i),
+                timestamp_ms: ts.value(i) / 1_000,
                 key: (!key.is_null(i)).then(|| key.value(i).to_vec()),
                 value: (!val.is_null(i)).then(|| val.value(i).to_vec()),
                 headers,

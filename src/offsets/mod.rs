@@ -1,0 +1,349 @@
+//! Checkpoints: the Kafka offsets stored in Iceberg snapshot summaries, and epoch bookkeeping.
+//!
+//! Owns the summary format (`icefall.offsets.<topic>` = JSON object of partition → next offset,
+//! `icefall.epoch`, `icefall.commit-id`), deterministic commit ids, recovery (walk a snapshot's
+//! ancestry to the newest one that carries offsets), and [`EpochTracker`], which decides when an
+//! epoch may be committed. All of it is sans-IO: it sees snapshots as plain data and never awaits.
+//! It knows nothing of catalogs, object stores or executors.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::record::Offsets;
+
+pub const OFFSETS_PREFIX: &str = "icefall.offsets.";
+pub const EPOCH_KEY: &str = "icefall.epoch";
+pub const COMMIT_ID_KEY: &str = "icefall.commit-id";
+
+/// A summary that claims to be icefall's but cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error("snapshot {snapshot}: {key} is not a JSON object of partition to offset: {reason}")]
+    Malformed {
+        snapshot: i64,
+        key: String,
+        reason: String,
+    },
+}
+
+pub fn offsets_key(topic: &str) -> String {
+    format!("{OFFSETS_PREFIX}{topic}")
+}
+
+/// `{"0":123,"1":456}`: partitions as strings, as the summary format prescribes.
+pub fn encode_offsets(offsets: &Offsets) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = offsets
+        .iter()
+        .map(|(p, o)| (p.to_string(), serde_json::Value::from(*o)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+pub fn decode_offsets(json: &str) -> Result<Offsets, String> {
+    let map: BTreeMap<String, i64> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    map.into_iter()
+        .map(|(p, o)| {
+            let p: i32 = p
+                .parse()
+                .map_err(|_| format!("partition {p:?} is not a number"))?;
+            if o < 0 {
+                return Err(format!("partition {p} has negative offset {o}"));
+            }
+            Ok((p, o))
+        })
+        .collect()
+}
+
+/// The same epoch over the same offsets always gets the same id, so a commit whose outcome was
+/// unknown can be recognised in the table.
+pub fn commit_id(table: &str, topic: &str, epoch: u64, offsets: &Offsets) -> String {
+    let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((table, topic, epoch, offsets));
+    format!("{epoch:08}-{h:016x}")
+}
+
+/// What recovery needs to know of one snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotView<'a> {
+    pub id: i64,
+    pub parent: Option<i64>,
+    pub summary: &'a HashMap<String, String>,
+}
+
+/// The newest checkpoint in a snapshot's ancestry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub snapshot: i64,
+    pub offsets: Offsets,
+    pub epoch: u64,
+}
+
+/// Walks from `head` through parents to the newest snapshot carrying this topic's offsets.
+/// Snapshots made by other writers or maintenance (no offsets) are passed over.
+pub fn recover<'a>(
+    head: Option<i64>,
+    lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
+    topic: &str,
+) -> Result<Option<Checkpoint>, OffsetsError> {
+    let key = offsets_key(topic);
+    let mut cur = head;
+    let mut steps = 0usize;
+    while let Some(id) = cur {
+        let Some(s) = lookup(id) else { return Ok(None) };
+        if let Some(json) = s.summary.get(&key) {
+            let offsets = decode_offsets(json).map_err(|reason| OffsetsError::Malformed {
+                snapshot: id,
+                key: key.clone(),
+                reason,
+            })?;
+            let epoch = s
+                .summary
+                .get(EPOCH_KEY)
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0);
+            return Ok(Some(Checkpoint {
+                snapshot: id,
+                offsets,
+                epoch,
+            }));
+        }
+        cur = s.parent;
+        steps += 1;
+        if steps > 1_000_000 {
+            break; // a cycle in corrupt metadata
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a snapshot with this commit id is in `head`'s ancestry (at most `depth` back).
+pub fn contains_commit<'a>(
+    head: Option<i64>,
+    lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
+    id: &str,
+    depth: usize,
+) -> bool {
+    let mut cur = head;
+    for _ in 0..depth {
+        let Some(s) = cur.and_then(&lookup) else {
+            return false;
+        };
+        if s.summary.get(COMMIT_ID_KEY).is_some_and(|c| c == id) {
+            return true;
+        }
+        cur = s.parent;
+    }
+    false
+}
+
+/// `base` with `ours` laid over it: other writers' partitions are carried forward.
+pub fn merge(base: &Offsets, ours: &Offsets) -> Offsets {
+    let mut out = base.clone();
+    out.extend(ours.iter().map(|(p, o)| (*p, *o)));
+    out
+}
+
+#[derive(Debug)]
+struct EpochState<F> {
+    done_cores: usize,
+    files_pending: usize,
+    files: Vec<F>,
+    offsets: Offsets,
+}
+
+impl<F> Default for EpochState<F> {
+    fn default() -> Self {
+        Self {
+            done_cores: 0,
+            files_pending: 0,
+            files: Vec::new(),
+            offsets: Offsets::new(),
+        }
+    }
+}
+
+/// An epoch ready to commit: every shard core ended it and every file is uploaded.
+#[derive(Debug)]
+pub struct ReadyEpoch<F> {
+    pub epoch: u64,
+    pub files: Vec<F>,
+    /// This writer's partitions, cumulative: everything committed before plus this epoch.
+    pub offsets: Offsets,
+    /// Nothing to write: no file and no offset moved.
+    pub is_noop: bool,
+}
+
+/// The io role's view of epochs in flight. Epochs commit strictly in order.
+#[derive(Debug)]
+pub struct EpochTracker<F> {
+    shard_cores: usize,
+    committed: Offsets,
+    epochs: BTreeMap<u64, EpochState<F>>,
+}
+
+impl<F> EpochTracker<F> {
+    /// `start` is where this writer's partitions begin (the recovered or chosen offsets).
+    pub fn new(shard_cores: usize, start: Offsets) -> Self {
+        Self {
+            shard_cores,
+            committed: start,
+            epochs: BTreeMap::new(),
+        }
+    }
+
+    pub fn committed(&self) -> &Offsets {
+        &self.committed
+    }
+
+    pub fn on_file_sent(&mut self, epoch: u64) {
+        self.epochs.entry(epoch).or_default().files_pending += 1;
+    }
+
+    pub fn on_file_uploaded(&mut self, epoch: u64, file: F) {
+        let e = self.epochs.entry(epoch).or_default();
+        e.files_pending = e.files_pending.saturating_sub(1);
+        e.files.push(file);
+    }
+
+    pub fn on_epoch_done<'a>(
+        &mut self,
+        epoch: u64,
+        offsets: impl IntoIterator<Item = &'a Offsets>,
+    ) {
+        let e = self.epochs.entry(epoch).or_default();
+        e.done_cores += 1;
+        for o in offsets {
+            e.offsets.extend(o.iter().map(|(p, v)| (*p, *v)));
+        }
+    }
+
+    /// Epochs seen but not yet committed.
+    pub fn pending(&self) -> usize {
+        self.epochs.len()
+    }
+
+    /// The oldest epoch, if it is complete. Take it, commit it, then call [`Self::committed_as`].
+    pub fn take_ready(&mut self) -> Option<ReadyEpoch<F>> {
+        let (&epoch, e) = self.epochs.first_key_value()?;
+        if e.done_cores < self.shard_cores || e.files_pending > 0 {
+            return None;
+        }
+        let e = self.epochs.remove(&epoch)?;
+        let offsets = merge(&self.committed, &e.offsets);
+        let is_noop = e.files.is_empty() && offsets == self.committed;
+        Some(ReadyEpoch {
+            epoch,
+            files: e.files,
+            offsets,
+            is_noop,
+        })
+    }
+
+    /// Records that an epoch's offsets are now in the table.
+    pub fn committed_as(&mut self, offsets: Offsets) {
+        self.committed = offsets;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn offsets_round_trip(m in proptest::collection::btree_map(0i32..10_000, 0i64..i64::MAX, 0..50)) {
+            prop_assert_eq!(decode_offsets(&encode_offsets(&m)).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn summary_format_is_partition_strings_to_numbers() {
+        let m = Offsets::from([(0, 10), (12, 7)]);
+        assert_eq!(encode_offsets(&m), r#"{"0":10,"12":7}"#);
+        assert!(decode_offsets(r#"{"x":1}"#).is_err());
+        assert!(decode_offsets(r#"{"1":-4}"#).is_err());
+        assert!(decode_offsets("[1]").is_err());
+    }
+
+    #[test]
+    fn commit_ids_are_deterministic_and_distinct() {
+        let a = Offsets::from([(0, 10)]);
+        let b = Offsets::from([(0, 11)]);
+        assert_eq!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 3, &a));
+        assert_ne!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 3, &b));
+        assert_ne!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 4, &a));
+        assert!(commit_id("ns.t", "x", 3, &a).starts_with("00000003-"));
+    }
+
+    #[test]
+    fn recovery_skips_foreign_snapshots_and_reads_the_newest_checkpoint() {
+        let ours = HashMap::from([
+            (offsets_key("events"), r#"{"0":5,"1":9}"#.to_string()),
+            (EPOCH_KEY.to_string(), "7".to_string()),
+            (COMMIT_ID_KEY.to_string(), "c7".to_string()),
+        ]);
+        let older = HashMap::from([(offsets_key("events"), r#"{"0":1}"#.to_string())]);
+        let foreign = HashMap::from([("operation".to_string(), "replace".to_string())]);
+        let snaps = [
+            (1, None, &older),
+            (2, Some(1), &ours),
+            (3, Some(2), &foreign),
+        ];
+        let lookup = |id: i64| {
+            snaps.iter().find(|s| s.0 == id).map(|s| SnapshotView {
+                id: s.0,
+                parent: s.1,
+                summary: s.2,
+            })
+        };
+        let cp = recover(Some(3), lookup, "events").unwrap().unwrap();
+        assert_eq!((cp.snapshot, cp.epoch), (2, 7));
+        assert_eq!(cp.offsets, Offsets::from([(0, 5), (1, 9)]));
+        assert_eq!(recover(Some(3), lookup, "other").unwrap(), None);
+        assert_eq!(recover(None, lookup, "events").unwrap(), None);
+        assert!(contains_commit(Some(3), lookup, "c7", 10));
+        assert!(!contains_commit(Some(3), lookup, "c8", 10));
+        assert!(
+            !contains_commit(Some(3), lookup, "c7", 1),
+            "depth bounds the walk"
+        );
+    }
+
+    #[test]
+    fn merge_carries_other_partitions_forward() {
+        let base = Offsets::from([(0, 5), (1, 9)]);
+        assert_eq!(
+            merge(&base, &Offsets::from([(1, 12), (2, 3)])),
+            Offsets::from([(0, 5), (1, 12), (2, 3)])
+        );
+    }
+
+    #[test]
+    fn an_epoch_is_ready_once_every_core_ended_it_and_every_file_is_uploaded() {
+        let mut t: EpochTracker<&str> = EpochTracker::new(2, Offsets::from([(0, 100), (1, 50)]));
+        t.on_file_sent(1);
+        t.on_epoch_done(1, [&Offsets::from([(0, 110)])]);
+        assert!(
+            t.take_ready().is_none(),
+            "one core and one file outstanding"
+        );
+        t.on_file_sent(2);
+        t.on_file_uploaded(2, "b");
+        t.on_epoch_done(1, [&Offsets::from([(1, 60)])]);
+        assert!(t.take_ready().is_none(), "epoch 1's file is not uploaded");
+        t.on_file_uploaded(1, "a");
+        let r = t.take_ready().unwrap();
+        assert_eq!((r.epoch, r.files.clone(), r.is_noop), (1, vec!["a"], false));
+        assert_eq!(r.offsets, Offsets::from([(0, 110), (1, 60)]));
+        t.committed_as(r.offsets);
+        t.on_epoch_done(2, [&Offsets::from([(0, 110)])]);
+        t.on_epoch_done(2, []);
+        let r = t.take_ready().unwrap();
+        assert_eq!(r.epoch, 2);
+        assert!(!r.is_noop, "a file was written");
+        t.committed_as(r.offsets);
+        t.on_epoch_done(3, []);
+        t.on_epoch_done(3, []);
+        assert!(t.take_ready().unwrap().is_noop, "no file, no offset moved");
+        assert_eq!(t.pending(), 0);
+    }
+}

@@ -1,0 +1,382 @@
+//! The Iceberg side: catalog, table, and one commit per epoch with the offsets in its summary.
+//!
+//! icefall owns the retry loop: every attempt reloads the table, re-reads the offsets other
+//! writers committed, lays this writer's offsets over them and builds a fresh fast append. (The
+//! iceberg crate's own retry re-applies the same snapshot properties, which would write stale
+//! offsets over a concurrent writer's, so it is switched off with `commit.retry.num-retries=0`.)
+//! A commit whose outcome is unknown is resolved by looking for its commit id in the table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iceberg::spec::DataFile;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
+
+use super::SinkError;
+use super::schema;
+use super::storage::{ObjectStoreStorage, ObjectStoreStorageFactory};
+use crate::config::TableIdent;
+use crate::offsets::{self, COMMIT_ID_KEY, Checkpoint, EPOCH_KEY, SnapshotView};
+use crate::record::Offsets;
+
+/// Catalog name, as PyIceberg's `SqlCatalog("icefall", ...)` expects.
+pub const CATALOG_NAME: &str = "icefall";
+/// Table property that turns off the iceberg crate's own commit retries.
+const NO_INTERNAL_RETRIES: (&str, &str) = ("commit.retry.num-retries", "0");
+/// How far back to look for a commit id when an outcome is unknown.
+const RESOLVE_DEPTH: usize = 1_000;
+
+fn catalog_err(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> SinkError {
+    let what = what.into();
+    move |source| SinkError::Catalog { what, source }
+}
+
+/// Where the catalog lives and where tables go.
+#[derive(Debug, Clone)]
+pub struct CatalogSpec {
+    /// `sqlite://<path>?mode=rwc` (the default, `<warehouse>/catalog.db`).
+    pub uri: String,
+    /// `file:///abs/warehouse`.
+    pub warehouse_url: String,
+}
+
+pub async fn open_catalog(
+    spec: &CatalogSpec,
+    storage: ObjectStoreStorage,
+) -> Result<Arc<dyn Catalog>, SinkError> {
+    if !spec.uri.starts_with("sqlite:") {
+        return Err(SinkError::Catalog {
+            what: format!(
+                "--catalog {}: only sqlite: catalogs are supported in this build",
+                spec.uri
+            ),
+            source: iceberg::Error::new(ErrorKind::FeatureUnsupported, "catalog scheme"),
+        });
+    }
+    let catalog = SqlCatalogBuilder::default()
+        .uri(spec.uri.clone())
+        .warehouse_location(spec.warehouse_url.clone())
+        .sql_bind_style(SqlBindStyle::QMark)
+        .with_storage_factory(Arc::new(ObjectStoreStorageFactory::new(storage)))
+        .load(CATALOG_NAME, HashMap::new())
+        .await
+        .map_err(catalog_err(format!("cannot open catalog {}", spec.uri)))?;
+    Ok(Arc::new(catalog))
+}
+
+fn iceberg_ident(t: &TableIdent) -> iceberg::TableIdent {
+    iceberg::TableIdent::new(NamespaceIdent::new(t.namespace.clone()), t.name.clone())
+}
+
+/// The table, if it exists (checked for compatibility like [`ensure_table`] does).
+pub async fn load_existing(
+    catalog: &dyn Catalog,
+    ident: &TableIdent,
+) -> Result<Option<Table>, SinkError> {
+    let id = iceberg_ident(ident);
+    if !catalog
+        .table_exists(&id)
+        .await
+        .map_err(catalog_err("cannot list tables"))?
+    {
+        return Ok(None);
+    }
+    let table = catalog
+        .load_table(&id)
+        .await
+        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    if let Some(reason) = schema::incompatibility(table.metadata().current_schema()) {
+        return Err(SinkError::IncompatibleTable {
+            table: ident.to_string(),
+            reason,
+        });
+    }
+    Ok(Some(table))
+}
+
+/// Loads the table, creating namespace and table on first use. An existing table must be able to
+/// take icefall's columns; it gets `commit.retry.num-retries=0` if it lacks it.
+pub async fn ensure_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, SinkError> {
+    let ns = NamespaceIdent::new(ident.namespace.clone());
+    let id = iceberg_ident(ident);
+    let exists = catalog
+        .namespace_exists(&ns)
+        .await
+        .map_err(catalog_err("cannot list namespaces"))?;
+    if !exists {
+        match catalog.create_namespace(&ns, HashMap::new()).await {
+            Ok(_) => {}
+            // Another writer created it first.
+            Err(_) if catalog.namespace_exists(&ns).await.unwrap_or(false) => {}
+            Err(e) => {
+                return Err(catalog_err(format!(
+                    "cannot create namespace {}",
+                    ident.namespace
+                ))(e));
+            }
+        }
+    }
+    if !catalog
+        .table_exists(&id)
+        .await
+        .map_err(catalog_err("cannot list tables"))?
+    {
+        let creation = TableCreation::builder()
+            .name(ident.name.clone())
+            .schema(schema::iceberg_schema())
+            .properties(HashMap::from([
+                (
+                    NO_INTERNAL_RETRIES.0.to_string(),
+                    NO_INTERNAL_RETRIES.1.to_string(),
+                ),
+                (
+                    "write.parquet.compression-codec".to_string(),
+                    "zstd".to_string(),
+                ),
+            ]))
+            .build();
+        match catalog.create_table(&ns, creation).await {
+            Ok(t) => return Ok(t),
+            Err(_) if catalog.table_exists(&id).await.unwrap_or(false) => {}
+            Err(e) => return Err(catalog_err(format!("cannot create table {ident}"))(e)),
+        }
+    }
+    let table = catalog
+        .load_table(&id)
+        .await
+        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    if let Some(reason) = schema::incompatibility(table.metadata().current_schema()) {
+        return Err(SinkError::IncompatibleTable {
+            table: ident.to_string(),
+            reason,
+        });
+    }
+    if table
+        .metadata()
+        .properties()
+        .get(NO_INTERNAL_RETRIES.0)
+        .map(String::as_str)
+        != Some(NO_INTERNAL_RETRIES.1)
+    {
+        let tx = Transaction::new(&table);
+        let tx = tx
+            .update_table_properties()
+            .set(
+                NO_INTERNAL_RETRIES.0.to_string(),
+                NO_INTERNAL_RETRIES.1.to_string(),
+            )
+            .apply(tx)
+            .map_err(catalog_err(format!("cannot update properties of {ident}")))?;
+        return tx
+            .commit(catalog)
+            .await
+            .map_err(catalog_err(format!("cannot update properties of {ident}")));
+    }
+    Ok(table)
+}
+
+fn view(table: &Table, id: i64) -> Option<SnapshotView<'_>> {
+    let s = table.metadata().snapshot_by_id(id)?;
+    Some(SnapshotView {
+        id,
+        parent: s.parent_snapshot_id(),
+        summary: &s.summary().additional_properties,
+    })
+}
+
+/// The newest checkpoint of `topic` in the table's current ancestry.
+pub fn checkpoint(table: &Table, topic: &str) -> Result<Option<Checkpoint>, SinkError> {
+    offsets::recover(
+        table.metadata().current_snapshot_id(),
+        |id| view(table, id),
+        topic,
+    )
+    .map_err(|e| SinkError::Checkpoint(e.to_string()))
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    pub attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `n + 1` (n >= 1): uniform in [0, min(cap, base * 2^(n-1))].
+    pub fn delay(&self, n: u32, jitter: f64) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << n.saturating_sub(1).min(20));
+        exp.min(self.cap).mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// xorshift64*: jitter needs spread, not cryptography.
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// What one successful commit cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub snapshot_id: Option<i64>,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+/// Commits epochs to one table, serially.
+pub struct Committer {
+    catalog: Arc<dyn Catalog>,
+    ident: TableIdent,
+    topic: String,
+    retry: RetryPolicy,
+    table: Table,
+    jitter: Jitter,
+}
+
+impl Committer {
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        ident: TableIdent,
+        topic: String,
+        retry: RetryPolicy,
+        table: Table,
+    ) -> Self {
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
+        Self {
+            catalog,
+            ident,
+            topic,
+            retry,
+            table,
+            jitter: Jitter(seed),
+        }
+    }
+
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    async fn reload(&mut self) -> Result<(), SinkError> {
+        self.table = self
+            .catalog
+            .load_table(&iceberg_ident(&self.ident))
+            .await
+            .map_err(catalog_err(format!("cannot load table {}", self.ident)))?;
+        Ok(())
+    }
+
+    /// Appends `files` and this writer's `ours` offsets (other partitions carried forward) as one
+    /// snapshot. Retries conflicts and transient failures; never commits the same epoch twice.
+    pub async fn commit(
+        &mut self,
+        epoch: u64,
+        files: Vec<DataFile>,
+        ours: &Offsets,
+    ) -> Result<Committed, SinkError> {
+        let started = Instant::now();
+        let table_name = self.ident.to_string();
+        let id = offsets::commit_id(&table_name, &self.topic, epoch, ours);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let base = checkpoint(&self.table, &self.topic)?
+                .map(|c| c.offsets)
+                .unwrap_or_default();
+            let merged = offsets::merge(&base, ours);
+            let props = HashMap::from([
+                (
+                    offsets::offsets_key(&self.topic),
+                    offsets::encode_offsets(&merged),
+                ),
+                (EPOCH_KEY.to_string(), epoch.to_string()),
+                (COMMIT_ID_KEY.to_string(), id.clone()),
+            ]);
+            let tx = Transaction::new(&self.table);
+            let action = tx
+                .fast_append()
+                .with_check_duplicate(false)
+                .add_data_files(files.iter().cloned())
+                .set_snapshot_properties(props);
+            let result = match action.apply(tx) {
+                Ok(tx) => tx.commit(self.catalog.as_ref()).await,
+                Err(e) => Err(e),
+            };
+            let err = match result {
+                Ok(table) => {
+                    let snapshot_id = table.metadata().current_snapshot_id();
+                    self.table = table;
+                    return Ok(Committed {
+                        snapshot_id,
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Err(e) => e,
+            };
+            let conflict = err.kind() == ErrorKind::CatalogCommitConflicts;
+            // Reload: a conflict needs the new base; an unknown outcome needs a look at the table.
+            let reloaded = self.reload().await;
+            if !conflict && reloaded.is_ok() {
+                let head = self.table.metadata().current_snapshot_id();
+                if offsets::contains_commit(head, |s| view(&self.table, s), &id, RESOLVE_DEPTH) {
+                    tracing::warn!(epoch, commit_id = %id, error = %err, "commit reported an error but is in the table");
+                    return Ok(Committed {
+                        snapshot_id: head,
+                        attempts: attempt,
+                        elapsed: started.elapsed(),
+                    });
+                }
+            }
+            let retryable =
+                conflict || err.retryable() || matches!(err.kind(), ErrorKind::Unexpected);
+            if !retryable || attempt >= self.retry.attempts {
+                return Err(SinkError::Commit {
+                    table: table_name,
+                    epoch,
+                    attempts: attempt,
+                    source: err,
+                });
+            }
+            let wait = self.retry.delay(attempt, self.jitter.next());
+            tracing::warn!(epoch, attempt, ?wait, conflict, error = %err, "commit failed; retrying");
+            tokio::time::sleep(wait).await;
+            reloaded?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_jitter_spreads_it() {
+        let p = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            attempts: 5,
+        };
+        assert_eq!(p.delay(1, 1.0), Duration::from_millis(100));
+        assert_eq!(p.delay(3, 1.0), Duration::from_millis(400));
+        assert_eq!(p.delay(9, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(3, 0.5), Duration::from_millis(200));
+        let mut j = Jitter(42);
+        let xs: Vec<f64> = (0..1000).map(|_| j.next()).collect();
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!((0.4..0.6).contains(&mean), "{mean}");
+    }
+}
