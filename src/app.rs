@@ -178,7 +178,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let arrow_schema =
         schema::arrow_schema(&table_schema).map_err(|source| SinkError::Catalog {
             what: format!("cannot map the schema of {} to Arrow", cfg.table),
-            source,
+            source: Box::new(source),
         })?;
     let table_files = TableFiles {
         storage: storage.clone(),

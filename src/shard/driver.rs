@@ -132,7 +132,15 @@ impl ShardCore {
         stats.encoded_bytes += file.bytes.len() as u64;
         let path = self.names.next();
         let what = path.clone();
-        self.send(ToIo::File { epoch, path, file }, || what).await
+        self.send(
+            ToIo::File {
+                epoch,
+                path,
+                file: Box::new(file),
+            },
+            || what,
+        )
+        .await
     }
 
     async fn send(&self, msg: ToIo, what: impl FnOnce() -> String) -> Result<(), ShardError> {

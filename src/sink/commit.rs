@@ -32,7 +32,10 @@ const RESOLVE_DEPTH: usize = 1_000;
 
 fn catalog_err(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> SinkError {
     let what = what.into();
-    move |source| SinkError::Catalog { what, source }
+    move |source| SinkError::Catalog {
+        what,
+        source: Box::new(source),
+    }
 }
 
 /// Where the catalog lives and where tables go.
@@ -54,7 +57,10 @@ pub async fn open_catalog(
                 "--catalog {}: only sqlite: catalogs are supported in this build",
                 spec.uri
             ),
-            source: iceberg::Error::new(ErrorKind::FeatureUnsupported, "catalog scheme"),
+            source: Box::new(iceberg::Error::new(
+                ErrorKind::FeatureUnsupported,
+                "catalog scheme",
+            )),
         });
     }
     let catalog = SqlCatalogBuilder::default()
@@ -347,7 +353,7 @@ impl Committer {
                     table: table_name,
                     epoch,
                     attempts: attempt,
-                    source: err,
+                    source: Box::new(err),
                 });
             }
             let wait = self.retry.delay(attempt, self.jitter.next());

@@ -40,7 +40,7 @@ pub enum SinkError {
     Catalog {
         what: String,
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     #[error("table {table} cannot take icefall's records: {reason}")]
     IncompatibleTable { table: String, reason: String },
@@ -50,7 +50,7 @@ pub enum SinkError {
         epoch: u64,
         attempts: u32,
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
     #[error("reading the checkpoint: {0}")]
     Checkpoint(String),
@@ -60,6 +60,6 @@ pub enum SinkError {
     Upload {
         path: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }

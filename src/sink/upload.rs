@@ -37,7 +37,7 @@ pub enum ToIo {
     File {
         epoch: u64,
         path: String,
-        file: EncodedFile,
+        file: Box<EncodedFile>,
     },
     /// The shard core has sent every file of `epoch`; the barriers' offsets.
     EpochDone {
@@ -88,23 +88,28 @@ struct Uploaded {
 }
 
 impl TableFiles {
-    async fn put(&self, epoch: u64, rel: String, file: EncodedFile) -> Result<Uploaded, SinkError> {
+    async fn put(
+        &self,
+        epoch: u64,
+        rel: String,
+        file: Box<EncodedFile>,
+    ) -> Result<Uploaded, SinkError> {
         let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
         let upload_err = |source: object_store::Error| SinkError::Upload {
             path: location.clone(),
-            source,
+            source: Box::new(source),
         };
         let path: StorePath = self
             .storage
             .locate(&location)
             .map_err(|e| SinkError::Catalog {
                 what: format!("cannot place data file {location}"),
-                source: e,
+                source: Box::new(e),
             })?;
         let store: &Arc<dyn ObjectStore> =
             self.storage.store().map_err(|e| SinkError::Catalog {
                 what: format!("no store for {location}"),
-                source: e,
+                source: Box::new(e),
             })?;
         let size = file.bytes.len() as u64;
         store
