@@ -209,7 +209,11 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     }
     let mut file_rings = Vec::new();
 
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    // Time-ordered, so a table's data files sort in the order runs wrote them.
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let run_id = format!("{millis:013}-{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
     let policy = RollPolicy {
         batch_rows: cfg.batch_rows,
         file_max_bytes: cfg.file_max_bytes.0,

@@ -294,3 +294,83 @@ pub fn verify_sample(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u6
     }
     rows
 }
+
+/// What the table says: the data files of its current snapshot (local paths, in path order) and
+/// that snapshot's summary.
+pub struct TableView {
+    pub files: Vec<PathBuf>,
+    pub summary: std::collections::HashMap<String, String>,
+    pub snapshots: usize,
+}
+
+/// Loads `ns.events` from the warehouse's SQLite catalog through icefall's own storage adapter.
+pub fn table_view(warehouse: &Path, table: &str) -> TableView {
+    use futures_util::TryStreamExt;
+    use icefall::sink::commit::{CatalogSpec, load_existing, open_catalog};
+    use icefall::sink::storage::ObjectStoreStorage;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let abs = std::fs::canonicalize(warehouse).expect("warehouse");
+        let spec = CatalogSpec {
+            uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
+            warehouse_url: format!("file://{}", abs.display()),
+        };
+        let catalog = open_catalog(&spec, ObjectStoreStorage::local())
+            .await
+            .expect("catalog");
+        let t = load_existing(catalog.as_ref(), &table.parse().expect("table ident"))
+            .await
+            .expect("load")
+            .expect("table exists");
+        let snapshots = t.metadata().snapshots().count();
+        let Some(snap) = t.metadata().current_snapshot() else {
+            return TableView {
+                files: Vec::new(),
+                summary: Default::default(),
+                snapshots,
+            };
+        };
+        let summary = snap.summary().additional_properties.clone();
+        let tasks: Vec<_> = t
+            .scan()
+            .build()
+            .expect("scan")
+            .plan_files()
+            .await
+            .expect("plan")
+            .try_collect()
+            .await
+            .expect("tasks");
+        let mut files: Vec<PathBuf> = tasks
+            .iter()
+            .map(|task| {
+                PathBuf::from(
+                    task.data_file_path
+                        .strip_prefix("file://")
+                        .unwrap_or(&task.data_file_path),
+                )
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        TableView {
+            files,
+            summary,
+            snapshots,
+        }
+    })
+}
+
+/// Reads the committed data files of a table (not orphans of killed runs).
+pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Vec<Row>)>) {
+    let view = table_view(warehouse, table);
+    let rows = view
+        .files
+        .iter()
+        .map(|p| (p.clone(), read_rows(p)))
+        .collect();
+    (view, rows)
+}
