@@ -49,6 +49,7 @@ pub struct RunSummary {
     pub file_bytes: u64,
     pub rows_written: u64,
     pub commits: u64,
+    pub commit_attempts: u64,
     pub commit_p50_ms: f64,
     pub commit_p99_ms: f64,
     pub seconds: f64,
@@ -63,6 +64,7 @@ impl RunSummary {
             files: io.files,
             file_bytes: io.bytes,
             commits: io.commits,
+            commit_attempts: io.commit_attempts,
             ..Default::default()
         };
         if let Some(h) = io.commit_latency_us.as_ref().filter(|h| !h.is_empty()) {
@@ -96,12 +98,13 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} files={} bytes={} payload_bytes={} commits={} commit_p50_ms={:.1} commit_p99_ms={:.1} seconds={:.3} records_per_sec={:.0}",
+            "summary records={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} seconds={:.3} records_per_sec={:.0}",
             self.records,
             self.files,
             self.file_bytes,
             self.payload_bytes,
             self.commits,
+            self.commit_attempts,
             self.commit_p50_ms,
             self.commit_p99_ms,
             self.seconds,
