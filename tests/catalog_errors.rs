@@ -76,7 +76,7 @@ fn unreachable_catalog_incompatible_table_and_failing_store() {
 /// Creates `ns.events` with an incompatible schema through the same catalog icefall uses.
 fn create_foreign_table(warehouse: &std::path::Path) {
     use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
-    use iceberg::{Catalog, NamespaceIdent, TableCreation};
+    use iceberg::{NamespaceIdent, TableCreation};
     use icefall::sink::commit::{CatalogSpec, open_catalog};
     use icefall::sink::storage::ObjectStoreStorage;
     let rt = tokio::runtime::Builder::new_current_thread()

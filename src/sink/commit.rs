@@ -17,6 +17,7 @@ use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation}
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use super::SinkError;
+use super::guard::GuardedCatalog;
 use super::schema;
 use super::storage::{ObjectStoreStorage, ObjectStoreStorageFactory};
 use crate::config::TableIdent;
@@ -244,7 +245,7 @@ pub struct Committed {
 
 /// Commits epochs to one table, serially.
 pub struct Committer {
-    catalog: Arc<dyn Catalog>,
+    catalog: GuardedCatalog,
     ident: TableIdent,
     topic: String,
     retry: RetryPolicy,
@@ -262,7 +263,7 @@ impl Committer {
     ) -> Self {
         let seed = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
         Self {
-            catalog,
+            catalog: GuardedCatalog::new(catalog),
             ident,
             topic,
             retry,
@@ -276,6 +277,7 @@ impl Committer {
     }
 
     async fn reload(&mut self) -> Result<(), SinkError> {
+        self.catalog.clear();
         self.table = self
             .catalog
             .load_table(&iceberg_ident(&self.ident))
@@ -298,6 +300,12 @@ impl Committer {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if attempt > 1 {
+                self.reload().await?;
+            }
+            // The offsets are merged from this head; the guard refuses a commit on any other.
+            self.catalog
+                .expect_base(self.table.metadata().current_snapshot_id());
             let base = checkpoint(&self.table, &self.topic)?
                 .map(|c| c.offsets)
                 .unwrap_or_default();
@@ -317,9 +325,10 @@ impl Committer {
                 .add_data_files(files.iter().cloned())
                 .set_snapshot_properties(props);
             let result = match action.apply(tx) {
-                Ok(tx) => tx.commit(self.catalog.as_ref()).await,
+                Ok(tx) => tx.commit(&self.catalog).await,
                 Err(e) => Err(e),
             };
+            self.catalog.clear();
             let err = match result {
                 Ok(table) => {
                     let snapshot_id = table.metadata().current_snapshot_id();
@@ -333,9 +342,8 @@ impl Committer {
                 Err(e) => e,
             };
             let conflict = err.kind() == ErrorKind::CatalogCommitConflicts;
-            // Reload: a conflict needs the new base; an unknown outcome needs a look at the table.
-            let reloaded = self.reload().await;
-            if !conflict && reloaded.is_ok() {
+            // An unknown outcome needs a look at the table (a conflict wrote nothing).
+            if !conflict && self.reload().await.is_ok() {
                 let head = self.table.metadata().current_snapshot_id();
                 if offsets::contains_commit(head, |s| view(&self.table, s), &id, RESOLVE_DEPTH) {
                     tracing::warn!(epoch, commit_id = %id, error = %err, "commit reported an error but is in the table");
@@ -359,7 +367,6 @@ impl Committer {
             let wait = self.retry.delay(attempt, self.jitter.next());
             tracing::warn!(epoch, attempt, ?wait, conflict, error = %err, "commit failed; retrying");
             tokio::time::sleep(wait).await;
-            reloaded?;
         }
     }
 }

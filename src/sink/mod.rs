@@ -8,6 +8,7 @@
 
 pub mod commit;
 pub mod encode;
+pub mod guard;
 pub mod schema;
 pub mod stats;
 pub mod storage;
