@@ -1,0 +1,81 @@
+//! Commit latency with the SQLite catalog: one fast-append snapshot per epoch (one real Parquet
+//! file and the offsets in the summary), through icefall's committer, on a fresh local warehouse.
+//! `harness = false`; latencies go into an HdrHistogram. Latency grows with the table's history
+//! (each snapshot's manifest list names every earlier manifest), so it also reports the first and
+//! last 10% separately.
+//!
+//!     cargo bench --bench commit [-- EPOCHS]
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use icefall::record::{Offsets, Record};
+use icefall::sink::commit::{CatalogSpec, Committer, RetryPolicy, ensure_table, open_catalog};
+use icefall::sink::encode::{EncodeOptions, FileEncoder};
+use icefall::sink::schema;
+use icefall::sink::stats::data_file;
+use icefall::sink::storage::ObjectStoreStorage;
+use iceberg::io::Storage;
+
+fn main() {
+    let epochs: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let abs = std::fs::canonicalize(dir.path()).expect("canonical");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let storage = ObjectStoreStorage::local();
+        let spec = CatalogSpec {
+            uri: format!("sqlite://{}?mode=rwc", abs.join("catalog.db").display()),
+            warehouse_url: format!("file://{}", abs.display()),
+        };
+        let catalog = open_catalog(&spec, storage.clone()).await.expect("catalog");
+        let ident = "bench.commits".parse().expect("ident");
+        let table = ensure_table(catalog.as_ref(), &ident).await.expect("table");
+        let location = table.metadata().location().to_string();
+        let table_schema = table.metadata().current_schema().as_ref().clone();
+        let retry = RetryPolicy {
+            base: std::time::Duration::from_millis(10),
+            cap: std::time::Duration::from_secs(1),
+            attempts: 3,
+        };
+        let mut committer = Committer::new(catalog, ident, "events".into(), retry, table);
+        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).expect("encoder");
+        let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+        let (mut first, mut last) = (all.clone(), all.clone());
+        let tenth = (epochs / 10).max(1);
+        for epoch in 1..=epochs {
+            let mut recs: Vec<Record> = (0..1_000)
+                .map(|i| Record {
+                    offset: (epoch * 1_000 + i) as i64,
+                    timestamp_ms: 1_700_000_000_000,
+                    shard: 0,
+                    key: Some(format!("k{i}").into_bytes()),
+                    value: Some(vec![1; 100]),
+                    headers: Default::default(),
+                })
+                .collect();
+            enc.append(0, &mut recs).expect("append");
+            let f = enc.finish_file().expect("encode").expect("file");
+            let path = format!("{location}/data/bench-{epoch:06}.parquet");
+            let size = f.bytes.len() as u64;
+            storage.write(&path, f.bytes.clone()).await.expect("upload");
+            let df = data_file(path, size, &f.metadata, &table_schema, 0).expect("data file");
+            let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);
+            let t = Instant::now();
+            committer.commit(epoch, vec![df], &offsets).await.expect("commit");
+            let us = t.elapsed().as_micros().max(1) as u64;
+            all.record(us).expect("record");
+            if epoch <= tenth {
+                first.record(us).expect("record");
+            }
+            if epoch > epochs - tenth {
+                last.record(us).expect("record");
+            }
+        }
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+        println!("commit latency, SQLite catalog, {epochs} commits of one 1,000-row file each (ms):");
+        println!("  all        p50 {:7.2}  p99 {:7.2}  max {:7.2}", ms(&all, 0.5), ms(&all, 0.99), all.max() as f64 / 1e3);
+        println!("  first 10%  p50 {:7.2}  p99 {:7.2}", ms(&first, 0.5), ms(&first, 0.99));
+        println!("  last 10%   p50 {:7.2}  p99 {:7.2}", ms(&last, 0.5), ms(&last, 0.99));
+    });
+}
