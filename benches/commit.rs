@@ -9,19 +9,25 @@
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
+use iceberg::io::Storage;
 use icefall::record::{Offsets, Record};
 use icefall::sink::commit::{CatalogSpec, Committer, RetryPolicy, ensure_table, open_catalog};
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
 use icefall::sink::schema;
 use icefall::sink::stats::data_file;
 use icefall::sink::storage::ObjectStoreStorage;
-use iceberg::io::Storage;
 
 fn main() {
-    let epochs: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200);
+    let epochs: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().expect("temp dir");
     let abs = std::fs::canonicalize(dir.path()).expect("canonical");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let storage = ObjectStoreStorage::local();
         let spec = CatalogSpec {
@@ -39,7 +45,8 @@ fn main() {
             attempts: 3,
         };
         let mut committer = Committer::new(catalog, ident, "events".into(), retry, table);
-        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).expect("encoder");
+        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default())
+            .expect("encoder");
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
         let (mut first, mut last) = (all.clone(), all.clone());
         let tenth = (epochs / 10).max(1);
@@ -62,7 +69,10 @@ fn main() {
             let df = data_file(path, size, &f.metadata, &table_schema, 0).expect("data file");
             let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);
             let t = Instant::now();
-            committer.commit(epoch, vec![df], &offsets).await.expect("commit");
+            committer
+                .commit(epoch, vec![df], &offsets)
+                .await
+                .expect("commit");
             let us = t.elapsed().as_micros().max(1) as u64;
             all.record(us).expect("record");
             if epoch <= tenth {
@@ -73,9 +83,24 @@ fn main() {
             }
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
-        println!("commit latency, SQLite catalog, {epochs} commits of one 1,000-row file each (ms):");
-        println!("  all        p50 {:7.2}  p99 {:7.2}  max {:7.2}", ms(&all, 0.5), ms(&all, 0.99), all.max() as f64 / 1e3);
-        println!("  first 10%  p50 {:7.2}  p99 {:7.2}", ms(&first, 0.5), ms(&first, 0.99));
-        println!("  last 10%   p50 {:7.2}  p99 {:7.2}", ms(&last, 0.5), ms(&last, 0.99));
+        println!(
+            "commit latency, SQLite catalog, {epochs} commits of one 1,000-row file each (ms):"
+        );
+        println!(
+            "  all        p50 {:7.2}  p99 {:7.2}  max {:7.2}",
+            ms(&all, 0.5),
+            ms(&all, 0.99),
+            all.max() as f64 / 1e3
+        );
+        println!(
+            "  first 10%  p50 {:7.2}  p99 {:7.2}",
+            ms(&first, 0.5),
+            ms(&first, 0.99)
+        );
+        println!(
+            "  last 10%   p50 {:7.2}  p99 {:7.2}",
+            ms(&last, 0.5),
+            ms(&last, 0.99)
+        );
     });
 }

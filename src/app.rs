@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{ConfigError, RunConfig};
+use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
 use crate::record::{Offsets, ToShard};
@@ -21,7 +21,6 @@ use crate::sink::SinkError;
 use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
 use crate::sink::encode::{EncodeOptions, FileEncoder};
 use crate::sink::schema;
-use crate::sink::storage::ObjectStoreStorage;
 use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::fetch::FetchCore;
 use crate::source::{self, SourceConfig, SourceError};
@@ -126,17 +125,28 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         timeout: cfg.kafka_timeout,
     });
     let setup = setup_runtime()?;
-    let warehouse = setup.block_on(upload::probe_local_warehouse(&cfg.warehouse))?;
-    let catalog_spec = CatalogSpec {
-        uri: cfg.catalog.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                warehouse.join("catalog.db").display()
+    let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
+    let catalog_uri = match (&cfg.catalog, &cfg.warehouse) {
+        (Some(CatalogKind::Sqlite(u) | CatalogKind::Postgres(u) | CatalogKind::Rest(u)), _) => {
+            u.clone()
+        }
+        (None, WarehouseLocation::Local(_)) => {
+            let dir = warehouse_url.trim_start_matches("file://");
+            format!("sqlite://{dir}/catalog.db?mode=rwc")
+        }
+        (None, WarehouseLocation::S3 { .. }) => {
+            return Err(ConfigError::invalid(
+                "--catalog",
+                "",
+                "an s3:// warehouse needs --catalog",
             )
-        }),
-        warehouse_url: format!("file://{}", warehouse.display()),
+            .into());
+        }
     };
-    let storage = ObjectStoreStorage::local();
+    let catalog_spec = CatalogSpec {
+        uri: catalog_uri,
+        warehouse_url,
+    };
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
     let (catalog, resumed) = setup.block_on(async {
         let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;

@@ -279,7 +279,8 @@ pub struct RunArgs {
     /// The topic to read.
     #[arg(long)]
     pub topic: String,
-    /// Warehouse directory; data files go under <warehouse>/<namespace>/<table>/data/.
+    /// Warehouse: a directory, or s3://BUCKET[/PREFIX] (AWS_* environment variables, endpoint
+    /// override included). Data files go under <warehouse>/<namespace>/<table>/data/.
     #[arg(long)]
     pub warehouse: PathBuf,
     /// Table as NAMESPACE.NAME.
@@ -331,7 +332,8 @@ pub struct RunArgs {
     /// zstd level for Parquet pages (1-22).
     #[arg(long, default_value = "1")]
     pub zstd_level: String,
-    /// Iceberg catalog. Default: the SQL catalog on SQLite at <warehouse>/catalog.db.
+    /// Iceberg catalog: sqlite://PATH, postgres://USER:PASS@HOST/DB or http(s)://REST-ENDPOINT.
+    /// Default: the SQL catalog on SQLite at <warehouse>/catalog.db (local warehouses).
     #[arg(long)]
     pub catalog: Option<String>,
     /// Commit one Iceberg snapshot (files and offsets) this often.
@@ -348,12 +350,66 @@ pub struct RunArgs {
     pub commit_retries: String,
 }
 
+/// Where data and metadata files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WarehouseLocation {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl WarehouseLocation {
+    fn parse(p: &std::path::Path) -> Result<Self, String> {
+        let s = p.to_string_lossy();
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err("expected s3://BUCKET[/PREFIX]".into());
+            }
+            return Ok(Self::S3 {
+                bucket: bucket.into(),
+                prefix: prefix.trim_matches('/').into(),
+            });
+        }
+        if s.contains("://") {
+            return Err("expected a directory or s3://BUCKET[/PREFIX]".into());
+        }
+        Ok(Self::Local(p.to_path_buf()))
+    }
+}
+
+/// Which catalog holds the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogKind {
+    /// SQL catalog on SQLite (`?` binds).
+    Sqlite(String),
+    /// SQL catalog on PostgreSQL (`$n` binds).
+    Postgres(String),
+    /// REST catalog.
+    Rest(String),
+}
+
+impl FromStr for CatalogKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("sqlite:") {
+            Ok(Self::Sqlite(s.into()))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(s.into()))
+        } else if s.starts_with("http://") || s.starts_with("https://") {
+            Ok(Self::Rest(s.into()))
+        } else {
+            Err("expected sqlite://PATH, postgres://USER:PASS@HOST/DB or http(s)://ENDPOINT".into())
+        }
+    }
+}
+
 /// Everything `icefall run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub brokers: Vec<String>,
     pub topic: String,
-    pub warehouse: PathBuf,
+    pub warehouse: WarehouseLocation,
     pub table: TableIdent,
     pub partitions: Option<Vec<i32>>,
     pub start: StartAt,
@@ -370,7 +426,7 @@ pub struct RunConfig {
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
     pub zstd_level: i32,
-    pub catalog: Option<String>,
+    pub catalog: Option<CatalogKind>,
     pub commit_interval: Duration,
     pub commit_retry_base: Duration,
     pub commit_retry_cap: Duration,
@@ -499,13 +555,18 @@ impl RunArgs {
                 ),
             ));
         }
-        if let Some(c) = &self.catalog
-            && !c.starts_with("sqlite:")
-        {
+        let warehouse = WarehouseLocation::parse(&self.warehouse)
+            .map_err(|e| ConfigError::invalid("--warehouse", self.warehouse.display(), e))?;
+        let catalog: Option<CatalogKind> = self
+            .catalog
+            .as_deref()
+            .map(|c| field("--catalog", c))
+            .transpose()?;
+        if catalog.is_none() && matches!(warehouse, WarehouseLocation::S3 { .. }) {
             return Err(ConfigError::invalid(
-                "--catalog",
-                c,
-                "expected sqlite://PATH (PostgreSQL and REST catalogs are not in this build yet)",
+                "--warehouse",
+                self.warehouse.display(),
+                "an s3:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
             ));
         }
         let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
@@ -519,7 +580,7 @@ impl RunArgs {
         Ok(RunConfig {
             brokers,
             topic: self.topic.clone(),
-            warehouse: self.warehouse.clone(),
+            warehouse,
             table: field("--table", &self.table)?,
             partitions,
             start: field("--start", &self.start)?,
@@ -544,7 +605,7 @@ impl RunArgs {
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
             zstd_level,
-            catalog: self.catalog.clone(),
+            catalog,
             commit_interval,
             commit_retry_base,
             commit_retry_cap,
@@ -655,5 +716,27 @@ mod tests {
         let e = a.validate().unwrap_err().to_string();
         assert!(e.contains("--brokers") && e.contains("HOST:PORT"), "{e}");
         assert!(args(&[]).validate().is_ok());
+        let e = args(&["--catalog", "mysql://x"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--catalog \"mysql://x\"") && e.contains("postgres://"),
+            "{e}"
+        );
+        let mut a = args(&[]);
+        a.warehouse = "s3://bucket/wh".into();
+        let e = a.validate().unwrap_err().to_string();
+        assert!(e.contains("needs --catalog"), "{e}");
+        a.catalog = Some("postgres://u:p@localhost/db".into());
+        let c = a.validate().unwrap();
+        assert_eq!(
+            c.warehouse,
+            WarehouseLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "wh".into()
+            }
+        );
+        assert!(matches!(c.catalog, Some(CatalogKind::Postgres(_))));
     }
 }

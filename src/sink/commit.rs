@@ -14,6 +14,9 @@ use iceberg::spec::DataFile;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation};
+use iceberg_catalog_rest::{
+    REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
+};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use super::SinkError;
@@ -42,37 +45,63 @@ fn catalog_err(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> SinkEr
 /// Where the catalog lives and where tables go.
 #[derive(Debug, Clone)]
 pub struct CatalogSpec {
-    /// `sqlite://<path>?mode=rwc` (the default, `<warehouse>/catalog.db`).
+    /// `sqlite://<path>?mode=rwc` (the default, `<warehouse>/catalog.db`), `postgres://…` (SQL
+    /// catalog on PostgreSQL) or `http(s)://…` (REST catalog).
     pub uri: String,
-    /// `file:///abs/warehouse`.
+    /// `file:///abs/warehouse` or `s3://bucket/prefix`.
     pub warehouse_url: String,
 }
 
+/// Opens the catalog `spec.uri` names; data and metadata go through `storage`.
 pub async fn open_catalog(
     spec: &CatalogSpec,
     storage: ObjectStoreStorage,
 ) -> Result<Arc<dyn Catalog>, SinkError> {
-    if !spec.uri.starts_with("sqlite:") {
-        return Err(SinkError::Catalog {
-            what: format!(
-                "--catalog {}: only sqlite: catalogs are supported in this build",
-                spec.uri
+    let factory = Arc::new(ObjectStoreStorageFactory::new(storage));
+    let failed = catalog_err(format!("cannot open catalog {}", redact(&spec.uri)));
+    if spec.uri.starts_with("http://") || spec.uri.starts_with("https://") {
+        let props = HashMap::from([
+            (REST_CATALOG_PROP_URI.to_string(), spec.uri.clone()),
+            (
+                REST_CATALOG_PROP_WAREHOUSE.to_string(),
+                spec.warehouse_url.clone(),
             ),
-            source: Box::new(iceberg::Error::new(
-                ErrorKind::FeatureUnsupported,
-                "catalog scheme",
-            )),
-        });
+        ]);
+        let catalog = RestCatalogBuilder::default()
+            .with_storage_factory(factory)
+            .load(CATALOG_NAME, props)
+            .await
+            .map_err(failed)?;
+        return Ok(Arc::new(catalog));
     }
+    let bind = if spec.uri.starts_with("postgres") {
+        SqlBindStyle::DollarNumeric
+    } else {
+        SqlBindStyle::QMark
+    };
     let catalog = SqlCatalogBuilder::default()
         .uri(spec.uri.clone())
         .warehouse_location(spec.warehouse_url.clone())
-        .sql_bind_style(SqlBindStyle::QMark)
-        .with_storage_factory(Arc::new(ObjectStoreStorageFactory::new(storage)))
+        .sql_bind_style(bind)
+        .with_storage_factory(factory)
         .load(CATALOG_NAME, HashMap::new())
         .await
-        .map_err(catalog_err(format!("cannot open catalog {}", spec.uri)))?;
+        .map_err(failed)?;
     Ok(Arc::new(catalog))
+}
+
+/// A catalog URI fit for a log line: the password of `scheme://user:password@host` is hidden.
+pub fn redact(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    match rest.split_once('@') {
+        Some((cred, host)) if cred.contains(':') => {
+            let user = cred.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => uri.to_string(),
+    }
 }
 
 fn iceberg_ident(t: &TableIdent) -> iceberg::TableIdent {
@@ -374,6 +403,16 @@ impl Committer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact("postgres://icefall:s3cret@db:5432/cat"),
+            "postgres://icefall:***@db:5432/cat"
+        );
+        assert_eq!(redact("sqlite:///tmp/c.db"), "sqlite:///tmp/c.db");
+        assert_eq!(redact("https://rest.example/v1"), "https://rest.example/v1");
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_jitter_spreads_it() {

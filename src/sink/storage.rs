@@ -1,9 +1,11 @@
 //! One storage stack: the iceberg crate's `Storage` trait served by `object_store`, so table
 //! metadata, manifests and data files all go through the same store.
 //!
-//! A location is a URL (`file:///abs/path`, or a bare absolute path). The storage is rooted at
-//! one scheme and authority; it refuses locations elsewhere. It serialises as its root URL and
-//! rebuilds the store on first use after deserialising (iceberg may ship a `FileIO` around).
+//! A location is a URL: `file:///abs/path` (or a bare absolute path) on the local file system, or
+//! `s3://bucket/key` on S3 or an S3-compatible store configured by the usual `AWS_*` environment
+//! variables (`AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP` for S3-compatible stores). The storage is
+//! rooted at one scheme and bucket; it refuses locations elsewhere. It serialises as its root URL
+//! and rebuilds the store on first use after deserialising (iceberg may ship a `FileIO` around).
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +19,7 @@ use iceberg::io::{
     StorageFactory,
 };
 use iceberg::{Error, ErrorKind, Result};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -45,21 +48,56 @@ impl ObjectStoreStorage {
         }
     }
 
+    /// Storage over one S3 bucket, configured from the `AWS_*` environment variables.
+    pub fn s3(bucket: &str) -> Result<Self> {
+        let s = Self {
+            root: format!("s3://{bucket}"),
+            store: OnceLock::new(),
+        };
+        s.store()?;
+        Ok(s)
+    }
+
     pub fn store(&self) -> Result<&Arc<dyn ObjectStore>> {
         if let Some(s) = self.store.get() {
             return Ok(s);
         }
-        if self.root == "file://" {
-            return Ok(self.store.get_or_init(|| Arc::new(LocalFileSystem::new())));
-        }
-        Err(Error::new(
-            ErrorKind::FeatureUnsupported,
-            format!("no object store for {}", self.root),
-        ))
+        let built: Arc<dyn ObjectStore> = if self.root == "file://" {
+            Arc::new(LocalFileSystem::new())
+        } else if let Some(bucket) = self.root.strip_prefix("s3://") {
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| err("cannot configure S3 for", &self.root, e))?;
+            Arc::new(s3)
+        } else {
+            return Err(Error::new(
+                ErrorKind::FeatureUnsupported,
+                format!("no object store for {}", self.root),
+            ));
+        };
+        Ok(self.store.get_or_init(|| built))
+    }
+
+    /// The root URL (`file://` or `s3://bucket`).
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// The object path of a location under this storage's root.
     pub fn locate(&self, location: &str) -> Result<Path> {
+        if self.root != "file://" {
+            let key = location
+                .strip_prefix(self.root.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::DataInvalid,
+                        format!("{location} is not under {}", self.root),
+                    )
+                })?;
+            return Path::parse(key).map_err(|e| err("invalid location", location, e));
+        }
         let abs = if let Some(rest) = location.strip_prefix("file://") {
             rest
         } else if let Some(rest) = location.strip_prefix("file:") {
@@ -264,6 +302,16 @@ mod tests {
             .unwrap();
         assert!(!s.exists(&loc).await.unwrap());
         assert!(s.locate("s3://bucket/x").is_err());
+        let s3 = ObjectStoreStorage {
+            root: "s3://b".into(),
+            store: OnceLock::new(),
+        };
+        assert_eq!(
+            s3.locate("s3://b/wh/ns/t/data/x.parquet").unwrap().as_ref(),
+            "wh/ns/t/data/x.parquet"
+        );
+        assert!(s3.locate("s3://other/x").is_err());
+        assert!(s3.locate("/tmp/x").is_err());
         let again: ObjectStoreStorage =
             serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         again.write(&loc, Bytes::from_static(b"x")).await.unwrap();

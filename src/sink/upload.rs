@@ -7,7 +7,7 @@
 //! fetch cores send barriers every commit interval.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,7 @@ use super::commit::{Committed, Committer};
 use super::encode::EncodedFile;
 use super::stats;
 use super::storage::ObjectStoreStorage;
+use crate::config::WarehouseLocation;
 use crate::metrics::IoStats;
 use crate::offsets::EpochTracker;
 use crate::record::Offsets;
@@ -47,27 +48,50 @@ pub enum ToIo {
     },
 }
 
-/// Proves a local warehouse directory writable (creating it if needed) by writing and deleting a
-/// probe object through the store the run will use. Returns its absolute path.
-pub async fn probe_local_warehouse(dir: &Path) -> Result<PathBuf, SinkError> {
+/// Opens the warehouse a run writes to and proves it writable by writing and deleting a probe
+/// object through the store the run will use. Returns the storage and the warehouse URL
+/// (`file:///abs/dir` or `s3://bucket/prefix`).
+pub async fn open_warehouse(
+    location: &WarehouseLocation,
+) -> Result<(ObjectStoreStorage, String), SinkError> {
+    let shown = match location {
+        WarehouseLocation::Local(dir) => dir.to_path_buf(),
+        WarehouseLocation::S3 { bucket, prefix } => {
+            PathBuf::from(format!("s3://{bucket}/{prefix}"))
+        }
+    };
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
-        path: dir.to_path_buf(),
+        path: shown.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
-    let abs = std::fs::canonicalize(dir).map_err(|e| fail(e.into()))?;
-    let storage = ObjectStoreStorage::local();
+    let (storage, url) = match location {
+        WarehouseLocation::Local(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
+            let abs = std::fs::canonicalize(dir).map_err(|e| fail(e.into()))?;
+            (
+                ObjectStoreStorage::local(),
+                format!("file://{}", abs.display()),
+            )
+        }
+        WarehouseLocation::S3 { bucket, prefix } => {
+            let storage = ObjectStoreStorage::s3(bucket).map_err(|e| fail(e.into()))?;
+            let url = if prefix.is_empty() {
+                format!("s3://{bucket}")
+            } else {
+                format!("s3://{bucket}/{prefix}")
+            };
+            (storage, url)
+        }
+    };
     let store = storage.store().map_err(|e| fail(e.into()))?;
-    let probe = abs.join(format!(".icefall-write-check-{}", uuid::Uuid::new_v4()));
-    let probe = storage
-        .locate(&probe.to_string_lossy())
-        .map_err(|e| fail(e.into()))?;
+    let probe = format!("{url}/.icefall-write-check-{}", uuid::Uuid::new_v4());
+    let probe = storage.locate(&probe).map_err(|e| fail(e.into()))?;
     store
         .put(&probe, PutPayload::from_static(b"icefall"))
         .await
         .map_err(|e| fail(e.into()))?;
     store.delete(&probe).await.map_err(|e| fail(e.into()))?;
-    Ok(abs)
+    Ok((storage, url))
 }
 
 /// Where a table's data files go and how they are described.

@@ -175,8 +175,14 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 
 /// Reads every row of one Parquet file, in row order.
 pub fn read_rows(path: &Path) -> Vec<Row> {
-    let file = std::fs::File::open(path).expect("open parquet");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+    let bytes = bytes::Bytes::from(std::fs::read(path).expect("read parquet"));
+    read_rows_from(bytes, &path.display().to_string())
+}
+
+/// Reads every row of a Parquet file held in memory.
+pub fn read_rows_from(bytes: bytes::Bytes, name: &str) -> Vec<Row> {
+    let path = std::path::Path::new(name);
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .unwrap_or_else(|e| panic!("{} is not a readable Parquet file: {e}", path.display()))
         .build()
         .expect("reader");
@@ -305,22 +311,32 @@ pub struct TableView {
 
 /// Loads `ns.events` from the warehouse's SQLite catalog through icefall's own storage adapter.
 pub fn table_view(warehouse: &Path, table: &str) -> TableView {
+    let abs = std::fs::canonicalize(warehouse).expect("warehouse");
+    let spec = icefall::sink::commit::CatalogSpec {
+        uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
+        warehouse_url: format!("file://{}", abs.display()),
+    };
+    table_view_in(
+        &spec,
+        icefall::sink::storage::ObjectStoreStorage::local(),
+        table,
+    )
+}
+
+/// Loads a table from any catalog and storage icefall supports.
+pub fn table_view_in(
+    spec: &icefall::sink::commit::CatalogSpec,
+    storage: icefall::sink::storage::ObjectStoreStorage,
+    table: &str,
+) -> TableView {
     use futures_util::TryStreamExt;
-    use icefall::sink::commit::{CatalogSpec, load_existing, open_catalog};
-    use icefall::sink::storage::ObjectStoreStorage;
+    use icefall::sink::commit::{load_existing, open_catalog};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let abs = std::fs::canonicalize(warehouse).expect("warehouse");
-        let spec = CatalogSpec {
-            uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
-            warehouse_url: format!("file://{}", abs.display()),
-        };
-        let catalog = open_catalog(&spec, ObjectStoreStorage::local())
-            .await
-            .expect("catalog");
+        let catalog = open_catalog(spec, storage).await.expect("catalog");
         let t = load_existing(catalog.as_ref(), &table.parse().expect("table ident"))
             .await
             .expect("load")
