@@ -4,6 +4,7 @@
 //! (unreachable broker, unknown topic or partition, fetch failure); 4 storage (warehouse not
 //! writable, upload failed). A second SIGINT/SIGTERM exits at once with 130.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
@@ -17,6 +18,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -57,6 +57,18 @@ fn disjoint_writers_share_a_table_without_losing_commits() {
         );
         let (c, attempts) = (field(&stdout, "commits"), field(&stdout, "commit_attempts"));
         assert!(c > 0, "writer {i} committed nothing");
+        if attempts > c {
+            // Retried failures are logged with their cause.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let line = stderr
+                .lines()
+                .find(|l| l.contains("commit failed; retrying"))
+                .expect("a retry log line");
+            assert!(
+                line.contains("conflict") && line.contains("error="),
+                "{line}"
+            );
+        }
         eprintln!(
             "writer {i}: {c} commits in {attempts} attempts ({} conflicts retried)",
             attempts - c
