@@ -3,20 +3,7 @@
 
 mod common;
 
-use common::{Broker, base_args, icefall, table_view};
-
-fn assert_fails(out: &std::process::Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("icefall: error: "))
-        .expect("error line");
-    for n in needles {
-        assert!(line.contains(n), "{n:?} not in {line:?}");
-    }
-}
+use common::{Broker, assert_clean_failure, base_args, icefall, table_view};
 
 #[test]
 fn unreachable_catalog_incompatible_table_and_failing_store() {
@@ -33,14 +20,14 @@ fn unreachable_catalog_incompatible_table_and_failing_store() {
         "--catalog",
         "sqlite:///no/such/dir/catalog.db?mode=rwc",
     ]);
-    assert_fails(&icefall(&args), 5, &["cannot open catalog", "/no/such/dir"]);
+    assert_clean_failure(&icefall(&args), 5, &["cannot open catalog", "/no/such/dir"]);
 
     // A table that exists with columns icefall cannot write.
     let wh2 = tempfile::tempdir().unwrap();
     create_foreign_table(wh2.path());
     let mut args = base_args(&broker.addr, "events", wh2.path().to_str().unwrap());
     args.push("--stop-at-end");
-    assert_fails(
+    assert_clean_failure(
         &icefall(&args),
         5,
         &["ns.events", "_kafka_partition is long, expected int"],
@@ -64,7 +51,7 @@ fn unreachable_catalog_incompatible_table_and_failing_store() {
     let data = wh3.path().join("ns/events/data");
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::write(&data, b"in the way").unwrap();
-    assert_fails(&icefall(&args), 4, &["uploading", "ns/events/data/"]);
+    assert_clean_failure(&icefall(&args), 4, &["uploading", "ns/events/data/"]);
     let after = table_view(wh3.path(), "ns.events");
     assert_eq!(
         after.snapshots, before.snapshots,

@@ -4,22 +4,11 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Output;
 
-use common::{Broker, base_args, icefall, parquet_files, read_rows, spawn_icefall, wait_for_files};
-
-fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("icefall: error: "))
-        .unwrap_or_else(|| panic!("no error line: {stderr}"));
-    for n in needles {
-        assert!(line.contains(n), "{n:?} not in {line:?}");
-    }
-}
+use common::{
+    Broker, assert_clean_failure, base_args, icefall, parquet_files, read_rows, spawn_icefall,
+    wait_for_files,
+};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

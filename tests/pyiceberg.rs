@@ -11,14 +11,7 @@ use common::{Broker, base_args, icefall, repo};
 
 #[test]
 fn pyiceberg_reads_the_table() {
-    let python = std::env::var("ICEFALL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import pyiceberg"])
-        .output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "PyIceberg is not importable by {python}: run the tests with tools/test, which installs it"
-    );
+    let python = common::python_with("pyiceberg");
 
     let broker = Broker::start();
     broker.create_topic("events", 4);

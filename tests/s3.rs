@@ -32,14 +32,7 @@ const AWS_ENV: [(&str, &str); 4] = [
 
 #[test]
 fn s3_warehouse_round_trips() {
-    let python = std::env::var("ICEFALL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import moto.server, boto3"])
-        .output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "moto is not importable by {python}: run the tests with tools/test, which installs it"
-    );
+    let python = common::python_with("moto.server, boto3");
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

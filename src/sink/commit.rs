@@ -181,16 +181,12 @@ pub async fn ensure_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<T
             Err(e) => return Err(catalog_err(format!("cannot create table {ident}"))(e)),
         }
     }
-    let table = catalog
-        .load_table(&id)
-        .await
-        .map_err(catalog_err(format!("cannot load table {ident}")))?;
-    if let Some(reason) = schema::incompatibility(table.metadata().current_schema()) {
-        return Err(SinkError::IncompatibleTable {
-            table: ident.to_string(),
-            reason,
+    let Some(table) = load_existing(catalog, ident).await? else {
+        return Err(SinkError::Catalog {
+            what: format!("table {ident} vanished right after it was created"),
+            source: Box::new(iceberg::Error::new(ErrorKind::TableNotFound, "no table")),
         });
-    }
+    };
     if table
         .metadata()
         .properties()

@@ -95,6 +95,34 @@ impl Drop for Broker {
     }
 }
 
+/// Asserts a failed run: the exit code, no panic, and one `icefall: error:` line holding every
+/// needle.
+pub fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("icefall: error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    for n in needles {
+        assert!(line.contains(n), "{n:?} not in {line:?}");
+    }
+}
+
+/// The Python interpreter `tools/test` prepared (`ICEFALL_PYTHON`), checked to import `modules`.
+pub fn python_with(modules: &str) -> String {
+    let python = std::env::var("ICEFALL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    assert!(
+        probe.as_ref().is_ok_and(|o| o.status.success()),
+        "{python} cannot import {modules}: run the tests with tools/test, which installs them"
+    );
+    python
+}
+
 /// Runs `icefall run` with the given extra flags and waits for it.
 pub fn icefall(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_icefall"))
