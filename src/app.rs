@@ -27,6 +27,8 @@ use crate::source::{self, SourceConfig, SourceError};
 
 /// Files the io role writes at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
+/// Slots of each fetch→shard ring kept for barriers, beyond `--ring-batches`.
+const BARRIER_SLOTS: usize = 8;
 /// Capacity of each shard→io ring, in messages (files and end-of-epoch markers).
 const FILE_RING: usize = 4;
 
@@ -212,7 +214,12 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         (0..shard_cores).map(|_| Vec::new()).collect();
     for senders in &mut to_shards {
         for inputs in &mut shard_inputs {
-            let (tx, rx) = bridge::channel(cfg.ring_batches.get());
+            let (tx, rx) = bridge::weighted(
+                cfg.ring_batches.get(),
+                cfg.queue_capacity.get(),
+                BARRIER_SLOTS,
+                ToShard::records,
+            );
             senders.push(tx);
             inputs.push(rx);
         }

@@ -320,6 +320,10 @@ pub struct RunArgs {
     /// Capacity of each fetch→shard ring, in batches.
     #[arg(long, default_value = "64")]
     pub ring_batches: String,
+    /// Capacity of each fetch→shard ring, in records (a full ring makes the fetcher wait;
+    /// barriers always get in).
+    #[arg(long, default_value = "65536")]
+    pub queue_capacity: String,
     /// Rows per Arrow record batch handed to the Parquet encoder.
     #[arg(long, default_value = "8192")]
     pub batch_rows: String,
@@ -422,6 +426,7 @@ pub struct RunConfig {
     pub fetch_max_wait: Duration,
     pub kafka_timeout: Duration,
     pub ring_batches: NonZeroUsize,
+    pub queue_capacity: NonZeroUsize,
     pub batch_rows: NonZeroUsize,
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
@@ -601,6 +606,7 @@ impl RunArgs {
             fetch_max_wait,
             kafka_timeout,
             ring_batches: field("--ring-batches", &self.ring_batches)?,
+            queue_capacity: field("--queue-capacity", &self.queue_capacity)?,
             batch_rows: field("--batch-rows", &self.batch_rows)?,
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,

@@ -60,3 +60,13 @@ pub enum ToShard {
     Records(Batch),
     Barrier(Barrier),
 }
+
+impl ToShard {
+    /// Records carried: a ring's capacity counts these; a barrier weighs nothing.
+    pub fn records(&self) -> usize {
+        match self {
+            ToShard::Records(b) => b.records.len(),
+            ToShard::Barrier(_) => 0,
+        }
+    }
+}

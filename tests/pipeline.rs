@@ -64,6 +64,11 @@ fn every_record_lands_once_in_key_order_on_any_core_layout() {
                 "1000",
                 "--ring-batches",
                 "4",
+                // A tiny queue: the fetcher waits on full rings while barriers keep flowing.
+                "--queue-capacity",
+                "500",
+                "--commit-interval",
+                "200ms",
             ],
         ),
     ];

@@ -8,6 +8,11 @@
 //!
 //! Dropping the [`Sender`] closes the ring for the receiver once it is drained; dropping the
 //! [`Receiver`] makes every further send fail, handing the value back.
+//!
+//! A ring can also be bounded by *weight* ([`weighted`]): each value weighs what its `weigh`
+//! function says (records in a batch), and a send needs room in both slots and weight. Values of
+//! weight 0 (control messages such as barriers) ignore the weight bound and may use slots reserved
+//! for them, so a ring full of records still accepts them.
 
 use std::cell::{Cell, UnsafeCell};
 use std::future::poll_fn;
@@ -30,6 +35,14 @@ struct Shared<T> {
     tx_waker: AtomicWaker,
     tx_closed: AtomicBool,
     rx_closed: AtomicBool,
+    weigh: fn(&T) -> usize,
+    weight_cap: usize,
+    /// Slots weighted values may use; the rest are for weight-0 values.
+    weighted_slots: usize,
+    /// Weight pushed so far. Written only by the producer.
+    pushed: CachePadded<AtomicUsize>,
+    /// Weight popped so far. Written only by the consumer.
+    popped: CachePadded<AtomicUsize>,
 }
 
 // SAFETY: a slot is written only by the producer while it is outside [head, tail), and read only by
@@ -52,6 +65,32 @@ impl<T> Drop for Shared<T> {
 
 /// Creates a ring with room for at least `capacity` values (rounded up to a power of two).
 pub fn channel<T: Send>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    build(capacity, |_| 0, usize::MAX, usize::MAX)
+}
+
+/// Creates a ring bounded by `slots` values and by `weight_cap` total weight, with `reserved`
+/// extra slots that only weight-0 values may use. One value heavier than `weight_cap` still
+/// passes when the ring holds no weight (else it could never be sent).
+pub fn weighted<T: Send>(
+    slots: usize,
+    weight_cap: usize,
+    reserved: usize,
+    weigh: fn(&T) -> usize,
+) -> (Sender<T>, Receiver<T>) {
+    build(
+        slots.max(1) + reserved,
+        weigh,
+        weight_cap.max(1),
+        slots.max(1),
+    )
+}
+
+fn build<T: Send>(
+    capacity: usize,
+    weigh: fn(&T) -> usize,
+    weight_cap: usize,
+    weighted_slots: usize,
+) -> (Sender<T>, Receiver<T>) {
     let cap = capacity.max(1).next_power_of_two();
     let slots = (0..cap)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -65,17 +104,24 @@ pub fn channel<T: Send>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         tx_waker: AtomicWaker::new(),
         tx_closed: AtomicBool::new(false),
         rx_closed: AtomicBool::new(false),
+        weigh,
+        weight_cap,
+        weighted_slots: weighted_slots.min(cap),
+        pushed: CachePadded::new(AtomicUsize::new(0)),
+        popped: CachePadded::new(AtomicUsize::new(0)),
     });
     (
         Sender {
             shared: shared.clone(),
             tail: Cell::new(0),
             head_cache: Cell::new(0),
+            pushed: Cell::new(0),
         },
         Receiver {
             shared,
             head: Cell::new(0),
             tail_cache: Cell::new(0),
+            popped: Cell::new(0),
         },
     )
 }
@@ -96,6 +142,7 @@ pub struct Sender<T> {
     shared: Arc<Shared<T>>,
     tail: Cell<usize>,
     head_cache: Cell<usize>,
+    pushed: Cell<usize>,
 }
 
 impl<T: Send> Sender<T> {
@@ -114,20 +161,39 @@ impl<T: Send> Sender<T> {
         self.len() == 0
     }
 
+    /// Weight pushed and not yet popped (for a weighted ring: records waiting).
+    pub fn weight(&self) -> usize {
+        self.pushed
+            .get()
+            .wrapping_sub(self.shared.popped.load(Ordering::Acquire))
+    }
+
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         let s = &*self.shared;
         if s.rx_closed.load(Ordering::Acquire) {
             return Err(TrySendError::Closed(value));
         }
+        let w = (s.weigh)(&value);
+        // Weighted values leave the reserved slots to weight-0 ones.
+        let slot_limit = if w == 0 { s.mask + 1 } else { s.weighted_slots };
         let tail = self.tail.get();
-        if tail.wrapping_sub(self.head_cache.get()) > s.mask {
+        if tail.wrapping_sub(self.head_cache.get()) >= slot_limit {
             self.head_cache.set(s.head.load(Ordering::Acquire));
-            if tail.wrapping_sub(self.head_cache.get()) > s.mask {
+            if tail.wrapping_sub(self.head_cache.get()) >= slot_limit {
+                return Err(TrySendError::Full(value));
+            }
+        }
+        if w > 0 {
+            let held = self.weight();
+            if held > 0 && held.saturating_add(w) > s.weight_cap {
                 return Err(TrySendError::Full(value));
             }
         }
         // SAFETY: the slot at `tail` is outside [head, tail): the consumer does not touch it.
         unsafe { (*s.slots[tail & s.mask].get()).write(value) };
+        let pushed = self.pushed.get().wrapping_add(w);
+        self.pushed.set(pushed);
+        s.pushed.store(pushed, Ordering::Release);
         let next = tail.wrapping_add(1);
         self.tail.set(next);
         s.tail.store(next, Ordering::Release);
@@ -191,9 +257,18 @@ pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
     head: Cell<usize>,
     tail_cache: Cell<usize>,
+    popped: Cell<usize>,
 }
 
 impl<T: Send> Receiver<T> {
+    /// Weight waiting in the ring (for a weighted ring: records queued).
+    pub fn weight(&self) -> usize {
+        self.shared
+            .pushed
+            .load(Ordering::Acquire)
+            .wrapping_sub(self.popped.get())
+    }
+
     pub fn len(&self) -> usize {
         self.shared
             .tail
@@ -224,6 +299,9 @@ impl<T: Send> Receiver<T> {
         // SAFETY: head < tail, so the slot holds a value the producer finished writing (Acquire on
         // tail), and the producer will not reuse it until we publish the new head.
         let value = unsafe { (*s.slots[head & s.mask].get()).assume_init_read() };
+        let popped = self.popped.get().wrapping_add((s.weigh)(&value));
+        self.popped.set(popped);
+        s.popped.store(popped, Ordering::Release);
         let next = head.wrapping_add(1);
         self.head.set(next);
         s.head.store(next, Ordering::Release);
@@ -370,6 +448,50 @@ mod tests {
         assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
         drop(tx);
         assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+    }
+
+    #[test]
+    fn weighted_rings_bound_weight_and_keep_room_for_weightless_values() {
+        // 4 slots for weighted values (+2 reserved, 8 after rounding), 10 units of weight;
+        // values weigh themselves, 0 is a control message.
+        let (tx, rx) = weighted::<u32>(4, 10, 2, |v| *v as usize);
+        tx.try_send(6).unwrap();
+        tx.try_send(4).unwrap();
+        assert_eq!(tx.weight(), 10);
+        assert_eq!(tx.try_send(1), Err(TrySendError::Full(1)), "full by weight");
+        for _ in 0..3 {
+            tx.try_send(0).unwrap(); // control messages pass a ring full of records
+        }
+        assert_eq!(rx.try_recv(), Ok(6));
+        assert_eq!(rx.weight(), 4);
+        assert_eq!(
+            tx.try_send(3),
+            Err(TrySendError::Full(3)),
+            "4 slots held: full by slots"
+        );
+        assert_eq!(rx.try_recv(), Ok(4));
+        tx.try_send(3).unwrap();
+        assert_eq!(tx.try_send(50), Err(TrySendError::Full(50)));
+        let drained: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(drained, vec![0, 0, 0, 3]);
+        assert_eq!((tx.weight(), rx.weight()), (0, 0));
+        // One value heavier than the whole bound passes into an empty ring.
+        tx.try_send(50).unwrap();
+        assert_eq!(tx.try_send(1), Err(TrySendError::Full(1)));
+    }
+
+    #[test]
+    fn weighted_values_cannot_take_reserved_slots() {
+        let (tx, _rx) = weighted::<u32>(2, 1_000, 2, |v| *v as usize);
+        tx.try_send(1).unwrap();
+        tx.try_send(1).unwrap();
+        assert_eq!(
+            tx.try_send(1),
+            Err(TrySendError::Full(1)),
+            "the other 2 slots are reserved"
+        );
+        tx.try_send(0).unwrap();
+        tx.try_send(0).unwrap();
     }
 
     #[test]
