@@ -36,7 +36,8 @@ fn record(offset: i64) -> Record {
 }
 
 fn start_pair(batch: usize, producer_core: usize, consumer_core: usize) -> Pair {
-    let (fwd_tx, fwd_rx) = bridge::channel::<Vec<Record>>(64);
+    // As icefall builds fetch→shard rings: 64 batches, 65,536 records, 8 slots for barriers.
+    let (fwd_tx, fwd_rx) = bridge::weighted::<Vec<Record>>(64, 65_536, 8, Vec::len);
     let (ret_tx, ret_rx) = bridge::channel::<Vec<Record>>(POOL);
     let (cmd_tx, cmd_rx) = mpsc::channel::<u64>();
     let (done_tx, done_rx) = mpsc::channel::<()>();

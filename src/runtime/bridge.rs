@@ -191,9 +191,11 @@ impl<T: Send> Sender<T> {
         }
         // SAFETY: the slot at `tail` is outside [head, tail): the consumer does not touch it.
         unsafe { (*s.slots[tail & s.mask].get()).write(value) };
-        let pushed = self.pushed.get().wrapping_add(w);
-        self.pushed.set(pushed);
-        s.pushed.store(pushed, Ordering::Release);
+        if w > 0 {
+            let pushed = self.pushed.get().wrapping_add(w);
+            self.pushed.set(pushed);
+            s.pushed.store(pushed, Ordering::Release);
+        }
         let next = tail.wrapping_add(1);
         self.tail.set(next);
         s.tail.store(next, Ordering::Release);
@@ -299,9 +301,12 @@ impl<T: Send> Receiver<T> {
         // SAFETY: head < tail, so the slot holds a value the producer finished writing (Acquire on
         // tail), and the producer will not reuse it until we publish the new head.
         let value = unsafe { (*s.slots[head & s.mask].get()).assume_init_read() };
-        let popped = self.popped.get().wrapping_add((s.weigh)(&value));
-        self.popped.set(popped);
-        s.popped.store(popped, Ordering::Release);
+        let w = (s.weigh)(&value);
+        if w > 0 {
+            let popped = self.popped.get().wrapping_add(w);
+            self.popped.set(popped);
+            s.popped.store(popped, Ordering::Release);
+        }
         let next = head.wrapping_add(1);
         self.head.set(next);
         s.head.store(next, Ordering::Release);
