@@ -51,17 +51,6 @@ impl Error {
     /// 2: bad flags or placement; 3: Kafka; 4: storage; 5: catalog or table; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Sink(
-                SinkError::Catalog { .. }
-                | SinkError::IncompatibleTable { .. }
-                | SinkError::Commit { .. }
-                | SinkError::Checkpoint(_),
-            )
-            | Error::Shard(ShardError::Sink(
-                SinkError::Catalog { .. }
-                | SinkError::IncompatibleTable { .. }
-                | SinkError::Commit { .. },
-            )) => 5,
             Error::Config(_) => 2,
             Error::Runtime(
                 RuntimeError::CoreNotOnline { .. }
@@ -70,7 +59,13 @@ impl Error {
             ) => 2,
             Error::Runtime(_) => 1,
             Error::Source(_) => 3,
-            Error::Sink(_) | Error::Shard(ShardError::Sink(_)) => 4,
+            Error::Sink(e) | Error::Shard(ShardError::Sink(e)) => {
+                if e.is_catalog() {
+                    5
+                } else {
+                    4
+                }
+            }
             Error::Shard(ShardError::IoGone { .. }) => 4,
             Error::Shard(ShardError::Misaligned { .. }) => 1,
         }
@@ -402,6 +397,17 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         &io_stats,
         started.elapsed().as_secs_f64(),
     );
+    if let Some(((cold, cold_rows), (hot, hot_rows))) = summary.skew() {
+        tracing::info!(
+            partitions = summary.per_partition.len(),
+            shards = summary.per_shard.len(),
+            hottest_shard = hot,
+            hottest_rows = hot_rows,
+            coldest_shard = cold,
+            coldest_rows = cold_rows,
+            "skew"
+        );
+    }
     if summary.rows_written != summary.records || io_stats.rows != summary.records {
         tracing::error!(
             routed = summary.records,

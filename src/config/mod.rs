@@ -188,6 +188,30 @@ where
         .map_err(|e| ConfigError::invalid(flag, value, e.to_string()))
 }
 
+/// `Err` naming the flag and value unless `ok`.
+fn ensure(
+    ok: bool,
+    flag: &'static str,
+    value: impl fmt::Display,
+    reason: impl Into<String>,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(flag, value, reason))
+    }
+}
+
+fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).map_err(|e| ConfigError::invalid(flag, value, e))
+}
+
+fn positive_duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(flag, value)?;
+    ensure(!d.is_zero(), flag, value, "must be positive")?;
+    Ok(d)
+}
+
 impl RunArgs {
     /// Checks every flag once; the error names the flag and its bad value.
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
@@ -197,21 +221,21 @@ impl RunArgs {
             let ok = b
                 .rsplit_once(':')
                 .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
-                return Err(ConfigError::invalid("--brokers", b, "expected HOST:PORT"));
-            }
+            ensure(ok, "--brokers", b, "expected HOST:PORT")?;
             brokers.push(b.to_string());
         }
-        if self.topic.is_empty() {
-            return Err(ConfigError::invalid(
-                "--topic",
-                "",
-                "the topic name is empty",
-            ));
-        }
-        if self.warehouse.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("--warehouse", "", "the path is empty"));
-        }
+        ensure(
+            !self.topic.is_empty(),
+            "--topic",
+            "",
+            "the topic name is empty",
+        )?;
+        ensure(
+            !self.warehouse.as_os_str().is_empty(),
+            "--warehouse",
+            "",
+            "the path is empty",
+        )?;
         let partitions = match &self.partitions {
             None => None,
             Some(s) => {
@@ -230,74 +254,54 @@ impl RunArgs {
             None => None,
             Some(s) => {
                 let n: NonZeroU32 = field("--shards", s)?;
-                if n.get() > MAX_SHARDS {
-                    return Err(ConfigError::invalid(
-                        "--shards",
-                        s,
-                        format!("at most {MAX_SHARDS}"),
-                    ));
-                }
+                ensure(
+                    n.get() <= MAX_SHARDS,
+                    "--shards",
+                    s,
+                    format!("at most {MAX_SHARDS}"),
+                )?;
                 Some(n)
             }
         };
-        let io_core = match &self.io_core {
-            None => None,
-            Some(s) => Some(field::<usize>("--io-core", s)?),
-        };
+        let io_core = self
+            .io_core
+            .as_deref()
+            .map(|s| field::<usize>("--io-core", s))
+            .transpose()?;
         let fetch_max_bytes: ByteSize = field("--fetch-max-bytes", &self.fetch_max_bytes)?;
-        if fetch_max_bytes.0 == 0 || fetch_max_bytes.0 > i32::MAX as u64 {
-            return Err(ConfigError::invalid(
-                "--fetch-max-bytes",
-                &self.fetch_max_bytes,
-                "must be between 1B and 2GiB",
-            ));
-        }
-        let fetch_max_wait = parse_duration(&self.fetch_max_wait)
-            .map_err(|e| ConfigError::invalid("--fetch-max-wait", &self.fetch_max_wait, e))?;
-        if fetch_max_wait > Duration::from_secs(60) {
-            return Err(ConfigError::invalid(
-                "--fetch-max-wait",
-                &self.fetch_max_wait,
-                "at most 60s",
-            ));
-        }
-        let kafka_timeout = parse_duration(&self.kafka_timeout)
-            .map_err(|e| ConfigError::invalid("--kafka-timeout", &self.kafka_timeout, e))?;
-        if kafka_timeout.is_zero() {
-            return Err(ConfigError::invalid(
-                "--kafka-timeout",
-                &self.kafka_timeout,
-                "must be positive",
-            ));
-        }
+        ensure(
+            fetch_max_bytes.0 > 0 && fetch_max_bytes.0 <= i32::MAX as u64,
+            "--fetch-max-bytes",
+            &self.fetch_max_bytes,
+            "must be between 1B and 2GiB",
+        )?;
+        let fetch_max_wait = duration("--fetch-max-wait", &self.fetch_max_wait)?;
+        ensure(
+            fetch_max_wait <= Duration::from_secs(60),
+            "--fetch-max-wait",
+            &self.fetch_max_wait,
+            "at most 60s",
+        )?;
+        let kafka_timeout = positive_duration("--kafka-timeout", &self.kafka_timeout)?;
         let file_max_bytes: ByteSize = field("--file-max-bytes", &self.file_max_bytes)?;
-        if file_max_bytes.0 < 1024 {
-            return Err(ConfigError::invalid(
-                "--file-max-bytes",
-                &self.file_max_bytes,
-                "at least 1KiB",
-            ));
-        }
-        let duration = |flag: &'static str, v: &str| -> Result<Duration, ConfigError> {
-            let d = parse_duration(v).map_err(|e| ConfigError::invalid(flag, v, e))?;
-            if d.is_zero() {
-                return Err(ConfigError::invalid(flag, v, "must be positive"));
-            }
-            Ok(d)
-        };
-        let commit_interval = duration("--commit-interval", &self.commit_interval)?;
-        let commit_retry_base = duration("--commit-retry-base", &self.commit_retry_base)?;
-        let commit_retry_cap = duration("--commit-retry-cap", &self.commit_retry_cap)?;
-        if commit_retry_cap < commit_retry_base {
-            return Err(ConfigError::invalid(
-                "--commit-retry-cap",
-                &self.commit_retry_cap,
-                format!(
-                    "must be at least --commit-retry-base {}",
-                    self.commit_retry_base
-                ),
-            ));
-        }
+        ensure(
+            file_max_bytes.0 >= 1024,
+            "--file-max-bytes",
+            &self.file_max_bytes,
+            "at least 1KiB",
+        )?;
+        let commit_interval = positive_duration("--commit-interval", &self.commit_interval)?;
+        let commit_retry_base = positive_duration("--commit-retry-base", &self.commit_retry_base)?;
+        let commit_retry_cap = positive_duration("--commit-retry-cap", &self.commit_retry_cap)?;
+        ensure(
+            commit_retry_cap >= commit_retry_base,
+            "--commit-retry-cap",
+            &self.commit_retry_cap,
+            format!(
+                "must be at least --commit-retry-base {}",
+                self.commit_retry_base
+            ),
+        )?;
         let warehouse = WarehouseLocation::parse(&self.warehouse)
             .map_err(|e| ConfigError::invalid("--warehouse", self.warehouse.display(), e))?;
         let catalog: Option<CatalogKind> = self
@@ -305,21 +309,19 @@ impl RunArgs {
             .as_deref()
             .map(|c| field("--catalog", c))
             .transpose()?;
-        if catalog.is_none() && matches!(warehouse, WarehouseLocation::S3 { .. }) {
-            return Err(ConfigError::invalid(
-                "--warehouse",
-                self.warehouse.display(),
-                "an s3:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
-            ));
-        }
+        ensure(
+            catalog.is_some() || !matches!(warehouse, WarehouseLocation::S3 { .. }),
+            "--warehouse",
+            self.warehouse.display(),
+            "an s3:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
+        )?;
         let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
-        if !(1..=22).contains(&zstd_level) {
-            return Err(ConfigError::invalid(
-                "--zstd-level",
-                &self.zstd_level,
-                "must be 1 to 22",
-            ));
-        }
+        ensure(
+            (1..=22).contains(&zstd_level),
+            "--zstd-level",
+            &self.zstd_level,
+            "must be 1 to 22",
+        )?;
         Ok(RunConfig {
             brokers,
             topic: self.topic.clone(),

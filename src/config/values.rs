@@ -42,15 +42,6 @@ impl CoreList {
     pub fn contains(&self, core: usize) -> bool {
         self.0.binary_search(&core).is_ok()
     }
-
-    /// Cores present in both lists, in order.
-    pub fn intersection(&self, other: &CoreList) -> Vec<usize> {
-        self.0
-            .iter()
-            .copied()
-            .filter(|c| other.contains(*c))
-            .collect()
-    }
 }
 
 impl FromStr for CoreList {

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 pub struct FetchStats {
     pub records: u64,
     pub payload_bytes: u64,
-    pub fetches: u64,
     /// Per partition: records routed.
     pub per_partition: BTreeMap<i32, u64>,
 }
@@ -20,8 +19,6 @@ pub struct FetchStats {
 #[derive(Debug, Default, Clone)]
 pub struct ShardStats {
     pub rows: u64,
-    pub files: u64,
-    pub encoded_bytes: u64,
     /// Per shard id: rows written.
     pub per_shard: BTreeMap<u32, u64>,
 }
@@ -87,6 +84,13 @@ impl RunSummary {
         s
     }
 
+    /// The least and most loaded shard, as (shard, rows): a hot key or partition shows here.
+    pub fn skew(&self) -> Option<((u32, u64), (u32, u64))> {
+        let coldest = self.per_shard.iter().min_by_key(|(_, n)| **n)?;
+        let hottest = self.per_shard.iter().max_by_key(|(_, n)| **n)?;
+        Some(((*coldest.0, *coldest.1), (*hottest.0, *hottest.1)))
+    }
+
     pub fn records_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
             self.records as f64 / self.seconds
@@ -141,5 +145,10 @@ mod tests {
         assert_eq!(s.per_partition[&0], 4);
         assert_eq!(s.records_per_sec(), 2.5);
         assert!(s.line().contains("records=5 files=2 bytes=100"));
+        let mut sh = ShardStats::default();
+        sh.per_shard.insert(3, 7);
+        sh.per_shard.insert(1, 2);
+        let s = RunSummary::merge(&[], &[sh], &io, 1.0);
+        assert_eq!(s.skew(), Some(((1, 2), (3, 7))));
     }
 }

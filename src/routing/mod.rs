@@ -35,14 +35,6 @@ impl Router {
         }
     }
 
-    pub fn shards(&self) -> u32 {
-        self.shards
-    }
-
-    pub fn shard_cores(&self) -> u32 {
-        self.shard_cores
-    }
-
     /// The stable 64-bit hash of a key.
     #[inline]
     pub fn key_hash(&self, key: &[u8]) -> u64 {

@@ -383,10 +383,6 @@ impl<T: Send> Fan<T> {
         (0..self.rings.len()).all(|i| !self.open[i] || self.paused[i])
     }
 
-    pub fn ring_count(&self) -> usize {
-        self.rings.len()
-    }
-
     /// Values waiting in all rings.
     pub fn len(&self) -> usize {
         self.rings.iter().map(Receiver::len).sum()

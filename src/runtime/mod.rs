@@ -79,10 +79,6 @@ impl Control {
         self.stop.clone()
     }
 
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Release);
     }

@@ -71,20 +71,18 @@ impl ShardCore {
                     match step {
                         Step::Append => {}
                         Step::EncodeBatch => self.encoder.encode_buffered()?,
-                        Step::RollFile => self.roll(epoch + 1, &mut stats).await?,
+                        Step::RollFile => self.roll(epoch + 1).await?,
                     }
                 }
                 Some((ring, ToShard::Barrier(b))) => {
                     align.on_barrier(&b)?;
                     self.inputs.pause(ring);
                     if self.inputs.all_open_paused() {
-                        epoch = self.end_epoch(&mut align, &mut stats).await?;
+                        epoch = self.end_epoch(&mut align).await?;
                     }
                 }
                 // Every ring that is not paused is closed: an epoch in alignment ends now.
-                None if align.is_aligning() => {
-                    epoch = self.end_epoch(&mut align, &mut stats).await?
-                }
+                None if align.is_aligning() => epoch = self.end_epoch(&mut align).await?,
                 None => break,
             }
         }
@@ -101,15 +99,11 @@ impl ShardCore {
         Ok(stats)
     }
 
-    async fn end_epoch(
-        &mut self,
-        align: &mut Alignment,
-        stats: &mut ShardStats,
-    ) -> Result<u64, ShardError> {
+    async fn end_epoch(&mut self, align: &mut Alignment) -> Result<u64, ShardError> {
         let Some(end) = align.finish() else {
             return Ok(0);
         };
-        self.roll(end.epoch, stats).await?;
+        self.roll(end.epoch).await?;
         let epoch = end.epoch;
         self.send(
             ToIo::EpochDone {
@@ -124,12 +118,10 @@ impl ShardCore {
         Ok(epoch)
     }
 
-    async fn roll(&mut self, epoch: u64, stats: &mut ShardStats) -> Result<(), ShardError> {
+    async fn roll(&mut self, epoch: u64) -> Result<(), ShardError> {
         let Some(file) = self.encoder.finish_file()? else {
             return Ok(());
         };
-        stats.files += 1;
-        stats.encoded_bytes += file.bytes.len() as u64;
         let path = self.names.next();
         let what = path.clone();
         self.send(

@@ -297,10 +297,6 @@ impl Committer {
         }
     }
 
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
-
     async fn reload(&mut self) -> Result<(), SinkError> {
         self.catalog.clear();
         self.table = self

@@ -4,7 +4,6 @@
 //! allocation of its own), turns the builders into a record batch every `batch_rows` rows, and
 //! streams batches into an `ArrowWriter` whose buffer becomes the finished file.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -45,8 +44,6 @@ impl Default for EncodeOptions {
 pub struct EncodedFile {
     pub bytes: Bytes,
     pub rows: u64,
-    /// Per partition, the first and last offset in the file.
-    pub offsets: BTreeMap<i32, (i64, i64)>,
     /// The footer, for the table's per-column statistics.
     pub metadata: ParquetMetaData,
 }
@@ -148,7 +145,6 @@ pub struct FileEncoder {
     buffered: usize,
     writer: Option<ArrowWriter<Vec<u8>>>,
     file_rows: u64,
-    offsets: BTreeMap<i32, (i64, i64)>,
 }
 
 impl FileEncoder {
@@ -175,21 +171,11 @@ impl FileEncoder {
             buffered: 0,
             writer: None,
             file_rows: 0,
-            offsets: BTreeMap::new(),
         })
     }
 
     /// Appends one partition's records (in offset order) to the open file, draining `records`.
     pub fn append(&mut self, partition: i32, records: &mut Vec<Record>) -> Result<(), SinkError> {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
-            return Ok(());
-        };
-        let range = self
-            .offsets
-            .entry(partition)
-            .or_insert((first.offset, last.offset));
-        range.0 = range.0.min(first.offset);
-        range.1 = range.1.max(last.offset);
         let c = &mut self.cols;
         let z = &mut self.sizes;
         for r in records.drain(..) {
@@ -274,7 +260,6 @@ impl FileEncoder {
         Ok(Some(EncodedFile {
             bytes: Bytes::from(buf),
             rows,
-            offsets: std::mem::take(&mut self.offsets),
             metadata,
         }))
     }
@@ -318,7 +303,6 @@ mod tests {
         assert_eq!(enc.file_rows(), 3);
         let file = enc.finish_file().unwrap().unwrap();
         assert_eq!(file.rows, 3);
-        assert_eq!(file.offsets[&3], (5, 9));
         assert!(enc.finish_file().unwrap().is_none(), "no empty files");
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone()).unwrap();

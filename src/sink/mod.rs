@@ -64,3 +64,16 @@ pub enum SinkError {
         source: Box<object_store::Error>,
     },
 }
+
+impl SinkError {
+    /// True for failures of the catalog or the table (as opposed to the object store).
+    pub fn is_catalog(&self) -> bool {
+        matches!(
+            self,
+            SinkError::Catalog { .. }
+                | SinkError::IncompatibleTable { .. }
+                | SinkError::Commit { .. }
+                | SinkError::Checkpoint(_)
+        )
+    }
+}

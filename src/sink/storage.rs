@@ -79,11 +79,6 @@ impl ObjectStoreStorage {
         Ok(self.store.get_or_init(|| built))
     }
 
-    /// The root URL (`file://` or `s3://bucket`).
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
     /// The object path of a location under this storage's root.
     pub fn locate(&self, location: &str) -> Result<Path> {
         if self.root != "file://" {

@@ -47,11 +47,9 @@ pub struct FetchCore {
 struct Owned {
     plan: PartitionPlan,
     client: Arc<PartitionClient>,
-    position: i64,
-    high_watermark: i64,
 }
 
-type Fetched = (usize, i64, Result<(Vec<RecordAndOffset>, i64), SourceError>);
+type Fetched = (usize, Result<(Vec<RecordAndOffset>, i64), SourceError>);
 
 async fn fetch_one(
     cfg: Arc<SourceConfig>,
@@ -64,7 +62,7 @@ async fn fetch_one(
     let r = cfg
         .bounded("fetching", client.partition(), offset, fut)
         .await;
-    (idx, offset, r)
+    (idx, r)
 }
 
 impl FetchCore {
@@ -98,21 +96,27 @@ impl FetchCore {
 
     async fn barrier(&mut self, last: bool) -> Result<(), SourceError> {
         let next_offsets = Arc::new(self.positions.clone());
-        for (core, ring) in self.rings.iter().enumerate() {
+        for core in 0..self.rings.len() {
             let b = Barrier {
                 epoch: self.epoch,
                 fetch_core: self.index,
                 next_offsets: next_offsets.clone(),
                 last,
             };
-            ring.send(ToShard::Barrier(b))
-                .await
-                .map_err(|_| SourceError::ShardGone {
-                    fetch_core: self.index,
-                    shard_core: core,
-                })?;
+            self.push(core, ToShard::Barrier(b)).await?;
         }
         Ok(())
+    }
+
+    /// Puts a message into shard core `core`'s ring, waiting while it is full.
+    async fn push(&self, core: usize, msg: ToShard) -> Result<(), SourceError> {
+        self.rings[core]
+            .send(msg)
+            .await
+            .map_err(|_| SourceError::ShardGone {
+                fetch_core: self.index,
+                shard_core: core,
+            })
     }
 
     async fn fetch(
@@ -137,14 +141,14 @@ impl FetchCore {
             owned.push(Owned {
                 plan,
                 client: Arc::new(pc),
-                position: plan.start,
-                high_watermark: plan.high_watermark,
             });
         }
         let mut in_flight = FuturesUnordered::new();
         for (i, o) in owned.iter().enumerate() {
-            in_flight.push(fetch_one(cfg.clone(), i, o.client.clone(), o.position));
+            in_flight.push(fetch_one(cfg.clone(), i, o.client.clone(), o.plan.start));
         }
+        let mut stop_poll = tokio::time::interval(STOP_POLL);
+        stop_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut per_core: Vec<Vec<Record>> = (0..self.rings.len()).map(|_| Vec::new()).collect();
         while !in_flight.is_empty() {
             if control.should_stop() {
@@ -153,16 +157,20 @@ impl FetchCore {
             self.catch_up_epochs().await?;
             let next = tokio::select! {
                 n = in_flight.next() => n,
-                _ = tokio::time::sleep(STOP_POLL) => continue,
+                _ = stop_poll.tick() => continue,
             };
-            let Some((idx, offset, result)) = next else {
+            let Some((idx, result)) = next else {
                 break;
             };
-            let (mut records, hwm) = result?;
-            stats.fetches += 1;
-            let o = &mut owned[idx];
-            o.high_watermark = hwm;
+            // The high watermark matters to the overload policy (issue 4), not yet here.
+            let (mut records, _high_watermark) = result?;
+            let o = &owned[idx];
             let partition = o.plan.partition;
+            let mut position = self
+                .positions
+                .get(&partition)
+                .copied()
+                .unwrap_or(o.plan.start);
             let mut reached_stop = false;
             if let Some(stop) = o.plan.stop_at {
                 // Stop exactly at the watermark taken at start: the same input, the same output.
@@ -171,13 +179,13 @@ impl FetchCore {
                 records.truncate(keep);
             }
             if let Some(last) = records.last() {
-                o.position = last.offset + 1;
+                position = last.offset + 1;
             }
             if reached_stop && let Some(stop) = o.plan.stop_at {
                 // Offsets up to the stop that were not returned do not exist (compaction).
-                o.position = o.position.max(stop);
+                position = position.max(stop);
             }
-            self.positions.insert(partition, o.position);
+            self.positions.insert(partition, position);
             let n = records.len() as u64;
             stats.records += n;
             *stats.per_partition.entry(partition).or_default() += n;
@@ -190,18 +198,10 @@ impl FetchCore {
                     partition,
                     records: std::mem::take(recs),
                 };
-                self.rings[core]
-                    .send(ToShard::Records(batch))
-                    .await
-                    .map_err(|_| SourceError::ShardGone {
-                        fetch_core: self.index,
-                        shard_core: core,
-                    })?;
+                self.push(core, ToShard::Records(batch)).await?;
             }
-            let o = &owned[idx];
-            if !o.plan.is_done(o.position) {
-                debug_assert!(o.position >= offset);
-                in_flight.push(fetch_one(cfg.clone(), idx, o.client.clone(), o.position));
+            if !o.plan.is_done(position) {
+                in_flight.push(fetch_one(cfg.clone(), idx, o.client.clone(), position));
             }
         }
         Ok(stats)
