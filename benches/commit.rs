@@ -70,7 +70,7 @@ fn main() {
             let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);
             let t = Instant::now();
             committer
-                .commit(epoch, vec![df], &offsets)
+                .commit(epoch, vec![df], &offsets, Vec::new())
                 .await
                 .expect("commit");
             let us = t.elapsed().as_micros().max(1) as u64;

@@ -12,6 +12,7 @@ use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
 use crate::record::{Offsets, ToShard};
+use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
 use crate::runtime::{self, Control, RuntimeError};
@@ -255,6 +256,10 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
                 core_index: i,
                 next_seq: 0,
             },
+            latency_horizon: cfg.commit_interval,
+            slow: cfg
+                .slow_shard
+                .filter(|(shard, _)| *shard < shards && router.core_of(*shard) == i),
         };
         let ctl = control.clone();
         let spawned = runtime::spawn_glommio("shard", placement.shard[i], move || async move {
@@ -311,11 +316,13 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let mut fetch_handles = Vec::new();
     if errors.is_empty() {
         for (f, senders) in to_shards.into_iter().enumerate() {
-            let partitions = plans
+            let partitions: Vec<_> = plans
                 .iter()
                 .copied()
                 .filter(|p| owned[f].contains(&p.partition))
                 .collect();
+            let ids: Vec<i32> = partitions.iter().map(|p| p.partition).collect();
+            let overload = Overload::new(cfg.overload, cfg.live_threshold, &ids);
             let mut core = FetchCore {
                 index: f,
                 partitions,
@@ -324,6 +331,8 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
                 clock: clock.clone(),
                 epoch: first_epoch,
                 positions: Offsets::new(),
+                overload,
+                dropped: Default::default(),
             };
             let ctl = control.clone();
             let cfg = source_cfg.clone();
@@ -405,12 +414,25 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             hottest_rows = hot_rows,
             coldest_shard = cold,
             coldest_rows = cold_rows,
+            max_queue_depth_per_shard_core = ?summary.max_queue_depth,
             "skew"
         );
     }
-    if summary.rows_written != summary.records || io_stats.rows != summary.records {
+    if summary.dropped > 0 {
+        tracing::warn!(
+            dropped = summary.dropped,
+            per_partition = ?summary.dropped_per_partition,
+            per_shard = ?summary.dropped_per_shard,
+            ledger_ranges = io_stats.dropped_ranges,
+            largest_ledger_bytes = io_stats.ledger_bytes_max,
+            "records dropped at the live tail; `icefall replay-dropped` re-reads them"
+        );
+    }
+    let kept = summary.records - summary.dropped;
+    if summary.rows_written != kept || io_stats.rows != kept {
         tracing::error!(
             routed = summary.records,
+            dropped = summary.dropped,
             encoded = summary.rows_written,
             uploaded = io_stats.rows,
             "record counts disagree"

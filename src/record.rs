@@ -42,14 +42,23 @@ pub struct Batch {
 /// Per partition, the offset after the last record routed before a barrier.
 pub type Offsets = std::collections::BTreeMap<i32, i64>;
 
+/// What a fetch core reports at a barrier: where its partitions are, and what it dropped since
+/// its previous barrier. One value is shared by the barriers of all its rings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The fetch core's partitions and their next offsets.
+    pub next_offsets: Offsets,
+    /// Offsets routed but dropped (a full ring at the live tail) in this epoch.
+    pub dropped: crate::offsets::Ranges,
+}
+
 /// An aligned-checkpoint marker. A fetch core puts one into every ring after the records it has
 /// routed so far; epoch N holds exactly the records routed before barrier N.
 #[derive(Debug, Clone)]
 pub struct Barrier {
     pub epoch: u64,
     pub fetch_core: usize,
-    /// The fetch core's partitions and their next offsets (shared by all its rings).
-    pub next_offsets: std::sync::Arc<Offsets>,
+    pub progress: std::sync::Arc<Progress>,
     /// The fetch core sends nothing after this one.
     pub last: bool,
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::routing::overload::OverloadMode;
+
 mod values;
 
 pub use values::{
@@ -112,10 +114,22 @@ pub struct RunArgs {
     /// Capacity of each fetch→shard ring, in batches.
     #[arg(long, default_value = "64")]
     pub ring_batches: String,
-    /// Capacity of each fetch→shard ring, in records (a full ring makes the fetcher wait;
-    /// barriers always get in).
+    /// Capacity of each fetch→shard ring, in records (barriers always get in).
     #[arg(long, default_value = "65536")]
     pub queue_capacity: String,
+    /// What a fetch core does with records bound for a full ring: block (wait; the data stays in
+    /// Kafka), drop (drop them, name them in the snapshot's drop ledger), auto (block while any
+    /// of its partitions is backfilling, drop once all are caught up).
+    #[arg(long, default_value = "auto")]
+    pub overload: String,
+    /// Records behind the high watermark a caught-up partition may fall before it counts as
+    /// backfilling again (it is caught up once a fetch reaches the high watermark).
+    #[arg(long, default_value = "10000")]
+    pub live_threshold: String,
+    /// Test hook: SHARD:DURATION makes the core running SHARD sleep that long before each batch
+    /// holding one of its records.
+    #[arg(long, hide = true)]
+    pub debug_slow_shard: Option<String>,
     /// Rows per Arrow record batch handed to the Parquet encoder.
     #[arg(long, default_value = "8192")]
     pub batch_rows: String,
@@ -165,6 +179,9 @@ pub struct RunConfig {
     pub kafka_timeout: Duration,
     pub ring_batches: NonZeroUsize,
     pub queue_capacity: NonZeroUsize,
+    pub overload: OverloadMode,
+    pub live_threshold: u64,
+    pub slow_shard: Option<(u32, Duration)>,
     pub batch_rows: NonZeroUsize,
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
@@ -315,6 +332,18 @@ impl RunArgs {
             self.warehouse.display(),
             "an s3:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
         )?;
+        let slow_shard = match &self.debug_slow_shard {
+            None => None,
+            Some(s) => {
+                let (shard, d) = s.split_once(':').ok_or_else(|| {
+                    ConfigError::invalid("--debug-slow-shard", s, "expected SHARD:DURATION")
+                })?;
+                Some((
+                    field("--debug-slow-shard", shard)?,
+                    duration("--debug-slow-shard", d)?,
+                ))
+            }
+        };
         let zstd_level: i32 = field("--zstd-level", &self.zstd_level)?;
         ensure(
             (1..=22).contains(&zstd_level),
@@ -347,6 +376,9 @@ impl RunArgs {
             kafka_timeout,
             ring_batches: field("--ring-batches", &self.ring_batches)?,
             queue_capacity: field("--queue-capacity", &self.queue_capacity)?,
+            overload: field("--overload", &self.overload)?,
+            live_threshold: field("--live-threshold", &self.live_threshold)?,
+            slow_shard,
             batch_rows: field("--batch-rows", &self.batch_rows)?,
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
@@ -427,5 +459,11 @@ mod tests {
             }
         );
         assert!(matches!(c.catalog, Some(CatalogKind::Postgres(_))));
+        let e = args(&["--overload", "sometimes"]).validate().unwrap_err().to_string();
+        assert!(e.starts_with("--overload \"sometimes\"") && e.contains("auto, block or drop"), "{e}");
+        let e = args(&["--live-threshold", "lots"]).validate().unwrap_err().to_string();
+        assert!(e.starts_with("--live-threshold"), "{e}");
+        let c = args(&["--overload", "drop", "--debug-slow-shard", "3:20ms"]).validate().unwrap();
+        assert_eq!((c.overload, c.slow_shard), (OverloadMode::Drop, Some((3, Duration::from_millis(20)))));
     }
 }

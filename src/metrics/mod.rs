@@ -11,8 +11,76 @@ use std::collections::BTreeMap;
 pub struct FetchStats {
     pub records: u64,
     pub payload_bytes: u64,
-    /// Per partition: records routed.
+    /// Per partition: records routed (kept or dropped).
     pub per_partition: BTreeMap<i32, u64>,
+    pub dropped: u64,
+    pub dropped_per_partition: BTreeMap<i32, u64>,
+    pub dropped_per_shard: BTreeMap<u32, u64>,
+    /// Per shard core: the most records seen waiting in this core's ring to it.
+    pub max_queue_depth: Vec<usize>,
+    /// Overload policy switches (block ↔ drop).
+    pub switches: u64,
+}
+
+impl FetchStats {
+    pub fn drop_record(&mut self, partition: i32, shard: u32) {
+        self.dropped += 1;
+        *self.dropped_per_partition.entry(partition).or_default() += 1;
+        *self.dropped_per_shard.entry(shard).or_default() += 1;
+    }
+
+    pub fn queue_depth(&mut self, core: usize, depth: usize) {
+        if self.max_queue_depth.len() <= core {
+            self.max_queue_depth.resize(core + 1, 0);
+        }
+        self.max_queue_depth[core] = self.max_queue_depth[core].max(depth);
+    }
+}
+
+/// Kafka timestamp → commit latency of one epoch's records on one shard core, sans the commit
+/// time (unknown until the io role commits): values are `reference_ms - timestamp_ms`, so a
+/// record's latency is `commit_ms - reference_ms + value`. Keeping the reference near the commit
+/// time keeps the values small and the histogram's relative precision meaningful.
+#[derive(Debug, Clone)]
+pub struct EpochLatency {
+    pub reference_ms: i64,
+    pub ages_ms: hdrhistogram::Histogram<u64>,
+    /// Records stamped after the reference (clock skew, or an epoch far longer than planned).
+    pub late: u64,
+}
+
+/// Most milliseconds a latency histogram tracks (a week); older records are clamped to it.
+pub const MAX_LATENCY_MS: u64 = 7 * 24 * 3_600_000;
+
+pub fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, MAX_LATENCY_MS, 3).expect("valid histogram bounds")
+}
+
+impl EpochLatency {
+    pub fn new(reference_ms: i64) -> Self {
+        Self {
+            reference_ms,
+            ages_ms: latency_histogram(),
+            late: 0,
+        }
+    }
+
+    pub fn record(&mut self, timestamp_ms: i64) {
+        let age = self.reference_ms.saturating_sub(timestamp_ms);
+        if age < 0 {
+            self.late += 1;
+        }
+        self.ages_ms.saturating_record(age.clamp(1, MAX_LATENCY_MS as i64) as u64);
+    }
+
+    /// Adds this epoch's records, committed at `commit_ms`, to a histogram of latencies (ms).
+    pub fn settle(&self, commit_ms: i64, into: &mut hdrhistogram::Histogram<u64>) {
+        let shift = commit_ms.saturating_sub(self.reference_ms);
+        for v in self.ages_ms.iter_recorded() {
+            let ms = (v.value_iterated_to() as i64).saturating_add(shift);
+            let _ = into.record_n(ms.clamp(1, MAX_LATENCY_MS as i64) as u64, v.count_at_value());
+        }
+    }
 }
 
 /// What one shard core did.
@@ -33,6 +101,13 @@ pub struct IoStats {
     pub commit_attempts: u64,
     /// Commit latency in microseconds.
     pub commit_latency_us: Option<hdrhistogram::Histogram<u64>>,
+    /// Kafka timestamp → commit, in milliseconds, of every committed record.
+    pub record_latency_ms: Option<hdrhistogram::Histogram<u64>>,
+    /// Records whose timestamp was after their epoch's latency reference (clock skew).
+    pub late_timestamps: u64,
+    /// Ranges in all drop ledgers committed, and the largest ledger (JSON bytes) of a snapshot.
+    pub dropped_ranges: u64,
+    pub ledger_bytes_max: u64,
     /// This writer's partitions and their offsets as last committed.
     pub committed: crate::record::Offsets,
 }
@@ -49,9 +124,16 @@ pub struct RunSummary {
     pub commit_attempts: u64,
     pub commit_p50_ms: f64,
     pub commit_p99_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
     pub seconds: f64,
     pub per_partition: BTreeMap<i32, u64>,
     pub per_shard: BTreeMap<u32, u64>,
+    pub dropped: u64,
+    pub dropped_per_partition: BTreeMap<i32, u64>,
+    pub dropped_per_shard: BTreeMap<u32, u64>,
+    /// Per shard core: the deepest any fetch core saw its ring (records).
+    pub max_queue_depth: Vec<usize>,
 }
 
 impl RunSummary {
@@ -68,18 +150,27 @@ impl RunSummary {
             s.commit_p50_ms = h.value_at_quantile(0.5) as f64 / 1_000.0;
             s.commit_p99_ms = h.value_at_quantile(0.99) as f64 / 1_000.0;
         }
+        if let Some(h) = io.record_latency_ms.as_ref().filter(|h| !h.is_empty()) {
+            s.latency_p50_ms = h.value_at_quantile(0.5) as f64;
+            s.latency_p99_ms = h.value_at_quantile(0.99) as f64;
+        }
         for f in fetch {
             s.records += f.records;
             s.payload_bytes += f.payload_bytes;
-            for (p, n) in &f.per_partition {
-                *s.per_partition.entry(*p).or_default() += n;
+            s.dropped += f.dropped;
+            add(&mut s.per_partition, &f.per_partition);
+            add(&mut s.dropped_per_partition, &f.dropped_per_partition);
+            add(&mut s.dropped_per_shard, &f.dropped_per_shard);
+            if s.max_queue_depth.len() < f.max_queue_depth.len() {
+                s.max_queue_depth.resize(f.max_queue_depth.len(), 0);
+            }
+            for (m, d) in s.max_queue_depth.iter_mut().zip(&f.max_queue_depth) {
+                *m = (*m).max(*d);
             }
         }
         for sh in shards {
             s.rows_written += sh.rows;
-            for (id, n) in &sh.per_shard {
-                *s.per_shard.entry(*id).or_default() += n;
-            }
+            add(&mut s.per_shard, &sh.per_shard);
         }
         s
     }
@@ -102,8 +193,9 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} seconds={:.3} records_per_sec={:.0}",
+            "summary records={} dropped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0}",
             self.records,
+            self.dropped,
             self.files,
             self.file_bytes,
             self.payload_bytes,
@@ -111,9 +203,17 @@ impl RunSummary {
             self.commit_attempts,
             self.commit_p50_ms,
             self.commit_p99_ms,
+            self.latency_p50_ms,
+            self.latency_p99_ms,
             self.seconds,
             self.records_per_sec()
         )
+    }
+}
+
+fn add<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, n) in from {
+        *into.entry(*k).or_default() += n;
     }
 }
 
@@ -144,11 +244,25 @@ mod tests {
         assert_eq!(s.records, 5);
         assert_eq!(s.per_partition[&0], 4);
         assert_eq!(s.records_per_sec(), 2.5);
-        assert!(s.line().contains("records=5 files=2 bytes=100"));
+        assert!(s.line().contains("records=5 dropped=0 files=2 bytes=100"));
         let mut sh = ShardStats::default();
         sh.per_shard.insert(3, 7);
         sh.per_shard.insert(1, 2);
         let s = RunSummary::merge(&[], &[sh], &io, 1.0);
         assert_eq!(s.skew(), Some(((1, 2), (3, 7))));
+    }
+
+    #[test]
+    fn epoch_latency_is_settled_at_commit_time() {
+        let mut e = EpochLatency::new(10_000);
+        e.record(9_000); // 1 s before the reference
+        e.record(9_900);
+        e.record(10_050); // after it: late
+        let mut h = latency_histogram();
+        e.settle(10_500, &mut h); // committed 500 ms after the reference
+        assert_eq!((h.len(), e.late), (3, 1));
+        assert_eq!(h.max(), h.highest_equivalent(1_500));
+        assert_eq!(h.min(), 501, "a late record counts as stamped at the reference");
+        assert_eq!(h.value_at_quantile(0.5), h.highest_equivalent(600));
     }
 }

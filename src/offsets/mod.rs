@@ -7,17 +7,24 @@
 //! It knows nothing of catalogs, object stores or executors.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::record::Offsets;
+use crate::record::{Offsets, Progress};
+
+mod ledger;
+
+pub use ledger::Ranges;
 
 pub const OFFSETS_PREFIX: &str = "icefall.offsets.";
+pub const DROPPED_PREFIX: &str = "icefall.dropped.";
+pub const REPLAYED_PREFIX: &str = "icefall.replayed.";
 pub const EPOCH_KEY: &str = "icefall.epoch";
 pub const COMMIT_ID_KEY: &str = "icefall.commit-id";
 
 /// A summary that claims to be icefall's but cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
-    #[error("snapshot {snapshot}: {key} is not a JSON object of partition to offset: {reason}")]
+    #[error("snapshot {snapshot}: {key} cannot be read: {reason}")]
     Malformed {
         snapshot: i64,
         key: String,
@@ -27,6 +34,16 @@ pub enum OffsetsError {
 
 pub fn offsets_key(topic: &str) -> String {
     format!("{OFFSETS_PREFIX}{topic}")
+}
+
+/// Offsets dropped in the snapshot's epoch: `{"3":[[10,12]]}` (absent when none were).
+pub fn dropped_key(topic: &str) -> String {
+    format!("{DROPPED_PREFIX}{topic}")
+}
+
+/// Offsets a `replay-dropped` snapshot appended, in the same form.
+pub fn replayed_key(topic: &str) -> String {
+    format!("{REPLAYED_PREFIX}{topic}")
 }
 
 /// `{"0":123,"1":456}`: partitions as strings, as the summary format prescribes.
@@ -53,10 +70,17 @@ pub fn decode_offsets(json: &str) -> Result<Offsets, String> {
         .collect()
 }
 
-/// The same epoch over the same offsets always gets the same id, so a commit whose outcome was
-/// unknown can be recognised in the table.
-pub fn commit_id(table: &str, topic: &str, epoch: u64, offsets: &Offsets) -> String {
-    let h = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((table, topic, epoch, offsets));
+/// The same epoch over the same offsets (and the same further summary entries) always gets the
+/// same id, so a commit whose outcome was unknown can be recognised in the table.
+pub fn commit_id(
+    table: &str,
+    topic: &str,
+    epoch: u64,
+    offsets: &Offsets,
+    extra: &[(String, String)],
+) -> String {
+    let h = ahash::RandomState::with_seeds(1, 2, 3, 4)
+        .hash_one((table, topic, epoch, offsets, extra));
     format!("{epoch:08}-{h:016x}")
 }
 
@@ -114,6 +138,55 @@ pub fn recover<'a>(
     Ok(None)
 }
 
+/// Every drop and every replay recorded in a table's history for one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    pub dropped: Ranges,
+    pub replayed: Ranges,
+}
+
+impl Ledger {
+    /// Dropped and not yet replayed.
+    pub fn outstanding(&self) -> Ranges {
+        self.dropped.minus(&self.replayed)
+    }
+}
+
+/// Walks `head`'s whole ancestry and unions every snapshot's dropped and replayed ranges.
+pub fn ledger<'a>(
+    head: Option<i64>,
+    lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
+    topic: &str,
+) -> Result<Ledger, OffsetsError> {
+    let keys = [dropped_key(topic), replayed_key(topic)];
+    let mut out = Ledger::default();
+    let mut cur = head;
+    let mut steps = 0usize;
+    while let Some(id) = cur {
+        let Some(s) = lookup(id) else { break };
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(json) = s.summary.get(key) {
+                let r = Ranges::decode(json).map_err(|reason| OffsetsError::Malformed {
+                    snapshot: id,
+                    key: key.clone(),
+                    reason,
+                })?;
+                if i == 0 {
+                    out.dropped.union(&r);
+                } else {
+                    out.replayed.union(&r);
+                }
+            }
+        }
+        cur = s.parent;
+        steps += 1;
+        if steps > 1_000_000 {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Whether a snapshot with this commit id is in `head`'s ancestry (at most `depth` back).
 pub fn contains_commit<'a>(
     head: Option<i64>,
@@ -147,6 +220,9 @@ struct EpochState<F> {
     files_pending: usize,
     files: Vec<F>,
     offsets: Offsets,
+    dropped: Ranges,
+    /// Each fetch core's report reaches every shard core: count it once.
+    seen: Vec<Arc<Progress>>,
 }
 
 impl<F> Default for EpochState<F> {
@@ -156,6 +232,8 @@ impl<F> Default for EpochState<F> {
             files_pending: 0,
             files: Vec::new(),
             offsets: Offsets::new(),
+            dropped: Ranges::new(),
+            seen: Vec::new(),
         }
     }
 }
@@ -167,6 +245,8 @@ pub struct ReadyEpoch<F> {
     pub files: Vec<F>,
     /// This writer's partitions, cumulative: everything committed before plus this epoch.
     pub offsets: Offsets,
+    /// What this epoch dropped.
+    pub dropped: Ranges,
     /// Nothing to write: no file and no offset moved.
     pub is_noop: bool,
 }
@@ -203,15 +283,17 @@ impl<F> EpochTracker<F> {
         e.files.push(file);
     }
 
-    pub fn on_epoch_done<'a>(
-        &mut self,
-        epoch: u64,
-        offsets: impl IntoIterator<Item = &'a Offsets>,
-    ) {
+    pub fn on_epoch_done(&mut self, epoch: u64, reports: &[Arc<Progress>]) {
         let e = self.epochs.entry(epoch).or_default();
         e.done_cores += 1;
-        for o in offsets {
-            e.offsets.extend(o.iter().map(|(p, v)| (*p, *v)));
+        for r in reports {
+            if e.seen.iter().any(|s| Arc::ptr_eq(s, r)) {
+                continue;
+            }
+            e.offsets
+                .extend(r.next_offsets.iter().map(|(p, v)| (*p, *v)));
+            e.dropped.union(&r.dropped);
+            e.seen.push(r.clone());
         }
     }
 
@@ -228,11 +310,12 @@ impl<F> EpochTracker<F> {
         }
         let e = self.epochs.remove(&epoch)?;
         let offsets = merge(&self.committed, &e.offsets);
-        let is_noop = e.files.is_empty() && offsets == self.committed;
+        let is_noop = e.files.is_empty() && offsets == self.committed && e.dropped.is_empty();
         Some(ReadyEpoch {
             epoch,
             files: e.files,
             offsets,
+            dropped: e.dropped,
             is_noop,
         })
     }
@@ -268,10 +351,10 @@ mod tests {
     fn commit_ids_are_deterministic_and_distinct() {
         let a = Offsets::from([(0, 10)]);
         let b = Offsets::from([(0, 11)]);
-        assert_eq!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 3, &a));
-        assert_ne!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 3, &b));
-        assert_ne!(commit_id("ns.t", "x", 3, &a), commit_id("ns.t", "x", 4, &a));
-        assert!(commit_id("ns.t", "x", 3, &a).starts_with("00000003-"));
+        assert_eq!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 3, &a, &[]));
+        assert_ne!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 3, &b, &[]));
+        assert_ne!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 4, &a, &[]));
+        assert!(commit_id("ns.t", "x", 3, &a, &[]).starts_with("00000003-"));
     }
 
     #[test]
@@ -319,31 +402,80 @@ mod tests {
 
     #[test]
     fn an_epoch_is_ready_once_every_core_ended_it_and_every_file_is_uploaded() {
+        let report = |o: Offsets| {
+            Arc::new(Progress {
+                next_offsets: o,
+                dropped: Ranges::new(),
+            })
+        };
         let mut t: EpochTracker<&str> = EpochTracker::new(2, Offsets::from([(0, 100), (1, 50)]));
         t.on_file_sent(1);
-        t.on_epoch_done(1, [&Offsets::from([(0, 110)])]);
+        t.on_epoch_done(1, &[report(Offsets::from([(0, 110)]))]);
         assert!(
             t.take_ready().is_none(),
             "one core and one file outstanding"
         );
         t.on_file_sent(2);
         t.on_file_uploaded(2, "b");
-        t.on_epoch_done(1, [&Offsets::from([(1, 60)])]);
+        t.on_epoch_done(1, &[report(Offsets::from([(1, 60)]))]);
         assert!(t.take_ready().is_none(), "epoch 1's file is not uploaded");
         t.on_file_uploaded(1, "a");
         let r = t.take_ready().unwrap();
         assert_eq!((r.epoch, r.files.clone(), r.is_noop), (1, vec!["a"], false));
         assert_eq!(r.offsets, Offsets::from([(0, 110), (1, 60)]));
         t.committed_as(r.offsets);
-        t.on_epoch_done(2, [&Offsets::from([(0, 110)])]);
-        t.on_epoch_done(2, []);
+        t.on_epoch_done(2, &[report(Offsets::from([(0, 110)]))]);
+        t.on_epoch_done(2, &[]);
         let r = t.take_ready().unwrap();
         assert_eq!(r.epoch, 2);
         assert!(!r.is_noop, "a file was written");
         t.committed_as(r.offsets);
-        t.on_epoch_done(3, []);
-        t.on_epoch_done(3, []);
+        t.on_epoch_done(3, &[]);
+        t.on_epoch_done(3, &[]);
         assert!(t.take_ready().unwrap().is_noop, "no file, no offset moved");
         assert_eq!(t.pending(), 0);
+    }
+
+    #[test]
+    fn drops_are_counted_once_per_fetch_core_and_make_an_epoch_worth_committing() {
+        let mut dropped = Ranges::new();
+        dropped.push_range(1, 50, 59);
+        let shared = Arc::new(Progress {
+            next_offsets: Offsets::from([(1, 60)]),
+            dropped,
+        });
+        let mut t: EpochTracker<&str> = EpochTracker::new(2, Offsets::from([(1, 60)]));
+        // Both shard cores forward the same report.
+        t.on_epoch_done(1, &[shared.clone()]);
+        t.on_epoch_done(1, &[shared.clone()]);
+        let r = t.take_ready().unwrap();
+        assert!(!r.is_noop, "nothing written, but the drop must be recorded");
+        assert_eq!(r.dropped.encode(), r#"{"1":[[50,59]]}"#);
+    }
+
+    #[test]
+    fn the_ledger_unions_the_whole_history() {
+        let a = HashMap::from([(dropped_key("t"), r#"{"0":[[1,3]]}"#.to_string())]);
+        let b = HashMap::from([
+            (dropped_key("t"), r#"{"0":[[7,7]],"2":[[4,4]]}"#.to_string()),
+            (dropped_key("other"), r#"{"0":[[100,200]]}"#.to_string()),
+        ]);
+        let c = HashMap::from([(replayed_key("t"), r#"{"0":[[1,3]]}"#.to_string())]);
+        let snaps = [(1, None, &a), (2, Some(1), &b), (3, Some(2), &c)];
+        let lookup = |id: i64| {
+            snaps.iter().find(|s| s.0 == id).map(|s| SnapshotView {
+                id: s.0,
+                parent: s.1,
+                summary: s.2,
+            })
+        };
+        let l = ledger(Some(3), lookup, "t").unwrap();
+        assert_eq!(l.dropped.encode(), r#"{"0":[[1,3],[7,7]],"2":[[4,4]]}"#);
+        assert_eq!(l.outstanding().encode(), r#"{"0":[[7,7]],"2":[[4,4]]}"#);
+        let bad = HashMap::from([(dropped_key("t"), "[1]".to_string())]);
+        let e = ledger(Some(1), |_| Some(SnapshotView { id: 1, parent: None, summary: &bad }), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("icefall.dropped.t"), "{e}");
     }
 }

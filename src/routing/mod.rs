@@ -2,8 +2,11 @@
 //! partition.
 //!
 //! Owns the fixed-seed key hash (never a random seed: a key must land on the same shard after a
-//! restart) and the placement arithmetic. Knows nothing of Kafka clients, executors or files: it
-//! maps numbers to numbers and is tested as such.
+//! restart), the placement arithmetic, and the [`overload`] policy (a routed record goes to its
+//! shard's ring, or, when that ring is full at the live tail, to the drop ledger). Knows nothing
+//! of Kafka clients, executors or files: it maps numbers to numbers and is tested as such.
+
+pub mod overload;
 
 /// Fixed seeds for the key hash. Changing them re-routes every key: don't.
 const SEEDS: [u64; 4] = [

@@ -161,6 +161,11 @@ impl<T: Send> Sender<T> {
         self.len() == 0
     }
 
+    /// Most weight the ring holds (a value arriving at an empty ring is taken whatever it weighs).
+    pub fn weight_capacity(&self) -> usize {
+        self.shared.weight_cap
+    }
+
     /// Weight pushed and not yet popped (for a weighted ring: records waiting).
     pub fn weight(&self) -> usize {
         self.pushed

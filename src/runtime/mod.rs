@@ -303,6 +303,11 @@ where
     })
 }
 
+/// Sleeps on the current glommio executor (shard cores).
+pub async fn sleep(d: std::time::Duration) {
+    glommio::timer::sleep(d).await;
+}
+
 /// Runs a future on a glommio executor pinned to `core` (the shard role).
 pub fn spawn_glommio<F, Fut, T>(
     role: &'static str,

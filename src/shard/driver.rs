@@ -5,9 +5,11 @@
 //! carrying the barriers' offsets, and the rings resume. So every file holds records of exactly
 //! one epoch, and the io role learns an epoch is complete only after all of its files.
 
-use crate::metrics::ShardStats;
+use std::time::Duration;
+
+use crate::metrics::{EpochLatency, ShardStats};
 use crate::record::ToShard;
-use crate::runtime::Control;
+use crate::runtime::{self, Control};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::sink::encode::FileEncoder;
 use crate::sink::upload::ToIo;
@@ -42,6 +44,17 @@ pub struct ShardCore {
     pub encoder: FileEncoder,
     pub state: ShardState,
     pub names: FileNames,
+    /// How far past an epoch's start its commit is expected (the commit interval): the
+    /// reference the epoch's record latencies are measured against.
+    pub latency_horizon: Duration,
+    /// Test hook (`--debug-slow-shard`): sleep this long before each batch holding this shard.
+    pub slow: Option<(u32, Duration)>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ShardCore {
@@ -51,6 +64,7 @@ impl ShardCore {
         let mut stats = ShardStats::default();
         let mut align = Alignment::new(self.core_index);
         let mut epoch = 0u64;
+        let mut latency = self.next_latency();
         loop {
             let next = self.inputs.recv().await;
             if control.is_aborted() {
@@ -58,8 +72,14 @@ impl ShardCore {
             }
             match next {
                 Some((_, ToShard::Records(mut batch))) => {
+                    if let Some((shard, pause)) = self.slow
+                        && batch.records.iter().any(|r| r.shard == shard)
+                    {
+                        runtime::sleep(pause).await;
+                    }
                     for r in &batch.records {
                         self.state.count(r.shard);
+                        latency.record(r.timestamp_ms);
                     }
                     stats.rows += batch.records.len() as u64;
                     self.encoder.append(batch.partition, &mut batch.records)?;
@@ -78,11 +98,13 @@ impl ShardCore {
                     align.on_barrier(&b)?;
                     self.inputs.pause(ring);
                     if self.inputs.all_open_paused() {
-                        epoch = self.end_epoch(&mut align).await?;
+                        epoch = self.end_epoch(&mut align, &mut latency).await?;
                     }
                 }
                 // Every ring that is not paused is closed: an epoch in alignment ends now.
-                None if align.is_aligning() => epoch = self.end_epoch(&mut align).await?,
+                None if align.is_aligning() => {
+                    epoch = self.end_epoch(&mut align, &mut latency).await?
+                }
                 None => break,
             }
         }
@@ -99,17 +121,27 @@ impl ShardCore {
         Ok(stats)
     }
 
-    async fn end_epoch(&mut self, align: &mut Alignment) -> Result<u64, ShardError> {
+    fn next_latency(&self) -> EpochLatency {
+        EpochLatency::new(now_ms().saturating_add(self.latency_horizon.as_millis() as i64))
+    }
+
+    async fn end_epoch(
+        &mut self,
+        align: &mut Alignment,
+        latency: &mut EpochLatency,
+    ) -> Result<u64, ShardError> {
         let Some(end) = align.finish() else {
             return Ok(0);
         };
         self.roll(end.epoch).await?;
         let epoch = end.epoch;
+        let latency = std::mem::replace(latency, self.next_latency());
         self.send(
             ToIo::EpochDone {
                 epoch,
                 core: self.core_index,
-                offsets: end.offsets,
+                progress: end.progress,
+                latency: Box::new(latency),
             },
             || format!("the end of epoch {epoch}"),
         )

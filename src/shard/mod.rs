@@ -12,7 +12,7 @@ pub mod driver;
 use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::Arc;
 
-use crate::record::{Barrier, Offsets};
+use crate::record::{Barrier, Progress};
 use crate::sink::SinkError;
 
 /// Shard-core failures.
@@ -37,8 +37,8 @@ pub enum ShardError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochEnd {
     pub epoch: u64,
-    /// The barriers' offsets, one entry per fetch core that sent one.
-    pub offsets: Vec<Arc<Offsets>>,
+    /// The barriers' reports (offsets, drops), one per fetch core that sent one.
+    pub progress: Vec<Arc<Progress>>,
 }
 
 /// Checkpoint alignment: collects the barriers of one epoch. The driver pauses a ring once it
@@ -47,7 +47,7 @@ pub struct EpochEnd {
 pub struct Alignment {
     core: usize,
     aligning: Option<u64>,
-    offsets: Vec<Arc<Offsets>>,
+    progress: Vec<Arc<Progress>>,
     last_done: u64,
 }
 
@@ -71,7 +71,7 @@ impl Alignment {
             });
         }
         self.aligning = Some(b.epoch);
-        self.offsets.push(b.next_offsets.clone());
+        self.progress.push(b.progress.clone());
         Ok(())
     }
 
@@ -86,7 +86,7 @@ impl Alignment {
         self.last_done = epoch;
         Some(EpochEnd {
             epoch,
-            offsets: std::mem::take(&mut self.offsets),
+            progress: std::mem::take(&mut self.progress),
         })
     }
 }
@@ -170,7 +170,10 @@ mod tests {
         Barrier {
             epoch,
             fetch_core,
-            next_offsets: Arc::new(Offsets::from([(p, o)])),
+            progress: Arc::new(Progress {
+                next_offsets: crate::record::Offsets::from([(p, o)]),
+                dropped: Default::default(),
+            }),
             last: false,
         }
     }
@@ -184,7 +187,7 @@ mod tests {
         a.on_barrier(&barrier(1, 1, 1, 20)).unwrap();
         let end = a.finish().unwrap();
         assert_eq!(end.epoch, 1);
-        assert_eq!(end.offsets.len(), 2);
+        assert_eq!(end.progress.len(), 2);
         assert!(!a.is_aligning());
         let e = a.on_barrier(&barrier(1, 0, 0, 11)).unwrap_err();
         assert!(e.to_string().contains("epoch 1"), "{e}");

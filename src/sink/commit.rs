@@ -307,17 +307,28 @@ impl Committer {
         Ok(())
     }
 
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The table as of the last commit or load.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
     /// Appends `files` and this writer's `ours` offsets (other partitions carried forward) as one
-    /// snapshot. Retries conflicts and transient failures; never commits the same epoch twice.
+    /// snapshot, with `extra` summary entries (the drop ledger). Retries conflicts and transient
+    /// failures; never commits the same epoch twice.
     pub async fn commit(
         &mut self,
         epoch: u64,
         files: Vec<DataFile>,
         ours: &Offsets,
+        extra: Vec<(String, String)>,
     ) -> Result<Committed, SinkError> {
         let started = Instant::now();
         let table_name = self.ident.to_string();
-        let id = offsets::commit_id(&table_name, &self.topic, epoch, ours);
+        let id = offsets::commit_id(&table_name, &self.topic, epoch, ours, &extra);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -331,7 +342,7 @@ impl Committer {
                 .map(|c| c.offsets)
                 .unwrap_or_default();
             let merged = offsets::merge(&base, ours);
-            let props = HashMap::from([
+            let mut props = HashMap::from([
                 (
                     offsets::offsets_key(&self.topic),
                     offsets::encode_offsets(&merged),
@@ -339,6 +350,7 @@ impl Committer {
                 (EPOCH_KEY.to_string(), epoch.to_string()),
                 (COMMIT_ID_KEY.to_string(), id.clone()),
             ]);
+            props.extend(extra.iter().cloned());
             let tx = Transaction::new(&self.table);
             let action = tx
                 .fast_append()

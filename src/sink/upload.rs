@@ -26,9 +26,9 @@ use super::encode::EncodedFile;
 use super::stats;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
-use crate::metrics::IoStats;
-use crate::offsets::EpochTracker;
-use crate::record::Offsets;
+use crate::metrics::{EpochLatency, IoStats, latency_histogram};
+use crate::offsets::{self, EpochTracker};
+use crate::record::{Offsets, Progress};
 use crate::runtime::bridge::Fan;
 
 /// What a shard core sends the io role.
@@ -40,11 +40,13 @@ pub enum ToIo {
         path: String,
         file: Box<EncodedFile>,
     },
-    /// The shard core has sent every file of `epoch`; the barriers' offsets.
+    /// The shard core has sent every file of `epoch`; the barriers' reports, and the latency
+    /// sketch of the epoch's records on this core.
     EpochDone {
         epoch: u64,
         core: usize,
-        offsets: Vec<Arc<Offsets>>,
+        progress: Vec<Arc<Progress>>,
+        latency: Box<EpochLatency>,
     },
 }
 
@@ -190,12 +192,10 @@ pub struct IoRole {
     pub max_in_flight: usize,
 }
 
-type CommitFuture =
-    Pin<Box<dyn Future<Output = (Committer, Offsets, Result<Committed, SinkError>)>>>;
+type CommitOutcome = (Committer, u64, Offsets, Result<Committed, SinkError>);
+type CommitFuture = Pin<Box<dyn Future<Output = CommitOutcome>>>;
 
-async fn run_commit(
-    fut: &mut Option<CommitFuture>,
-) -> (Committer, Offsets, Result<Committed, SinkError>) {
+async fn run_commit(fut: &mut Option<CommitFuture>) -> CommitOutcome {
     match fut {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -217,6 +217,9 @@ impl IoRole {
         let mut stats = IoStats::default();
         let mut latency =
             Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let mut record_latency = latency_histogram();
+        let mut sketches: std::collections::BTreeMap<u64, Vec<Box<EpochLatency>>> =
+            Default::default();
         let mut committer = Some(committer);
         let mut committing: Option<CommitFuture> = None;
         let mut uploads = FuturesUnordered::new();
@@ -231,6 +234,7 @@ impl IoRole {
                 && let Some(ready) = tracker.take_ready()
             {
                 if ready.is_noop {
+                    sketches.remove(&ready.epoch);
                     tracker.committed_as(ready.offsets);
                     continue;
                 }
@@ -238,9 +242,16 @@ impl IoRole {
                     .take()
                     .expect("committer is home when nothing is committing");
                 let (epoch, offsets, data_files) = (ready.epoch, ready.offsets, ready.files);
+                let mut extra = Vec::new();
+                if !ready.dropped.is_empty() {
+                    let json = ready.dropped.encode();
+                    stats.dropped_ranges += ready.dropped.range_count() as u64;
+                    stats.ledger_bytes_max = stats.ledger_bytes_max.max(json.len() as u64);
+                    extra.push((offsets::dropped_key(c.topic()), json));
+                }
                 committing = Some(Box::pin(async move {
-                    let r = c.commit(epoch, data_files, &offsets).await;
-                    (c, offsets, r)
+                    let r = c.commit(epoch, data_files, &offsets, extra).await;
+                    (c, epoch, offsets, r)
                 }));
             }
             if !open && uploads.is_empty() && committing.is_none() {
@@ -258,8 +269,9 @@ impl IoRole {
                         tracker.on_file_sent(epoch);
                         uploads.push(files.put(epoch, path, file));
                     }
-                    Some((_, ToIo::EpochDone { epoch, offsets, .. })) => {
-                        tracker.on_epoch_done(epoch, offsets.iter().map(|o| o.as_ref()));
+                    Some((_, ToIo::EpochDone { epoch, progress, latency: sketch, .. })) => {
+                        tracker.on_epoch_done(epoch, &progress);
+                        sketches.entry(epoch).or_default().push(sketch);
                     }
                     None => open = false,
                 },
@@ -270,10 +282,17 @@ impl IoRole {
                     stats.rows += u.rows;
                     tracker.on_file_uploaded(u.epoch, u.file);
                 }
-                (c, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
+                (c, epoch, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
                     committing = None;
                     committer = Some(c);
                     let done = result?;
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    for s in sketches.remove(&epoch).into_iter().flatten() {
+                        s.settle(now_ms, &mut record_latency);
+                        stats.late_timestamps += s.late;
+                    }
                     stats.commits += 1;
                     stats.commit_attempts += u64::from(done.attempts);
                     let _ = latency.record(done.elapsed.as_micros().max(1) as u64);
@@ -284,6 +303,7 @@ impl IoRole {
             }
         }
         stats.commit_latency_us = Some(latency);
+        stats.record_latency_ms = Some(record_latency);
         stats.committed = tracker.committed().clone();
         Ok(stats)
     }

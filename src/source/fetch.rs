@@ -2,9 +2,14 @@
 //!
 //! Partitions are fetched concurrently and independently (a slow partition never stalls the
 //! others). A response is routed as a whole: its records are split by shard core into batches,
-//! preserving offset order, and each batch is pushed to that core's ring, waiting while the ring is
-//! full (blocking is the overload policy for now). One fetch per partition is in flight at a time,
-//! so a partition's batches enter every ring in offset order.
+//! preserving offset order, and each batch is pushed to that core's ring. One fetch per partition
+//! is in flight at a time, so a partition's batches enter every ring in offset order.
+//!
+//! Overload: while the policy ([`Overload`]) blocks, a push waits for room. While it drops, a
+//! batch that does not fit is cut where the ring is full: the head goes in, the rest is dropped,
+//! counted per partition and shard and named in the drop ledger that the next barrier carries, so
+//! the snapshot that moves the offsets past a dropped record also names it. Kept records remain a
+//! subsequence in offset order, so per-key order holds. Barriers are never dropped.
 //!
 //! Checkpoints: whenever the epoch clock has moved past this core's epoch, the core puts a
 //! barrier for each new epoch into every ring, after everything it routed so far, carrying the
@@ -21,10 +26,12 @@ use rskafka::record::RecordAndOffset;
 
 use super::{PartitionPlan, SourceConfig, SourceError};
 use crate::metrics::FetchStats;
-use crate::record::{Barrier, Batch, Offsets, Record, ToShard};
+use crate::offsets::Ranges;
+use crate::record::{Barrier, Batch, Offsets, Progress, Record, ToShard};
 use crate::routing::Router;
+use crate::routing::overload::{Overload, Switch};
 use crate::runtime::Control;
-use crate::runtime::bridge::Sender;
+use crate::runtime::bridge::{Sender, TrySendError};
 use crate::sink::upload::EpochClock;
 
 /// How often a fetch core looks at the stop flag while waiting for responses.
@@ -40,8 +47,11 @@ pub struct FetchCore {
     pub clock: Arc<EpochClock>,
     /// The last epoch this core sent a barrier for.
     pub epoch: u64,
-    /// Next offset of every owned partition (advances as records are routed).
+    /// Next offset of every owned partition (advances as records are routed, kept or dropped).
     pub positions: Offsets,
+    pub overload: Overload,
+    /// Dropped since the last barrier.
+    pub dropped: Ranges,
 }
 
 struct Owned {
@@ -95,12 +105,15 @@ impl FetchCore {
     }
 
     async fn barrier(&mut self, last: bool) -> Result<(), SourceError> {
-        let next_offsets = Arc::new(self.positions.clone());
+        let progress = Arc::new(Progress {
+            next_offsets: self.positions.clone(),
+            dropped: std::mem::take(&mut self.dropped),
+        });
         for core in 0..self.rings.len() {
             let b = Barrier {
                 epoch: self.epoch,
                 fetch_core: self.index,
-                next_offsets: next_offsets.clone(),
+                progress: progress.clone(),
                 last,
             };
             self.push(core, ToShard::Barrier(b)).await?;
@@ -119,18 +132,71 @@ impl FetchCore {
             })
     }
 
+    /// Drop mode: puts what fits of `batch` into the ring and drops the rest.
+    fn offer(
+        &mut self,
+        core: usize,
+        mut batch: Batch,
+        stats: &mut FetchStats,
+    ) -> Result<(), SourceError> {
+        let ring = &self.rings[core];
+        let room = ring.weight_capacity().saturating_sub(ring.weight());
+        let rest = if ring.weight() > 0 && room < batch.records.len() {
+            batch.records.split_off(room)
+        } else {
+            Vec::new()
+        };
+        let partition = batch.partition;
+        let refused = if batch.records.is_empty() {
+            None
+        } else {
+            match ring.try_send(ToShard::Records(batch)) {
+                Ok(()) => None,
+                Err(TrySendError::Full(ToShard::Records(b))) => Some(b.records),
+                Err(TrySendError::Full(ToShard::Barrier(_)) | TrySendError::Closed(_)) => {
+                    return Err(SourceError::ShardGone {
+                        fetch_core: self.index,
+                        shard_core: core,
+                    });
+                }
+            }
+        };
+        for r in refused.iter().flatten().chain(&rest) {
+            self.dropped.push(partition, r.offset);
+            stats.drop_record(partition, r.shard);
+        }
+        Ok(())
+    }
+
+    fn log_switch(&self, s: Switch) {
+        let depths: Vec<usize> = self.rings.iter().map(Sender::weight).collect();
+        if s.dropping {
+            tracing::info!(
+                fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
+                "overload: caught up; records bound for a full ring are now dropped and named in the ledger"
+            );
+        } else {
+            tracing::info!(
+                fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
+                "overload: backfilling; waiting for room in full rings"
+            );
+        }
+    }
+
     async fn fetch(
         &mut self,
         cfg: &Arc<SourceConfig>,
         control: &Control,
     ) -> Result<FetchStats, SourceError> {
         let mut stats = FetchStats::default();
-        let pending: Vec<PartitionPlan> = self
+        let (pending, done): (Vec<PartitionPlan>, Vec<PartitionPlan>) = self
             .partitions
             .iter()
-            .copied()
-            .filter(|p| !p.is_done(p.start))
-            .collect();
+            .partition(|p| !p.is_done(p.start));
+        for p in done {
+            // Ends the policy's wait for it; with nothing left to read nothing can be dropped.
+            let _ = self.overload.finished(p.partition);
+        }
         if pending.is_empty() {
             return Ok(stats);
         }
@@ -162,8 +228,7 @@ impl FetchCore {
             let Some((idx, result)) = next else {
                 break;
             };
-            // The high watermark matters to the overload policy (issue 4), not yet here.
-            let (mut records, _high_watermark) = result?;
+            let (mut records, high_watermark) = result?;
             let o = &owned[idx];
             let partition = o.plan.partition;
             let mut position = self
@@ -198,10 +263,22 @@ impl FetchCore {
                     partition,
                     records: std::mem::take(recs),
                 };
-                self.push(core, ToShard::Records(batch)).await?;
+                if self.overload.dropping() {
+                    self.offer(core, batch, &mut stats)?;
+                } else {
+                    self.push(core, ToShard::Records(batch)).await?;
+                }
+                stats.queue_depth(core, self.rings[core].weight());
             }
-            if !o.plan.is_done(position) {
+            let switch = if o.plan.is_done(position) {
+                self.overload.finished(partition)
+            } else {
                 in_flight.push(fetch_one(cfg.clone(), idx, o.client.clone(), position));
+                self.overload.observe(partition, position, high_watermark)
+            };
+            if let Some(s) = switch {
+                stats.switches += 1;
+                self.log_switch(s);
             }
         }
         Ok(stats)
