@@ -21,7 +21,6 @@ use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
 use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
 use crate::sink::encode::{EncodeOptions, FileEncoder};
-use crate::sink::schema;
 use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::fetch::FetchCore;
 use crate::source::{self, SourceConfig, SourceError};
@@ -78,7 +77,7 @@ impl Error {
     }
 }
 
-fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,6 +88,49 @@ fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
                 reason: e.to_string(),
             })
         })
+}
+
+/// Kafka settings of a run.
+pub(crate) fn source_config(cfg: &RunConfig) -> SourceConfig {
+    SourceConfig {
+        brokers: cfg.brokers.clone(),
+        topic: cfg.topic.clone(),
+        fetch_max_bytes: cfg.fetch_max_bytes.0 as i32,
+        fetch_max_wait: cfg.fetch_max_wait,
+        timeout: cfg.kafka_timeout,
+    }
+}
+
+/// The catalog a run uses: `--catalog`, or SQLite in a local warehouse.
+pub(crate) fn catalog_spec(cfg: &RunConfig, warehouse_url: String) -> Result<CatalogSpec, Error> {
+    let uri = match (&cfg.catalog, &cfg.warehouse) {
+        (Some(CatalogKind::Sqlite(u) | CatalogKind::Postgres(u) | CatalogKind::Rest(u)), _) => {
+            u.clone()
+        }
+        (None, WarehouseLocation::Local(_)) => {
+            let dir = warehouse_url.trim_start_matches("file://");
+            format!("sqlite://{dir}/catalog.db?mode=rwc")
+        }
+        (None, WarehouseLocation::S3 { .. }) => {
+            return Err(ConfigError::invalid(
+                "--catalog",
+                "",
+                "an s3:// warehouse needs --catalog",
+            )
+            .into());
+        }
+    };
+    Ok(CatalogSpec { uri, warehouse_url })
+}
+
+pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
+    EncodeOptions {
+        zstd_level: cfg.zstd_level,
+        row_group_rows: (cfg
+            .file_max_rows
+            .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
+            .get()) as usize,
+    }
 }
 
 /// Runs the pipeline to the end (or to a stop signal) and returns what it did.
@@ -115,36 +157,10 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         "placement"
     );
 
-    let source_cfg = Arc::new(SourceConfig {
-        brokers: cfg.brokers.clone(),
-        topic: cfg.topic.clone(),
-        fetch_max_bytes: cfg.fetch_max_bytes.0 as i32,
-        fetch_max_wait: cfg.fetch_max_wait,
-        timeout: cfg.kafka_timeout,
-    });
+    let source_cfg = Arc::new(source_config(&cfg));
     let setup = setup_runtime()?;
     let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
-    let catalog_uri = match (&cfg.catalog, &cfg.warehouse) {
-        (Some(CatalogKind::Sqlite(u) | CatalogKind::Postgres(u) | CatalogKind::Rest(u)), _) => {
-            u.clone()
-        }
-        (None, WarehouseLocation::Local(_)) => {
-            let dir = warehouse_url.trim_start_matches("file://");
-            format!("sqlite://{dir}/catalog.db?mode=rwc")
-        }
-        (None, WarehouseLocation::S3 { .. }) => {
-            return Err(ConfigError::invalid(
-                "--catalog",
-                "",
-                "an s3:// warehouse needs --catalog",
-            )
-            .into());
-        }
-    };
-    let catalog_spec = CatalogSpec {
-        uri: catalog_uri,
-        warehouse_url,
-    };
+    let catalog_spec = catalog_spec(&cfg, warehouse_url)?;
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
     let (catalog, resumed) = setup.block_on(async {
         let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;
@@ -181,19 +197,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     for p in &plans {
         tracing::info!(partition = p.partition, start = p.start, high_watermark = p.high_watermark, stop_at = ?p.stop_at, "partition");
     }
-    let meta = table.metadata();
-    let table_schema = meta.current_schema().as_ref().clone();
-    let arrow_schema =
-        schema::arrow_schema(&table_schema).map_err(|source| SinkError::Catalog {
-            what: format!("cannot map the schema of {} to Arrow", cfg.table),
-            source: Box::new(source),
-        })?;
-    let table_files = TableFiles {
-        storage: storage.clone(),
-        location: meta.location().to_string(),
-        schema: table_schema,
-        partition_spec_id: meta.default_partition_spec_id(),
-    };
+    let (table_files, arrow_schema) = TableFiles::for_table(&table, &cfg.table, &storage)?;
     let start_offsets: Offsets = plans.iter().map(|p| (p.partition, p.start)).collect();
     let clock = EpochClock::new(first_epoch);
 
@@ -232,13 +236,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         file_max_bytes: cfg.file_max_bytes.0,
         file_max_rows: cfg.file_max_rows,
     };
-    let encode = EncodeOptions {
-        zstd_level: cfg.zstd_level,
-        row_group_rows: (cfg
-            .file_max_rows
-            .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
-            .get()) as usize,
-    };
+    let encode = encode_options(&cfg);
 
     let mut errors: Vec<Error> = Vec::new();
     let mut shard_handles = Vec::new();

@@ -11,6 +11,7 @@ pub mod config;
 pub mod metrics;
 pub mod offsets;
 pub mod record;
+pub mod replay;
 pub mod routing;
 pub mod runtime;
 pub mod shard;

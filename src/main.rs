@@ -51,33 +51,43 @@ fn install_signals(control: &Control) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    match cli.command {
-        Command::Run(args) => {
-            let cfg = match args.validate() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("icefall: error: {}", one_line(&e));
-                    return ExitCode::from(2);
-                }
-            };
-            let control = Control::new();
-            if let Err(e) = install_signals(&control) {
-                eprintln!("icefall: error: cannot install signal handlers: {e:#}");
-                return ExitCode::from(1);
-            }
-            match icefall::app::run(cfg, control.clone()) {
-                Ok(summary) => {
-                    if control.stop_flag().load(Ordering::Acquire) {
-                        tracing::info!("stopped by signal after flushing what was routed");
-                    }
-                    println!("{}", summary.line());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("icefall: error: {}", one_line(&e));
-                    ExitCode::from(e.exit_code() as u8)
-                }
-            }
+    let (args, replay) = match cli.command {
+        Command::Run(args) => (args, false),
+        Command::ReplayDropped(args) => (args, true),
+    };
+    let cfg = match args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("icefall: error: {}", one_line(&e));
+            return ExitCode::from(2);
         }
+    };
+    let fail = |e: icefall::app::Error| {
+        eprintln!("icefall: error: {}", one_line(&e));
+        ExitCode::from(e.exit_code() as u8)
+    };
+    if replay {
+        return match icefall::replay::replay(cfg) {
+            Ok(summary) => {
+                println!("{}", summary.line());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let control = Control::new();
+    if let Err(e) = install_signals(&control) {
+        eprintln!("icefall: error: cannot install signal handlers: {e:#}");
+        return ExitCode::from(1);
+    }
+    match icefall::app::run(cfg, control.clone()) {
+        Ok(summary) => {
+            if control.stop_flag().load(Ordering::Acquire) {
+                tracing::info!("stopped by signal after flushing what was routed");
+            }
+            println!("{}", summary.line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }

@@ -48,6 +48,9 @@ struct Args {
     /// Records per produce request.
     #[arg(long, default_value_t = 2_000)]
     batch: usize,
+    /// Records per second over all partitions (0: as fast as the broker takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -106,7 +109,13 @@ async fn main() -> anyhow::Result<()> {
                 .partition_client(topic, p as i32, UnknownTopicHandling::Retry)
                 .await
                 .with_context(|| format!("partition {p}"))?;
-            for chunk in seqs.chunks(a.batch) {
+            // Each partition keeps its share of the rate: chunk i leaves at i * batch / share.
+            let share = a.rate as f64 * seqs.len() as f64 / a.records.max(1) as f64;
+            for (i, chunk) in seqs.chunks(a.batch).enumerate() {
+                if share > 0.0 {
+                    let due = started + Duration::from_secs_f64((i * a.batch) as f64 / share);
+                    tokio::time::sleep_until(due.into()).await;
+                }
                 let records = chunk
                     .iter()
                     .map(|&i| Record {

@@ -62,6 +62,10 @@ pub struct Cli {
 pub enum Command {
     /// Read a topic and land its records as Parquet files in the warehouse.
     Run(RunArgs),
+    /// Re-read from Kafka every record the table's drop ledger names and no replay has appended
+    /// yet, and append them as one snapshot that records them as replayed. Takes the same flags
+    /// as `run` (placement and overload flags are ignored).
+    ReplayDropped(RunArgs),
 }
 
 /// Raw `icefall run` flags. `validate()` turns them into a [`RunConfig`].
@@ -411,7 +415,7 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
-            Command::Run(a) => a,
+            Command::Run(a) | Command::ReplayDropped(a) => a,
         }
     }
 
@@ -459,11 +463,25 @@ mod tests {
             }
         );
         assert!(matches!(c.catalog, Some(CatalogKind::Postgres(_))));
-        let e = args(&["--overload", "sometimes"]).validate().unwrap_err().to_string();
-        assert!(e.starts_with("--overload \"sometimes\"") && e.contains("auto, block or drop"), "{e}");
-        let e = args(&["--live-threshold", "lots"]).validate().unwrap_err().to_string();
+        let e = args(&["--overload", "sometimes"])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--overload \"sometimes\"") && e.contains("auto, block or drop"),
+            "{e}"
+        );
+        let e = args(&["--live-threshold", "lots"])
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--live-threshold"), "{e}");
-        let c = args(&["--overload", "drop", "--debug-slow-shard", "3:20ms"]).validate().unwrap();
-        assert_eq!((c.overload, c.slow_shard), (OverloadMode::Drop, Some((3, Duration::from_millis(20)))));
+        let c = args(&["--overload", "drop", "--debug-slow-shard", "3:20ms"])
+            .validate()
+            .unwrap();
+        assert_eq!(
+            (c.overload, c.slow_shard),
+            (OverloadMode::Drop, Some((3, Duration::from_millis(20))))
+        );
     }
 }

@@ -70,7 +70,8 @@ impl EpochLatency {
         if age < 0 {
             self.late += 1;
         }
-        self.ages_ms.saturating_record(age.clamp(1, MAX_LATENCY_MS as i64) as u64);
+        self.ages_ms
+            .saturating_record(age.clamp(1, MAX_LATENCY_MS as i64) as u64);
     }
 
     /// Adds this epoch's records, committed at `commit_ms`, to a histogram of latencies (ms).
@@ -78,7 +79,10 @@ impl EpochLatency {
         let shift = commit_ms.saturating_sub(self.reference_ms);
         for v in self.ages_ms.iter_recorded() {
             let ms = (v.value_iterated_to() as i64).saturating_add(shift);
-            let _ = into.record_n(ms.clamp(1, MAX_LATENCY_MS as i64) as u64, v.count_at_value());
+            let _ = into.record_n(
+                ms.clamp(1, MAX_LATENCY_MS as i64) as u64,
+                v.count_at_value(),
+            );
         }
     }
 }
@@ -262,7 +266,11 @@ mod tests {
         e.settle(10_500, &mut h); // committed 500 ms after the reference
         assert_eq!((h.len(), e.late), (3, 1));
         assert_eq!(h.max(), h.highest_equivalent(1_500));
-        assert_eq!(h.min(), 501, "a late record counts as stamped at the reference");
+        assert_eq!(
+            h.min(),
+            501,
+            "a late record counts as stamped at the reference"
+        );
         assert_eq!(h.value_at_quantile(0.5), h.highest_equivalent(600));
     }
 }

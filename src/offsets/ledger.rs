@@ -159,7 +159,10 @@ mod tests {
 
     fn set_of(r: &Ranges) -> BTreeSet<(i32, i64)> {
         r.partitions()
-            .flat_map(|(p, rs)| rs.iter().flat_map(move |x| (x[0]..=x[1]).map(move |o| (p, o))))
+            .flat_map(|(p, rs)| {
+                rs.iter()
+                    .flat_map(move |x| (x[0]..=x[1]).map(move |o| (p, o)))
+            })
             .collect()
     }
 

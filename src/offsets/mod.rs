@@ -79,8 +79,8 @@ pub fn commit_id(
     offsets: &Offsets,
     extra: &[(String, String)],
 ) -> String {
-    let h = ahash::RandomState::with_seeds(1, 2, 3, 4)
-        .hash_one((table, topic, epoch, offsets, extra));
+    let h =
+        ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one((table, topic, epoch, offsets, extra));
     format!("{epoch:08}-{h:016x}")
 }
 
@@ -351,9 +351,18 @@ mod tests {
     fn commit_ids_are_deterministic_and_distinct() {
         let a = Offsets::from([(0, 10)]);
         let b = Offsets::from([(0, 11)]);
-        assert_eq!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 3, &a, &[]));
-        assert_ne!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 3, &b, &[]));
-        assert_ne!(commit_id("ns.t", "x", 3, &a, &[]), commit_id("ns.t", "x", 4, &a, &[]));
+        assert_eq!(
+            commit_id("ns.t", "x", 3, &a, &[]),
+            commit_id("ns.t", "x", 3, &a, &[])
+        );
+        assert_ne!(
+            commit_id("ns.t", "x", 3, &a, &[]),
+            commit_id("ns.t", "x", 3, &b, &[])
+        );
+        assert_ne!(
+            commit_id("ns.t", "x", 3, &a, &[]),
+            commit_id("ns.t", "x", 4, &a, &[])
+        );
         assert!(commit_id("ns.t", "x", 3, &a, &[]).starts_with("00000003-"));
     }
 
@@ -473,9 +482,19 @@ mod tests {
         assert_eq!(l.dropped.encode(), r#"{"0":[[1,3],[7,7]],"2":[[4,4]]}"#);
         assert_eq!(l.outstanding().encode(), r#"{"0":[[7,7]],"2":[[4,4]]}"#);
         let bad = HashMap::from([(dropped_key("t"), "[1]".to_string())]);
-        let e = ledger(Some(1), |_| Some(SnapshotView { id: 1, parent: None, summary: &bad }), "t")
-            .unwrap_err()
-            .to_string();
+        let e = ledger(
+            Some(1),
+            |_| {
+                Some(SnapshotView {
+                    id: 1,
+                    parent: None,
+                    summary: &bad,
+                })
+            },
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("icefall.dropped.t"), "{e}");
     }
 }

@@ -90,10 +90,19 @@ impl Overload {
 
     /// After routing a response of `partition`: its next offset and the response's high
     /// watermark. Returns the switch, if the core's behaviour changed.
-    pub fn observe(&mut self, partition: i32, position: i64, high_watermark: i64) -> Option<Switch> {
+    pub fn observe(
+        &mut self,
+        partition: i32,
+        position: i64,
+        high_watermark: i64,
+    ) -> Option<Switch> {
         let lag = high_watermark.saturating_sub(position).max(0) as u64;
         let c = self.caught_up.get_mut(&partition)?;
-        let now = if *c { lag <= self.live_threshold } else { lag == 0 };
+        let now = if *c {
+            lag <= self.live_threshold
+        } else {
+            lag == 0
+        };
         if now != *c {
             *c = now;
             if now {
@@ -142,15 +151,31 @@ mod tests {
         let mut o = Overload::new(OverloadMode::Auto, 100, &[0, 1]);
         assert!(!o.dropping());
         assert_eq!(o.observe(0, 500, 10_000), None, "backfilling");
-        assert_eq!(o.observe(0, 9_950, 10_000), None, "within the threshold is not the end");
-        assert_eq!(o.observe(0, 10_000, 10_000), None, "partition 1 still backfills");
+        assert_eq!(
+            o.observe(0, 9_950, 10_000),
+            None,
+            "within the threshold is not the end"
+        );
+        assert_eq!(
+            o.observe(0, 10_000, 10_000),
+            None,
+            "partition 1 still backfills"
+        );
         let s = o.observe(1, 42, 42).unwrap();
         assert_eq!((s.dropping, s.partition, s.lag), (true, 1, 0));
         assert!(o.dropping());
-        assert_eq!(o.observe(1, 50, 150), None, "100 behind still counts as caught up");
+        assert_eq!(
+            o.observe(1, 50, 150),
+            None,
+            "100 behind still counts as caught up"
+        );
         let s = o.observe(1, 50, 151).unwrap();
         assert_eq!((s.dropping, s.partition, s.lag), (false, 1, 101));
-        assert_eq!(o.observe(1, 140, 150), None, "back within the threshold is not enough");
+        assert_eq!(
+            o.observe(1, 140, 150),
+            None,
+            "back within the threshold is not enough"
+        );
         assert!(o.observe(1, 150, 150).unwrap().dropping);
     }
 
@@ -159,8 +184,15 @@ mod tests {
         let mut o = Overload::new(OverloadMode::Auto, 0, &[0, 1]);
         assert_eq!(o.observe(0, 7, 7), None);
         assert!(o.finished(1).unwrap().dropping);
-        assert_eq!(o.finished(0), Some(Switch { dropping: false, partition: 0, lag: 0 }),
-            "nothing left to read: nothing to drop");
+        assert_eq!(
+            o.finished(0),
+            Some(Switch {
+                dropping: false,
+                partition: 0,
+                lag: 0
+            }),
+            "nothing left to read: nothing to drop"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::metrics::{EpochLatency, ShardStats};
 use crate::record::ToShard;
-use crate::runtime::{self, Control};
 use crate::runtime::bridge::{Fan, Sender};
+use crate::runtime::{self, Control};
 use crate::sink::encode::FileEncoder;
 use crate::sink::upload::ToIo;
 

@@ -230,6 +230,16 @@ pub fn checkpoint(table: &Table, topic: &str) -> Result<Option<Checkpoint>, Sink
     .map_err(|e| SinkError::Checkpoint(e.to_string()))
 }
 
+/// Every drop and replay of `topic` recorded in the table's current ancestry.
+pub fn ledger(table: &Table, topic: &str) -> Result<offsets::Ledger, SinkError> {
+    offsets::ledger(
+        table.metadata().current_snapshot_id(),
+        |id| view(table, id),
+        topic,
+    )
+    .map_err(|e| SinkError::Checkpoint(e.to_string()))
+}
+
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

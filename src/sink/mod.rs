@@ -17,6 +17,9 @@ pub mod upload;
 use std::path::PathBuf;
 
 /// Storage failures. `WarehouseNotWritable` and `Upload` name the path; all are fatal for a run.
+/// A data file as a commit takes it.
+pub type DataFile = iceberg::spec::DataFile;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("warehouse {path} is not writable")]

@@ -114,6 +114,33 @@ struct Uploaded {
 }
 
 impl TableFiles {
+    /// Where and how data files of `table` are written, and the Arrow schema to encode in.
+    pub fn for_table(
+        table: &iceberg::table::Table,
+        ident: &crate::config::TableIdent,
+        storage: &ObjectStoreStorage,
+    ) -> Result<(Self, arrow_schema::SchemaRef), SinkError> {
+        let meta = table.metadata();
+        let table_schema = meta.current_schema().as_ref().clone();
+        let arrow_schema =
+            super::schema::arrow_schema(&table_schema).map_err(|source| SinkError::Catalog {
+                what: format!("cannot map the schema of {ident} to Arrow"),
+                source: Box::new(source),
+            })?;
+        let files = TableFiles {
+            storage: storage.clone(),
+            location: meta.location().to_string(),
+            schema: table_schema,
+            partition_spec_id: meta.default_partition_spec_id(),
+        };
+        Ok((files, arrow_schema))
+    }
+
+    /// Uploads one finished file (`rel` to the table location) and describes it for a commit.
+    pub async fn upload(&self, rel: String, file: Box<EncodedFile>) -> Result<DataFile, SinkError> {
+        Ok(self.put(0, rel, file).await?.file)
+    }
+
     async fn put(
         &self,
         epoch: u64,

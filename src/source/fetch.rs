@@ -189,10 +189,8 @@ impl FetchCore {
         control: &Control,
     ) -> Result<FetchStats, SourceError> {
         let mut stats = FetchStats::default();
-        let (pending, done): (Vec<PartitionPlan>, Vec<PartitionPlan>) = self
-            .partitions
-            .iter()
-            .partition(|p| !p.is_done(p.start));
+        let (pending, done): (Vec<PartitionPlan>, Vec<PartitionPlan>) =
+            self.partitions.iter().partition(|p| !p.is_done(p.start));
         for p in done {
             // Ends the policy's wait for it; with nothing left to read nothing can be dropped.
             let _ = self.overload.finished(p.partition);
@@ -299,16 +297,8 @@ pub fn route(
     }
     let mut bytes = 0;
     for ro in records {
-        let r = ro.record;
-        let shard = router.shard_of(r.key.as_deref(), partition);
-        let rec = Record {
-            offset: ro.offset,
-            timestamp_ms: r.timestamp.timestamp_millis(),
-            shard,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        };
+        let shard = router.shard_of(ro.record.key.as_deref(), partition);
+        let rec = super::to_record(ro, shard);
         bytes += rec.payload_bytes();
         per_core[router.core_of(shard)].push(rec);
     }

@@ -1,11 +1,13 @@
 //! Kafka: the only module that imports `rskafka`.
 //!
 //! Owns connecting to the brokers, resolving the topic's partitions, start positions and high
-//! watermarks ([`plan`]), and the fetch loop of one fetch core ([`fetch::FetchCore`]), which
-//! turns fetched records into [`Batch`](crate::record::Batch)es routed to shard cores. It knows the
+//! watermarks ([`plan`]), the fetch loop of one fetch core ([`fetch::FetchCore`]), which
+//! turns fetched records into [`Batch`](crate::record::Batch)es routed to shard cores, and
+//! re-reading exact offset ranges for `replay-dropped` ([`ranges::RangeReader`]). It knows the
 //! router and the bridge's `Sender`, but not what shards do with records, nor any storage.
 
 pub mod fetch;
+pub mod ranges;
 
 use std::time::Duration;
 
@@ -76,6 +78,16 @@ pub enum SourceError {
         partition: i32,
         timeout: Duration,
     },
+    #[error(
+        "replay: offsets {first}..={last} of {topic}/{partition} are not in Kafka (it holds offsets below {high_watermark})"
+    )]
+    NotInKafka {
+        topic: String,
+        partition: i32,
+        first: i64,
+        last: i64,
+        high_watermark: i64,
+    },
     #[error("fetch core {fetch_core}: shard core {shard_core} stopped taking records")]
     ShardGone {
         fetch_core: usize,
@@ -87,6 +99,19 @@ impl SourceError {
     /// True when this error only reports that another role failed first.
     pub fn is_secondary(&self) -> bool {
         matches!(self, Self::ShardGone { .. })
+    }
+}
+
+/// The client library's record as icefall's.
+fn to_record(ro: rskafka::record::RecordAndOffset, shard: u32) -> crate::record::Record {
+    let r = ro.record;
+    crate::record::Record {
+        offset: ro.offset,
+        timestamp_ms: r.timestamp.timestamp_millis(),
+        shard,
+        key: r.key,
+        value: r.value,
+        headers: r.headers,
     }
 }
 

@@ -274,6 +274,15 @@ pub fn read_warehouse(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
 /// row's key, value and headers byte-equal to the sample's; per key, offsets strictly increase
 /// across rows in file order. Returns the number of rows.
 pub fn verify_sample(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64) -> usize {
+    verify(files, shape, n, true)
+}
+
+/// [`verify_sample`] without the key order (replayed records land after newer ones).
+pub fn verify_sample_set(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64) -> usize {
+    verify(files, shape, n, false)
+}
+
+fn verify(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64, key_order: bool) -> usize {
     let mut seen_seq = vec![false; n as usize];
     let mut offsets: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     let mut last_per_key: BTreeMap<(i32, Vec<u8>), (i64, PathBuf)> = BTreeMap::new();
@@ -298,7 +307,8 @@ pub fn verify_sample(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u6
             assert_eq!(r.headers, shape.headers(seq), "headers of seq {seq}");
             assert!(r.timestamp_ms > 1_600_000_000_000, "timestamp of seq {seq}");
             offsets.entry(r.partition).or_default().push(r.offset);
-            if let Some(k) = &r.key
+            if key_order
+                && let Some(k) = &r.key
                 && let Some((prev, prev_file)) =
                     last_per_key.insert((r.partition, k.clone()), (r.offset, path.clone()))
             {
@@ -417,4 +427,120 @@ pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Ve
         .map(|p| (p.clone(), read_rows(p)))
         .collect();
     (view, rows)
+}
+
+/// Starts `icefall run` with info logs; stderr is collected into the returned buffer.
+pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
+        .arg("run")
+        .args(args)
+        .env("ICEFALL_LOG", "info,rskafka=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icefall");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = sink.lock().expect("log");
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    (child, log)
+}
+
+/// Waits until `log` holds `needle` at least `count` times; panics with the log after `within`.
+pub fn wait_for_log(log: &std::sync::Mutex<String>, needle: &str, count: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = log.lock().expect("log").clone();
+        if text.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count}x {needle:?} in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the table's committed offsets of `topic` add up to `total`.
+pub fn wait_for_committed(
+    warehouse: &Path,
+    table: &str,
+    topic: &str,
+    total: i64,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let key = format!("icefall.offsets.{topic}");
+    loop {
+        let sum: i64 = if warehouse.join("catalog.db").exists() {
+            let view = table_view(warehouse, table);
+            view.summary
+                .get(&key)
+                .map(|j| {
+                    icefall::offsets::decode_offsets(j)
+                        .expect("offsets")
+                        .values()
+                        .sum()
+                })
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if sum >= total {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed {sum} of {total} offsets"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every drop and replay of `topic` in the table's history.
+pub fn table_ledger(warehouse: &Path, table: &str, topic: &str) -> icefall::offsets::Ledger {
+    let abs = std::fs::canonicalize(warehouse).expect("warehouse");
+    let spec = icefall::sink::commit::CatalogSpec {
+        uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
+        warehouse_url: format!("file://{}", abs.display()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let catalog = icefall::sink::commit::open_catalog(
+            &spec,
+            icefall::sink::storage::ObjectStoreStorage::local(),
+        )
+        .await
+        .expect("catalog");
+        let t =
+            icefall::sink::commit::load_existing(catalog.as_ref(), &table.parse().expect("ident"))
+                .await
+                .expect("load")
+                .expect("table exists");
+        icefall::sink::commit::ledger(&t, topic).expect("ledger")
+    })
+}
+
+/// A `key=value` field of the `summary`/`replayed` line on stdout.
+pub fn stdout_field(stdout: &str, name: &str) -> u64 {
+    stdout
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+        .parse()
+        .expect("number")
 }
