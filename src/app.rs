@@ -422,7 +422,6 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             per_partition = ?summary.dropped_per_partition,
             per_shard = ?summary.dropped_per_shard,
             ledger_ranges = io_stats.dropped_ranges,
-            largest_ledger_bytes = io_stats.ledger_bytes_max,
             "records dropped at the live tail; `icefall replay-dropped` re-reads them"
         );
     }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::app::{self, Error};
 use crate::config::RunConfig;
-use crate::offsets::{self, Ranges};
+use crate::offsets::{LedgerKind, Ranges};
 use crate::record::Offsets;
 use crate::sink::commit::{self, Committer, RetryPolicy};
 use crate::sink::encode::FileEncoder;
@@ -68,7 +68,7 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
         ))
         .into());
     };
-    let ledger = commit::ledger(&table, &cfg.topic)?;
+    let ledger = commit::ledger(&table, &cfg.topic).await?;
     let todo: Ranges = ledger.outstanding();
     let mut summary = ReplaySummary {
         outstanding: todo.count(),
@@ -116,7 +116,8 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
         attempts: cfg.commit_retries.get(),
     };
     let mut committer = Committer::new(catalog, cfg.table.clone(), cfg.topic.clone(), retry, table);
-    let extra = vec![(offsets::replayed_key(&cfg.topic), todo.encode())];
+    let extra =
+        commit::ledger_entries(&files, LedgerKind::Replayed, &cfg.topic, &todo, &run_id).await?;
     let done = committer
         .commit(epoch, data_files, &Offsets::new(), extra)
         .await?;

@@ -77,8 +77,9 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
         "1000",
         "--debug-slow-shard",
         "0:50ms",
+        // Long enough for an epoch's ledger to outgrow the summary and go to a file.
         "--commit-interval",
-        "300ms",
+        "2s",
         "--fetch-max-wait",
         "100ms",
     ]);
@@ -126,6 +127,25 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
         "every drop is in the ledger"
     );
     assert!(ledger.replayed.is_empty());
+    let spilled = std::fs::read_dir(wh.path().join("ns/events/metadata"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("icefall-dropped-")
+            })
+        })
+        .count();
+    eprintln!(
+        "dropped {dropped} in {} ranges; {spilled} snapshot ledger(s) over {} bytes went to files",
+        ledger.dropped.range_count(),
+        icefall::offsets::LEDGER_INLINE_MAX
+    );
+    assert!(
+        spilled > 0,
+        "no ledger went to a file: the file path is untested"
+    );
     let (view, files) = read_table(wh.path(), "ns.events");
     let offsets =
         icefall::offsets::decode_offsets(&view.summary["icefall.offsets.events"]).unwrap();

@@ -109,9 +109,8 @@ pub struct IoStats {
     pub record_latency_ms: Option<hdrhistogram::Histogram<u64>>,
     /// Records whose timestamp was after their epoch's latency reference (clock skew).
     pub late_timestamps: u64,
-    /// Ranges in all drop ledgers committed, and the largest ledger (JSON bytes) of a snapshot.
+    /// Ranges in all drop ledgers committed.
     pub dropped_ranges: u64,
-    pub ledger_bytes_max: u64,
     /// This writer's partitions and their offsets as last committed.
     pub committed: crate::record::Offsets,
 }

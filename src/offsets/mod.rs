@@ -18,6 +18,9 @@ pub use ledger::Ranges;
 pub const OFFSETS_PREFIX: &str = "icefall.offsets.";
 pub const DROPPED_PREFIX: &str = "icefall.dropped.";
 pub const REPLAYED_PREFIX: &str = "icefall.replayed.";
+/// Largest ledger written into a summary; a larger one goes to a file the summary names (every
+/// snapshot's summary is rewritten into every later table metadata file, so it must stay small).
+pub const LEDGER_INLINE_MAX: usize = 16 * 1024;
 pub const EPOCH_KEY: &str = "icefall.epoch";
 pub const COMMIT_ID_KEY: &str = "icefall.commit-id";
 
@@ -36,14 +39,47 @@ pub fn offsets_key(topic: &str) -> String {
     format!("{OFFSETS_PREFIX}{topic}")
 }
 
-/// Offsets dropped in the snapshot's epoch: `{"3":[[10,12]]}` (absent when none were).
-pub fn dropped_key(topic: &str) -> String {
-    format!("{DROPPED_PREFIX}{topic}")
+/// The two ledgers a snapshot may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    /// Offsets dropped in the snapshot's epoch.
+    Dropped,
+    /// Offsets a `replay-dropped` snapshot appended.
+    Replayed,
 }
 
-/// Offsets a `replay-dropped` snapshot appended, in the same form.
+impl LedgerKind {
+    /// `icefall.dropped.<topic>` / `icefall.replayed.<topic>`: `{"3":[[10,12]]}` inline.
+    pub fn key(self, topic: &str) -> String {
+        match self {
+            Self::Dropped => format!("{DROPPED_PREFIX}{topic}"),
+            Self::Replayed => format!("{REPLAYED_PREFIX}{topic}"),
+        }
+    }
+
+    /// `icefall.dropped-file.<topic>` / `icefall.replayed-file.<topic>`: the location of a JSON
+    /// file holding the same object, for ledgers over [`LEDGER_INLINE_MAX`].
+    pub fn file_key(self, topic: &str) -> String {
+        match self {
+            Self::Dropped => format!("icefall.dropped-file.{topic}"),
+            Self::Replayed => format!("icefall.replayed-file.{topic}"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dropped => "dropped",
+            Self::Replayed => "replayed",
+        }
+    }
+}
+
+pub fn dropped_key(topic: &str) -> String {
+    LedgerKind::Dropped.key(topic)
+}
+
 pub fn replayed_key(topic: &str) -> String {
-    format!("{REPLAYED_PREFIX}{topic}")
+    LedgerKind::Replayed.key(topic)
 }
 
 /// `{"0":123,"1":456}`: partitions as strings, as the summary format prescribes.
@@ -143,9 +179,18 @@ pub fn recover<'a>(
 pub struct Ledger {
     pub dropped: Ranges,
     pub replayed: Ranges,
+    /// Ledgers kept in files (location), still to be read and added.
+    pub files: Vec<(LedgerKind, String)>,
 }
 
 impl Ledger {
+    pub fn add(&mut self, kind: LedgerKind, ranges: &Ranges) {
+        match kind {
+            LedgerKind::Dropped => self.dropped.union(ranges),
+            LedgerKind::Replayed => self.replayed.union(ranges),
+        }
+    }
+
     /// Dropped and not yet replayed.
     pub fn outstanding(&self) -> Ranges {
         self.dropped.minus(&self.replayed)
@@ -158,24 +203,24 @@ pub fn ledger<'a>(
     lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
     topic: &str,
 ) -> Result<Ledger, OffsetsError> {
-    let keys = [dropped_key(topic), replayed_key(topic)];
+    let kinds = [LedgerKind::Dropped, LedgerKind::Replayed];
     let mut out = Ledger::default();
     let mut cur = head;
     let mut steps = 0usize;
     while let Some(id) = cur {
         let Some(s) = lookup(id) else { break };
-        for (i, key) in keys.iter().enumerate() {
-            if let Some(json) = s.summary.get(key) {
+        for kind in kinds {
+            let key = kind.key(topic);
+            if let Some(json) = s.summary.get(&key) {
                 let r = Ranges::decode(json).map_err(|reason| OffsetsError::Malformed {
                     snapshot: id,
-                    key: key.clone(),
+                    key,
                     reason,
                 })?;
-                if i == 0 {
-                    out.dropped.union(&r);
-                } else {
-                    out.replayed.union(&r);
-                }
+                out.add(kind, &r);
+            }
+            if let Some(location) = s.summary.get(&kind.file_key(topic)) {
+                out.files.push((kind, location.clone()));
             }
         }
         cur = s.parent;
@@ -455,8 +500,8 @@ mod tests {
         });
         let mut t: EpochTracker<&str> = EpochTracker::new(2, Offsets::from([(1, 60)]));
         // Both shard cores forward the same report.
-        t.on_epoch_done(1, &[shared.clone()]);
-        t.on_epoch_done(1, &[shared.clone()]);
+        t.on_epoch_done(1, std::slice::from_ref(&shared));
+        t.on_epoch_done(1, std::slice::from_ref(&shared));
         let r = t.take_ready().unwrap();
         assert!(!r.is_noop, "nothing written, but the drop must be recorded");
         assert_eq!(r.dropped.encode(), r#"{"1":[[50,59]]}"#);
@@ -469,7 +514,13 @@ mod tests {
             (dropped_key("t"), r#"{"0":[[7,7]],"2":[[4,4]]}"#.to_string()),
             (dropped_key("other"), r#"{"0":[[100,200]]}"#.to_string()),
         ]);
-        let c = HashMap::from([(replayed_key("t"), r#"{"0":[[1,3]]}"#.to_string())]);
+        let c = HashMap::from([
+            (replayed_key("t"), r#"{"0":[[1,3]]}"#.to_string()),
+            (
+                LedgerKind::Dropped.file_key("t"),
+                "file:///x.json".to_string(),
+            ),
+        ]);
         let snaps = [(1, None, &a), (2, Some(1), &b), (3, Some(2), &c)];
         let lookup = |id: i64| {
             snaps.iter().find(|s| s.0 == id).map(|s| SnapshotView {
@@ -481,6 +532,10 @@ mod tests {
         let l = ledger(Some(3), lookup, "t").unwrap();
         assert_eq!(l.dropped.encode(), r#"{"0":[[1,3],[7,7]],"2":[[4,4]]}"#);
         assert_eq!(l.outstanding().encode(), r#"{"0":[[7,7]],"2":[[4,4]]}"#);
+        assert_eq!(
+            l.files,
+            vec![(LedgerKind::Dropped, "file:///x.json".to_string())]
+        );
         let bad = HashMap::from([(dropped_key("t"), "[1]".to_string())]);
         let e = ledger(
             Some(1),

@@ -230,14 +230,50 @@ pub fn checkpoint(table: &Table, topic: &str) -> Result<Option<Checkpoint>, Sink
     .map_err(|e| SinkError::Checkpoint(e.to_string()))
 }
 
-/// Every drop and replay of `topic` recorded in the table's current ancestry.
-pub fn ledger(table: &Table, topic: &str) -> Result<offsets::Ledger, SinkError> {
-    offsets::ledger(
+/// Every drop and replay of `topic` recorded in the table's current ancestry, ledger files read.
+pub async fn ledger(table: &Table, topic: &str) -> Result<offsets::Ledger, SinkError> {
+    let mut ledger = offsets::ledger(
         table.metadata().current_snapshot_id(),
         |id| view(table, id),
         topic,
     )
-    .map_err(|e| SinkError::Checkpoint(e.to_string()))
+    .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+    for (kind, location) in std::mem::take(&mut ledger.files) {
+        let what = || format!("cannot read the {} ledger file {location}", kind.name());
+        let bytes = table
+            .file_io()
+            .new_input(&location)
+            .map_err(catalog_err(what()))?
+            .read()
+            .await
+            .map_err(catalog_err(what()))?;
+        let json = String::from_utf8_lossy(&bytes);
+        let ranges = offsets::Ranges::decode(&json)
+            .map_err(|reason| SinkError::Checkpoint(format!("{location}: {reason}")))?;
+        ledger.add(kind, &ranges);
+    }
+    Ok(ledger)
+}
+
+/// The summary entries naming `ranges` as a `kind` ledger: inline when small, else written to
+/// `<table>/metadata/icefall-<kind>-<name>.json` (before the commit that names it).
+pub async fn ledger_entries(
+    files: &super::upload::TableFiles,
+    kind: offsets::LedgerKind,
+    topic: &str,
+    ranges: &offsets::Ranges,
+    name: &str,
+) -> Result<Vec<(String, String)>, SinkError> {
+    if ranges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = ranges.encode();
+    if json.len() <= offsets::LEDGER_INLINE_MAX {
+        return Ok(vec![(kind.key(topic), json)]);
+    }
+    let rel = format!("metadata/icefall-{}-{name}.json", kind.name());
+    let location = files.put_bytes(&rel, bytes::Bytes::from(json)).await?;
+    Ok(vec![(kind.file_key(topic), location)])
 }
 
 /// Exponential backoff with full jitter.

@@ -21,13 +21,13 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use super::SinkError;
-use super::commit::{Committed, Committer};
+use super::commit::{self, Committed, Committer};
 use super::encode::EncodedFile;
 use super::stats;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
 use crate::metrics::{EpochLatency, IoStats, latency_histogram};
-use crate::offsets::{self, EpochTracker};
+use crate::offsets::{EpochTracker, LedgerKind};
 use crate::record::{Offsets, Progress};
 use crate::runtime::bridge::Fan;
 
@@ -134,6 +134,30 @@ impl TableFiles {
             partition_spec_id: meta.default_partition_spec_id(),
         };
         Ok((files, arrow_schema))
+    }
+
+    /// Writes `bytes` at `rel` (relative to the table location); returns the full location.
+    pub async fn put_bytes(&self, rel: &str, bytes: bytes::Bytes) -> Result<String, SinkError> {
+        let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
+        let path: StorePath = self
+            .storage
+            .locate(&location)
+            .map_err(|e| SinkError::Catalog {
+                what: format!("cannot place {location}"),
+                source: Box::new(e),
+            })?;
+        let store = self.storage.store().map_err(|e| SinkError::Catalog {
+            what: format!("no store for {location}"),
+            source: Box::new(e),
+        })?;
+        store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|source| SinkError::Upload {
+                path: location.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(location)
     }
 
     /// Uploads one finished file (`rel` to the table location) and describes it for a commit.
@@ -269,15 +293,23 @@ impl IoRole {
                     .take()
                     .expect("committer is home when nothing is committing");
                 let (epoch, offsets, data_files) = (ready.epoch, ready.offsets, ready.files);
-                let mut extra = Vec::new();
-                if !ready.dropped.is_empty() {
-                    let json = ready.dropped.encode();
-                    stats.dropped_ranges += ready.dropped.range_count() as u64;
-                    stats.ledger_bytes_max = stats.ledger_bytes_max.max(json.len() as u64);
-                    extra.push((offsets::dropped_key(c.topic()), json));
-                }
+                let dropped = ready.dropped;
+                stats.dropped_ranges += dropped.range_count() as u64;
+                let name = format!("{epoch:08}-{}", uuid::Uuid::new_v4().simple());
+                let table_files = files.clone();
                 committing = Some(Box::pin(async move {
-                    let r = c.commit(epoch, data_files, &offsets, extra).await;
+                    let r = match commit::ledger_entries(
+                        &table_files,
+                        LedgerKind::Dropped,
+                        c.topic(),
+                        &dropped,
+                        &name,
+                    )
+                    .await
+                    {
+                        Ok(extra) => c.commit(epoch, data_files, &offsets, extra).await,
+                        Err(e) => Err(e),
+                    };
                     (c, epoch, offsets, r)
                 }));
             }

@@ -531,7 +531,9 @@ pub fn table_ledger(warehouse: &Path, table: &str, topic: &str) -> icefall::offs
                 .await
                 .expect("load")
                 .expect("table exists");
-        icefall::sink::commit::ledger(&t, topic).expect("ledger")
+        icefall::sink::commit::ledger(&t, topic)
+            .await
+            .expect("ledger")
     })
 }
 

@@ -1,0 +1,199 @@
+//! Overload: a producer faster than icefall, once with `--overload block` and once with `drop`.
+//!
+//! Starts a Tansu broker (memory engine) with `tools/broker`, runs the release `icefall` binary in
+//! follow mode on an empty topic, then produces `N` records at a fixed rate with `icefall-loadgen`
+//! while icefall runs with a heavier sink (`--zstd-level`, one shard core) than the producer, so
+//! the producer outruns it. When the committed offsets reach the end of the topic, icefall gets
+//! SIGTERM and its summary line gives records routed, dropped, and the Kafka-timestamp-to-commit
+//! latency percentiles of every committed record (an HdrHistogram fed per epoch by the shard
+//! cores, settled at commit time by the io core).
+//!
+//!     cargo bench --bench overload [-- RECORDS RATE]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPIC_PARTITIONS: &str = "4";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn broker(args: &[&str]) -> String {
+    let out = Command::new(repo().join("tools/broker"))
+        .args(args)
+        .output()
+        .expect("tools/broker");
+    assert!(
+        out.status.success(),
+        "tools/broker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn committed_total(warehouse: &Path, topic: &str) -> i64 {
+    if !warehouse.join("catalog.db").exists() {
+        return 0;
+    }
+    let abs = std::fs::canonicalize(warehouse).expect("warehouse");
+    let spec = icefall::sink::commit::CatalogSpec {
+        uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
+        warehouse_url: format!("file://{}", abs.display()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let storage = icefall::sink::storage::ObjectStoreStorage::local();
+        let Ok(catalog) = icefall::sink::commit::open_catalog(&spec, storage).await else {
+            return 0;
+        };
+        let ident = "bench.overload".parse().expect("ident");
+        match icefall::sink::commit::load_existing(catalog.as_ref(), &ident).await {
+            Ok(Some(t)) => icefall::sink::commit::checkpoint(&t, topic)
+                .ok()
+                .flatten()
+                .map_or(0, |c| c.offsets.values().sum()),
+            _ => 0,
+        }
+    })
+}
+
+fn field(line: &str, name: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+struct Outcome {
+    produce_rate: f64,
+    routed: f64,
+    dropped: f64,
+    seconds: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn run(addr: &str, mode: &str, records: u64, rate: u64) -> Outcome {
+    let topic = format!("overload-{mode}");
+    let dir = std::env::var("ICEFALL_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    broker(&["create-topic", &broker_dir(&dir), &topic, TOPIC_PARTITIONS]);
+    let wh = tempfile::tempdir_in(&dir).expect("warehouse");
+    let online = icefall::runtime::online_cores().expect("cores");
+    let core = online[online.len() - 1].to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
+        .args(["run", "--brokers", addr, "--topic", &topic])
+        .args(["--warehouse", wh.path().to_str().expect("utf8")])
+        .args(["--table", "bench.overload", "--overload", mode])
+        .args([
+            "--fetch-cores",
+            &core,
+            "--shard-cores",
+            &core,
+            "--io-core",
+            &core,
+        ])
+        .args(["--zstd-level", "12", "--commit-interval", "1s"])
+        .args(["--queue-capacity", "20000", "--fetch-max-wait", "100ms"])
+        .env("ICEFALL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn icefall");
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+        .args(["--brokers", addr, "--topic", &topic])
+        .args([
+            "--records",
+            &records.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ])
+        .args(["--keys", "10000", "--value-bytes", "200", "--batch", "500"])
+        .output()
+        .expect("loadgen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let produced = String::from_utf8_lossy(&out.stdout).to_string();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while committed_total(wh.path(), &topic) < records as i64 {
+        assert!(Instant::now() < deadline, "{mode}: icefall never caught up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut stdout = String::new();
+    use std::io::Read;
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read");
+    assert!(
+        child.wait().expect("wait").success(),
+        "{mode}: icefall failed"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("summary "))
+        .expect("summary")
+        .to_string();
+    Outcome {
+        produce_rate: field(&produced, "records_per_sec"),
+        routed: field(&line, "records"),
+        dropped: field(&line, "dropped"),
+        seconds,
+        p50: field(&line, "latency_p50_ms"),
+        p99: field(&line, "latency_p99_ms"),
+    }
+}
+
+fn broker_dir(base: &Path) -> String {
+    base.join("icefall-overload-broker").display().to_string()
+}
+
+fn main() {
+    let nums: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let records = nums.first().copied().unwrap_or(1_000_000);
+    let rate = nums.get(1).copied().unwrap_or(100_000);
+    let dir = std::env::var("ICEFALL_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
+    let bdir = broker_dir(&dir);
+    let _ = std::fs::remove_dir_all(&bdir);
+    let addr = broker(&["start", &bdir]);
+    println!(
+        "overload: {records} records produced at {rate}/s into 4 partitions; icefall on one core, zstd 12, 1 s commits"
+    );
+    println!(
+        "| mode | produced/s | routed | kept | dropped | drop rate | kept/s | latency p50 | latency p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for mode in ["block", "drop"] {
+        let o = run(&addr, mode, records, rate);
+        let kept = o.routed - o.dropped;
+        println!(
+            "| {mode} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} ms | {:.0} ms |",
+            o.produce_rate,
+            o.routed,
+            kept,
+            o.dropped,
+            100.0 * o.dropped / o.routed.max(1.0),
+            kept / o.seconds,
+            o.p50,
+            o.p99
+        );
+    }
+    broker(&["stop", &bdir]);
+}
