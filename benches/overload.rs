@@ -1,6 +1,7 @@
 //! Overload: a producer faster than icefall, once with `--overload block` and once with `drop`.
 //!
-//! Starts a Tansu broker (memory engine) with `tools/broker`, runs the release `icefall` binary in
+//! Starts a Tansu broker (memory engine) with `tools/broker` (through the integration tests'
+//! harness), runs the release `icefall` binary in
 //! follow mode on an empty topic, then produces `N` records at a fixed rate with `icefall-loadgen`
 //! while icefall runs with a heavier sink (`--zstd-level`, one shard core) than the producer, so
 //! the producer outruns it. When the committed offsets reach the end of the topic, icefall gets
@@ -10,57 +11,13 @@
 //!
 //!     cargo bench --bench overload [-- RECORDS RATE]
 
-use std::path::Path;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOPIC_PARTITIONS: &str = "4";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn broker(args: &[&str]) -> String {
-    let out = Command::new(repo().join("tools/broker"))
-        .args(args)
-        .output()
-        .expect("tools/broker");
-    assert!(
-        out.status.success(),
-        "tools/broker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn committed_total(warehouse: &Path, topic: &str) -> i64 {
-    if !warehouse.join("catalog.db").exists() {
-        return 0;
-    }
-    let abs = std::fs::canonicalize(warehouse).expect("warehouse");
-    let spec = icefall::sink::commit::CatalogSpec {
-        uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
-        warehouse_url: format!("file://{}", abs.display()),
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let storage = icefall::sink::storage::ObjectStoreStorage::local();
-        let Ok(catalog) = icefall::sink::commit::open_catalog(&spec, storage).await else {
-            return 0;
-        };
-        let ident = "bench.overload".parse().expect("ident");
-        match icefall::sink::commit::load_existing(catalog.as_ref(), &ident).await {
-            Ok(Some(t)) => icefall::sink::commit::checkpoint(&t, topic)
-                .ok()
-                .flatten()
-                .map_or(0, |c| c.offsets.values().sum()),
-            _ => 0,
-        }
-    })
-}
+use common::{Broker, wait_for_committed};
 
 fn field(line: &str, name: &str) -> f64 {
     line.split_whitespace()
@@ -78,11 +35,11 @@ struct Outcome {
     p99: f64,
 }
 
-fn run(addr: &str, mode: &str, records: u64, rate: u64) -> Outcome {
+fn run(broker: &Broker, mode: &str, records: u64, rate: u64) -> Outcome {
     let topic = format!("overload-{mode}");
-    let dir = std::env::var("ICEFALL_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
-    broker(&["create-topic", &broker_dir(&dir), &topic, TOPIC_PARTITIONS]);
-    let wh = tempfile::tempdir_in(&dir).expect("warehouse");
+    broker.create_topic(&topic, 4);
+    let addr = broker.addr.as_str();
+    let wh = tempfile::tempdir().expect("warehouse");
     let online = icefall::runtime::online_cores().expect("cores");
     let core = online[online.len() - 1].to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
@@ -123,11 +80,14 @@ fn run(addr: &str, mode: &str, records: u64, rate: u64) -> Outcome {
         String::from_utf8_lossy(&out.stderr)
     );
     let produced = String::from_utf8_lossy(&out.stdout).to_string();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while committed_total(wh.path(), &topic) < records as i64 {
-        assert!(Instant::now() < deadline, "{mode}: icefall never caught up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let total = records as i64;
+    wait_for_committed(
+        wh.path(),
+        "bench.overload",
+        &topic,
+        total,
+        Duration::from_secs(600),
+    );
     let seconds = started.elapsed().as_secs_f64();
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -158,10 +118,6 @@ fn run(addr: &str, mode: &str, records: u64, rate: u64) -> Outcome {
     }
 }
 
-fn broker_dir(base: &Path) -> String {
-    base.join("icefall-overload-broker").display().to_string()
-}
-
 fn main() {
     let nums: Vec<u64> = std::env::args()
         .skip(1)
@@ -169,10 +125,7 @@ fn main() {
         .collect();
     let records = nums.first().copied().unwrap_or(1_000_000);
     let rate = nums.get(1).copied().unwrap_or(100_000);
-    let dir = std::env::var("ICEFALL_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), Into::into);
-    let bdir = broker_dir(&dir);
-    let _ = std::fs::remove_dir_all(&bdir);
-    let addr = broker(&["start", &bdir]);
+    let broker = Broker::start();
     println!(
         "overload: {records} records produced at {rate}/s into 4 partitions; icefall on one core, zstd 12, 1 s commits"
     );
@@ -181,7 +134,7 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for mode in ["block", "drop"] {
-        let o = run(&addr, mode, records, rate);
+        let o = run(&broker, mode, records, rate);
         let kept = o.routed - o.dropped;
         println!(
             "| {mode} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1}% | {:.0} | {:.0} ms | {:.0} ms |",
@@ -195,5 +148,4 @@ fn main() {
             o.p99
         );
     }
-    broker(&["stop", &bdir]);
 }

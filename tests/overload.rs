@@ -24,6 +24,21 @@ fn layout() -> (String, bool) {
     (cores.to_string(), cores.len() >= 2)
 }
 
+/// Both tests: `auto`, two shards on the layout's cores (fetch and shard roles share them).
+fn auto_args<'a>(broker: &'a str, warehouse: &'a str, cores: &'a str) -> Vec<&'a str> {
+    let mut args = base_args(broker, "events", warehouse);
+    args.extend([
+        "--fetch-cores",
+        cores,
+        "--shard-cores",
+        cores,
+        "--shards",
+        "2",
+    ]);
+    args.extend(["--overload", "auto"]);
+    args
+}
+
 fn sigterm(child: &std::process::Child) {
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -61,16 +76,8 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
     let wh = tempfile::tempdir().unwrap();
     let wh_path = wh.path().to_str().unwrap();
     let (cores, two_cores) = layout();
-    let mut args = base_args(&broker.addr, "events", wh_path);
+    let mut args = auto_args(&broker.addr, wh_path, &cores);
     args.extend([
-        "--fetch-cores",
-        &cores,
-        "--shard-cores",
-        &cores,
-        "--shards",
-        "2",
-        "--overload",
-        "auto",
         "--live-threshold",
         "1000000",
         "--queue-capacity",
@@ -251,16 +258,8 @@ fn a_backfill_with_auto_and_a_tiny_queue_drops_nothing() {
     broker.produce("events", N, KEYS);
     let wh = tempfile::tempdir().unwrap();
     let (cores, _) = layout();
-    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+    let mut args = auto_args(&broker.addr, wh.path().to_str().unwrap(), &cores);
     args.extend([
-        "--fetch-cores",
-        &cores,
-        "--shard-cores",
-        &cores,
-        "--shards",
-        "2",
-        "--overload",
-        "auto",
         "--queue-capacity",
         "16",
         "--ring-batches",

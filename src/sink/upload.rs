@@ -146,10 +146,11 @@ impl TableFiles {
                 what: format!("cannot place {location}"),
                 source: Box::new(e),
             })?;
-        let store = self.storage.store().map_err(|e| SinkError::Catalog {
-            what: format!("no store for {location}"),
-            source: Box::new(e),
-        })?;
+        let store: &Arc<dyn ObjectStore> =
+            self.storage.store().map_err(|e| SinkError::Catalog {
+                what: format!("no store for {location}"),
+                source: Box::new(e),
+            })?;
         store
             .put(&path, PutPayload::from(bytes))
             .await
@@ -171,30 +172,10 @@ impl TableFiles {
         rel: String,
         file: Box<EncodedFile>,
     ) -> Result<Uploaded, SinkError> {
-        let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
-        let upload_err = |source: object_store::Error| SinkError::Upload {
-            path: location.clone(),
-            source: Box::new(source),
-        };
-        let path: StorePath = self
-            .storage
-            .locate(&location)
-            .map_err(|e| SinkError::Catalog {
-                what: format!("cannot place data file {location}"),
-                source: Box::new(e),
-            })?;
-        let store: &Arc<dyn ObjectStore> =
-            self.storage.store().map_err(|e| SinkError::Catalog {
-                what: format!("no store for {location}"),
-                source: Box::new(e),
-            })?;
         let size = file.bytes.len() as u64;
-        store
-            .put(&path, PutPayload::from(file.bytes.clone()))
-            .await
-            .map_err(upload_err)?;
+        let location = self.put_bytes(&rel, file.bytes.clone()).await?;
         let data_file = stats::data_file(
-            location.clone(),
+            location,
             size,
             &file.metadata,
             &self.schema,
