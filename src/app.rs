@@ -227,10 +227,11 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
     let mut file_rings = Vec::new();
 
     // Time-ordered, so a table's data files sort in the order runs wrote them.
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let run_id = format!("{millis:013}-{:08x}", uuid::Uuid::new_v4().as_u128() as u32);
+    let run_id = format!(
+        "{:013}-{:08x}",
+        crate::metrics::now_ms(),
+        uuid::Uuid::new_v4().as_u128() as u32
+    );
     let policy = RollPolicy {
         batch_rows: cfg.batch_rows,
         file_max_bytes: cfg.file_max_bytes.0,
@@ -423,6 +424,12 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             per_shard = ?summary.dropped_per_shard,
             ledger_ranges = io_stats.dropped_ranges,
             "records dropped at the live tail; `icefall replay-dropped` re-reads them"
+        );
+    }
+    if io_stats.late_timestamps > 0 {
+        tracing::warn!(
+            records = io_stats.late_timestamps,
+            "record timestamps later than their epoch's latency reference (clock skew?): their latency reads high"
         );
     }
     let kept = summary.records - summary.dropped;

@@ -18,8 +18,6 @@ pub struct FetchStats {
     pub dropped_per_shard: BTreeMap<u32, u64>,
     /// Per shard core: the most records seen waiting in this core's ring to it.
     pub max_queue_depth: Vec<usize>,
-    /// Overload policy switches (block ↔ drop).
-    pub switches: u64,
 }
 
 impl FetchStats {
@@ -47,6 +45,13 @@ pub struct EpochLatency {
     pub ages_ms: hdrhistogram::Histogram<u64>,
     /// Records stamped after the reference (clock skew, or an epoch far longer than planned).
     pub late: u64,
+}
+
+/// Wall-clock milliseconds since the Unix epoch (Kafka timestamps' clock).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Most milliseconds a latency histogram tracks (a week); older records are clamped to it.

@@ -104,14 +104,6 @@ impl Ranges {
         self.0.iter().map(|(p, v)| (*p, v.as_slice()))
     }
 
-    /// Offsets covered per partition.
-    pub fn per_partition(&self) -> BTreeMap<i32, u64> {
-        self.0
-            .iter()
-            .map(|(p, v)| (*p, v.iter().map(|r| (r[1] - r[0]) as u64 + 1).sum()))
-            .collect()
-    }
-
     /// `{"3":[[10,12],[20,20]]}`.
     pub fn encode(&self) -> String {
         let map: BTreeMap<String, &Vec<[i64; 2]>> =

@@ -161,9 +161,13 @@ impl<T: Send> Sender<T> {
         self.len() == 0
     }
 
-    /// Most weight the ring holds (a value arriving at an empty ring is taken whatever it weighs).
-    pub fn weight_capacity(&self) -> usize {
-        self.shared.weight_cap
+    /// The most weight the next value may carry and still fit: everything while the ring holds
+    /// no weight (a value heavier than the cap is taken then), else what is left under the cap.
+    pub fn room(&self) -> usize {
+        match self.weight() {
+            0 => usize::MAX,
+            held => self.shared.weight_cap.saturating_sub(held),
+        }
     }
 
     /// Weight pushed and not yet popped (for a weighted ring: records waiting).
@@ -188,11 +192,8 @@ impl<T: Send> Sender<T> {
                 return Err(TrySendError::Full(value));
             }
         }
-        if w > 0 {
-            let held = self.weight();
-            if held > 0 && held.saturating_add(w) > s.weight_cap {
-                return Err(TrySendError::Full(value));
-            }
+        if w > 0 && w > self.room() {
+            return Err(TrySendError::Full(value));
         }
         // SAFETY: the slot at `tail` is outside [head, tail): the consumer does not touch it.
         unsafe { (*s.slots[tail & s.mask].get()).write(value) };

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::metrics::{EpochLatency, ShardStats};
+use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::record::ToShard;
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
@@ -49,12 +49,6 @@ pub struct ShardCore {
     pub latency_horizon: Duration,
     /// Test hook (`--debug-slow-shard`): sleep this long before each batch holding this shard.
     pub slow: Option<(u32, Duration)>,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl ShardCore {

@@ -357,11 +357,6 @@ impl Committer {
         &self.topic
     }
 
-    /// The table as of the last commit or load.
-    pub fn table(&self) -> &Table {
-        &self.table
-    }
-
     /// Appends `files` and this writer's `ours` offsets (other partitions carried forward) as one
     /// snapshot, with `extra` summary entries (the drop ledger). Retries conflicts and transient
     /// failures; never commits the same epoch twice.

@@ -26,7 +26,7 @@ use super::encode::EncodedFile;
 use super::stats;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
-use crate::metrics::{EpochLatency, IoStats, latency_histogram};
+use crate::metrics::{EpochLatency, IoStats, latency_histogram, now_ms};
 use crate::offsets::{EpochTracker, LedgerKind};
 use crate::record::{Offsets, Progress};
 use crate::runtime::bridge::Fan;
@@ -326,11 +326,9 @@ impl IoRole {
                     committing = None;
                     committer = Some(c);
                     let done = result?;
-                    let now_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64);
+                    let now = now_ms();
                     for s in sketches.remove(&epoch).into_iter().flatten() {
-                        s.settle(now_ms, &mut record_latency);
+                        s.settle(now, &mut record_latency);
                         stats.late_timestamps += s.late;
                     }
                     stats.commits += 1;

@@ -140,20 +140,19 @@ impl FetchCore {
         stats: &mut FetchStats,
     ) -> Result<(), SourceError> {
         let ring = &self.rings[core];
-        let room = ring.weight_capacity().saturating_sub(ring.weight());
-        let rest = if ring.weight() > 0 && room < batch.records.len() {
-            batch.records.split_off(room)
-        } else {
-            Vec::new()
-        };
+        let rest = batch
+            .records
+            .split_off(ring.room().min(batch.records.len()));
         let partition = batch.partition;
+        // An empty batch would weigh nothing and take a barrier's reserved slot: skip it.
         let refused = if batch.records.is_empty() {
-            None
+            Vec::new()
         } else {
             match ring.try_send(ToShard::Records(batch)) {
-                Ok(()) => None,
-                Err(TrySendError::Full(ToShard::Records(b))) => Some(b.records),
-                Err(TrySendError::Full(ToShard::Barrier(_)) | TrySendError::Closed(_)) => {
+                Ok(()) => Vec::new(),
+                // Room by weight, but every slot taken.
+                Err(TrySendError::Full(ToShard::Records(b))) => b.records,
+                Err(_) => {
                     return Err(SourceError::ShardGone {
                         fetch_core: self.index,
                         shard_core: core,
@@ -161,7 +160,7 @@ impl FetchCore {
                 }
             }
         };
-        for r in refused.iter().flatten().chain(&rest) {
+        for r in refused.iter().chain(&rest) {
             self.dropped.push(partition, r.offset);
             stats.drop_record(partition, r.shard);
         }
@@ -170,17 +169,15 @@ impl FetchCore {
 
     fn log_switch(&self, s: Switch) {
         let depths: Vec<usize> = self.rings.iter().map(Sender::weight).collect();
-        if s.dropping {
-            tracing::info!(
-                fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
-                "overload: caught up; records bound for a full ring are now dropped and named in the ledger"
-            );
+        let now = if s.dropping {
+            "caught up; records bound for a full ring are now dropped and named in the ledger"
         } else {
-            tracing::info!(
-                fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
-                "overload: backfilling; waiting for room in full rings"
-            );
-        }
+            "backfilling; waiting for room in full rings"
+        };
+        tracing::info!(
+            fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
+            "overload: {now}"
+        );
     }
 
     async fn fetch(
@@ -275,7 +272,6 @@ impl FetchCore {
                 self.overload.observe(partition, position, high_watermark)
             };
             if let Some(s) = switch {
-                stats.switches += 1;
                 self.log_switch(s);
             }
         }

@@ -347,13 +347,18 @@ pub struct TableView {
     pub snapshots: usize,
 }
 
-/// Loads `ns.events` from the warehouse's SQLite catalog through icefall's own storage adapter.
-pub fn table_view(warehouse: &Path, table: &str) -> TableView {
+/// The SQLite catalog icefall keeps in a local warehouse.
+fn local_spec(warehouse: &Path) -> icefall::sink::commit::CatalogSpec {
     let abs = std::fs::canonicalize(warehouse).expect("warehouse");
-    let spec = icefall::sink::commit::CatalogSpec {
+    icefall::sink::commit::CatalogSpec {
         uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
         warehouse_url: format!("file://{}", abs.display()),
-    };
+    }
+}
+
+/// Loads `ns.events` from the warehouse's SQLite catalog through icefall's own storage adapter.
+pub fn table_view(warehouse: &Path, table: &str) -> TableView {
+    let spec = local_spec(warehouse);
     table_view_in(
         &spec,
         icefall::sink::storage::ObjectStoreStorage::local(),
@@ -510,11 +515,7 @@ pub fn wait_for_committed(
 
 /// Every drop and replay of `topic` in the table's history.
 pub fn table_ledger(warehouse: &Path, table: &str, topic: &str) -> icefall::offsets::Ledger {
-    let abs = std::fs::canonicalize(warehouse).expect("warehouse");
-    let spec = icefall::sink::commit::CatalogSpec {
-        uri: format!("sqlite://{}?mode=rw", abs.join("catalog.db").display()),
-        warehouse_url: format!("file://{}", abs.display()),
-    };
+    let spec = local_spec(warehouse);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
