@@ -372,6 +372,15 @@ pub fn table_view_in(
     storage: icefall::sink::storage::ObjectStoreStorage,
     table: &str,
 ) -> TableView {
+    try_table_view_in(spec, storage, table).expect("table exists")
+}
+
+/// Loads a table, or `None` while icefall has not created it yet.
+pub fn try_table_view_in(
+    spec: &icefall::sink::commit::CatalogSpec,
+    storage: icefall::sink::storage::ObjectStoreStorage,
+    table: &str,
+) -> Option<TableView> {
     use futures_util::TryStreamExt;
     use icefall::sink::commit::{load_existing, open_catalog};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -382,15 +391,14 @@ pub fn table_view_in(
         let catalog = open_catalog(spec, storage).await.expect("catalog");
         let t = load_existing(catalog.as_ref(), &table.parse().expect("table ident"))
             .await
-            .expect("load")
-            .expect("table exists");
+            .expect("load")?;
         let snapshots = t.metadata().snapshots().count();
         let Some(snap) = t.metadata().current_snapshot() else {
-            return TableView {
+            return Some(TableView {
                 files: Vec::new(),
                 summary: Default::default(),
                 snapshots,
-            };
+            });
         };
         let summary = snap.summary().additional_properties.clone();
         let tasks: Vec<_> = t
@@ -415,11 +423,11 @@ pub fn table_view_in(
             .collect();
         files.sort();
         files.dedup();
-        TableView {
+        Some(TableView {
             files,
             summary,
             snapshots,
-        }
+        })
     })
 }
 
@@ -488,8 +496,18 @@ pub fn wait_for_committed(
     let deadline = Instant::now() + within;
     let key = format!("icefall.offsets.{topic}");
     loop {
-        let sum: i64 = if warehouse.join("catalog.db").exists() {
-            let view = table_view(warehouse, table);
+        // The catalog file and the table appear a moment apart: absent means nothing committed.
+        let view = if warehouse.join("catalog.db").exists() {
+            let spec = local_spec(warehouse);
+            try_table_view_in(
+                &spec,
+                icefall::sink::storage::ObjectStoreStorage::local(),
+                table,
+            )
+        } else {
+            None
+        };
+        let sum: i64 = if let Some(view) = view {
             view.summary
                 .get(&key)
                 .map(|j| {
