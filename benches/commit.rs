@@ -51,7 +51,7 @@ fn main() {
         let (mut first, mut last) = (all.clone(), all.clone());
         let tenth = (epochs / 10).max(1);
         for epoch in 1..=epochs {
-            let mut recs: Vec<Record> = (0..1_000)
+            let recs: Vec<Record> = (0..1_000)
                 .map(|i| Record {
                     offset: (epoch * 1_000 + i) as i64,
                     timestamp_ms: 1_700_000_000_000,
@@ -61,7 +61,7 @@ fn main() {
                     headers: Default::default(),
                 })
                 .collect();
-            enc.append(0, &mut recs).expect("append");
+            enc.append(0, &recs).expect("append");
             let f = enc.finish_file().expect("encode").expect("file");
             let path = format!("{location}/data/bench-{epoch:06}.parquet");
             let size = f.bytes.len() as u64;

@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
-use crate::record::{Offsets, ToShard};
+use crate::record::{Offsets, Record, ToShard};
 use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
@@ -22,8 +22,10 @@ use crate::sink::SinkError;
 use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
 use crate::sink::encode::{EncodeOptions, FileEncoder};
 use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
+use crate::source::emit::Emitter;
 use crate::source::fetch::FetchCore;
-use crate::source::{self, SourceConfig, SourceError};
+use crate::source::memory::{MemoryInput, MemorySource};
+use crate::source::{self, PartitionPlan, SourceConfig, SourceError};
 
 /// Files the io role writes at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
@@ -111,11 +113,11 @@ pub(crate) fn catalog_spec(cfg: &RunConfig, warehouse_url: String) -> Result<Cat
             let dir = warehouse_url.trim_start_matches("file://");
             format!("sqlite://{dir}/catalog.db?mode=rwc")
         }
-        (None, WarehouseLocation::S3 { .. }) => {
+        (None, WarehouseLocation::S3 { .. } | WarehouseLocation::Memory) => {
             return Err(ConfigError::invalid(
                 "--catalog",
                 "",
-                "an s3:// warehouse needs --catalog",
+                "an s3:// or memory:// warehouse needs --catalog",
             )
             .into());
         }
@@ -133,8 +135,22 @@ pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
     }
 }
 
+/// Where a run's records come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// `--brokers` and `--topic`.
+    Kafka,
+    /// Generated in memory (the pipeline bench): Kafka's flags are not used.
+    Memory(MemoryInput),
+}
+
 /// Runs the pipeline to the end (or to a stop signal) and returns what it did.
 pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
+    run_with(cfg, control, Input::Kafka)
+}
+
+/// [`run`], with the records from `input`.
+pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<RunSummary, Error> {
     let started = Instant::now();
     let online = runtime::online_cores()?;
     let placement = runtime::place(
@@ -183,13 +199,23 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             "resuming from the table's offsets"
         );
     }
-    let plans = setup.block_on(source::plan(
-        &source_cfg,
-        cfg.start,
-        cfg.partitions.as_deref(),
-        cfg.stop_at_end,
-        &committed,
-    ))?;
+    let plans = match &input {
+        Input::Kafka => setup.block_on(source::plan(
+            &source_cfg,
+            cfg.start,
+            cfg.partitions.as_deref(),
+            cfg.stop_at_end,
+            &committed,
+        ))?,
+        Input::Memory(m) => (0..m.partitions as i32)
+            .map(|partition| PartitionPlan {
+                partition,
+                start: 0,
+                stop_at: Some(m.records_per_partition as i64),
+                high_watermark: m.records_per_partition as i64,
+            })
+            .collect(),
+    };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table))?;
     drop(catalog);
     drop(setup);
@@ -212,8 +238,13 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
         (0..placement.fetch.len()).map(|_| Vec::new()).collect();
     let mut shard_inputs: Vec<Vec<bridge::Receiver<ToShard>>> =
         (0..shard_cores).map(|_| Vec::new()).collect();
-    for senders in &mut to_shards {
-        for inputs in &mut shard_inputs {
+    // returns: the same pairs, shard core → fetch core, for encoded batches to be freed.
+    let mut returned: Vec<Vec<bridge::Receiver<Vec<Record>>>> =
+        (0..placement.fetch.len()).map(|_| Vec::new()).collect();
+    let mut returns: Vec<Vec<bridge::Sender<Vec<Record>>>> =
+        (0..shard_cores).map(|_| Vec::new()).collect();
+    for (senders, back) in to_shards.iter_mut().zip(&mut returned) {
+        for (inputs, back_tx) in shard_inputs.iter_mut().zip(&mut returns) {
             let (tx, rx) = bridge::weighted(
                 cfg.ring_batches.get(),
                 cfg.queue_capacity.get(),
@@ -222,6 +253,9 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
             );
             senders.push(tx);
             inputs.push(rx);
+            let (tx, rx) = bridge::channel(cfg.ring_batches.get());
+            back_tx.push(tx);
+            back.push(rx);
         }
     }
     let mut file_rings = Vec::new();
@@ -241,12 +275,13 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
 
     let mut errors: Vec<Error> = Vec::new();
     let mut shard_handles = Vec::new();
-    for (i, inputs) in shard_inputs.into_iter().enumerate() {
+    for (i, (inputs, returns)) in shard_inputs.into_iter().zip(returns).enumerate() {
         let (tx, rx) = bridge::channel::<ToIo>(FILE_RING);
         file_rings.push(rx);
         let core = ShardCore {
             core_index: i,
             inputs: Fan::new(inputs),
+            returns,
             to_io: tx,
             encoder: FileEncoder::new(i, arrow_schema.clone(), &encode)?,
             state: ShardState::new(policy, shards, shard_cores as u32),
@@ -314,7 +349,7 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
 
     let mut fetch_handles = Vec::new();
     if errors.is_empty() {
-        for (f, senders) in to_shards.into_iter().enumerate() {
+        for (f, (senders, returned)) in to_shards.into_iter().zip(returned).enumerate() {
             let partitions: Vec<_> = plans
                 .iter()
                 .copied()
@@ -322,27 +357,48 @@ pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
                 .collect();
             let ids: Vec<i32> = partitions.iter().map(|p| p.partition).collect();
             let overload = Overload::new(cfg.overload, cfg.live_threshold, &ids);
-            let mut core = FetchCore {
-                index: f,
-                partitions,
-                router: router.clone(),
-                rings: senders,
-                clock: clock.clone(),
-                epoch: first_epoch,
-                positions: Offsets::new(),
+            let emitter = Emitter::new(
+                f,
+                router.clone(),
+                senders,
+                clock.clone(),
+                first_epoch,
                 overload,
-                dropped: Default::default(),
-            };
+                returned,
+            );
             let ctl = control.clone();
-            let cfg = source_cfg.clone();
-            let spawned = runtime::spawn_tokio("fetch", placement.fetch[f], move || async move {
-                let r = core.run(&cfg, &ctl).await;
-                if r.is_err() {
-                    ctl.abort();
+            let spawned = match &input {
+                Input::Kafka => {
+                    let mut core = FetchCore {
+                        partitions,
+                        emitter,
+                    };
+                    let cfg = source_cfg.clone();
+                    runtime::spawn_tokio("fetch", placement.fetch[f], move || async move {
+                        let r = core.run(&cfg, &ctl).await;
+                        if r.is_err() {
+                            ctl.abort();
+                        }
+                        drop(core); // closes the rings only after a failure is flagged
+                        r
+                    })
                 }
-                drop(core); // closes the rings only after a failure is flagged
-                r
-            });
+                Input::Memory(m) => {
+                    let mut core = MemorySource {
+                        input: m.clone(),
+                        partitions: ids,
+                        emitter,
+                    };
+                    runtime::spawn_tokio("fetch", placement.fetch[f], move || async move {
+                        let r = core.run(&ctl).await;
+                        if r.is_err() {
+                            ctl.abort();
+                        }
+                        drop(core);
+                        r
+                    })
+                }
+            };
             match spawned {
                 Ok(h) => fetch_handles.push(h),
                 Err(e) => {

@@ -1,5 +1,5 @@
-//! icefall: a thread-per-core Kafka processor that lands records as Parquet (and, next, Apache
-//! Iceberg tables), keeping per-key order.
+//! icefall: a thread-per-core Kafka processor that lands records as Parquet in Apache
+//! Iceberg tables, keeping per-key order, with the Kafka offsets in the same snapshot.
 //!
 //! Records flow `source` (fetch cores, tokio + rskafka) → `routing` (key hash → shard) →
 //! `runtime::bridge` (one SPSC ring per fetch core × shard core) → `shard` (glommio executors:

@@ -91,9 +91,9 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let mut data_files = Vec::new();
     let source = app::source_config(&cfg);
     for mut reader in RangeReader::open_all(&source, &todo).await? {
-        while let Some(mut records) = reader.next(&source).await? {
+        while let Some(records) = reader.next(&source).await? {
             summary.appended += records.len() as u64;
-            encoder.append(reader.partition(), &mut records)?;
+            encoder.append(reader.partition(), &records)?;
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;
             }

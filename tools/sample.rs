@@ -7,6 +7,24 @@
 /// Header that carries the record's sequence number in the sample stream.
 pub const SEQ_HEADER: &str = "seq";
 
+/// How keys are drawn from the key space.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyDist {
+    /// Every key equally likely.
+    Uniform,
+    /// Key of rank r (1-based) with probability ∝ 1/r^s: a few hot keys (s around 1).
+    Zipf(f64),
+}
+
+/// What a value holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// Random bytes.
+    Raw,
+    /// A JSON object (an event with a few typed fields), padded to the value size.
+    Json,
+}
+
 /// The shape of a sample stream.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -15,10 +33,12 @@ pub struct Shape {
     pub value_bytes: usize,
     /// Every n-th record has no key (0: never).
     pub null_key_every: u64,
-    /// Every n-th record has an empty value (0: never).
+    /// Every n-th record has an empty value (0: never; raw payloads only).
     pub empty_value_every: u64,
     /// Every n-th record has a null value, a tombstone (0: never).
     pub null_value_every: u64,
+    pub dist: KeyDist,
+    pub payload: Payload,
 }
 
 impl Default for Shape {
@@ -29,8 +49,29 @@ impl Default for Shape {
             null_key_every: 20,
             empty_value_every: 25,
             null_value_every: 101,
+            dist: KeyDist::Uniform,
+            payload: Payload::Raw,
         }
     }
+}
+
+/// Maps a uniform `u` in [0, 1) to a Zipf rank in 0..n (0 the hottest), by inverting the
+/// continuous approximation of the Zipf CDF: pure, O(1), no table.
+pub fn zipf_rank(u: f64, n: u64, s: f64) -> u64 {
+    // x runs over [1, n + 1): its floor is the 1-based rank.
+    let n_f = n.max(1) as f64 + 1.0;
+    let x = if (s - 1.0).abs() < 1e-9 {
+        n_f.powf(u)
+    } else {
+        let e = 1.0 - s;
+        ((n_f.powf(e) - 1.0) * u + 1.0).powf(1.0 / e)
+    };
+    (x.floor() as u64).clamp(1, n.max(1)) - 1
+}
+
+/// A uniform value in [0, 1) from 53 well-mixed bits.
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn every(i: u64, n: u64) -> bool {
@@ -46,16 +87,27 @@ pub fn mix(mut x: u64) -> u64 {
 }
 
 impl Shape {
+    /// The key index of record `i` (0..keys), before formatting.
+    pub fn key_index(&self, i: u64) -> u64 {
+        match self.dist {
+            KeyDist::Uniform => mix(i) % self.keys.max(1),
+            KeyDist::Zipf(s) => zipf_rank(unit(mix(i)), self.keys, s),
+        }
+    }
+
     pub fn key(&self, i: u64) -> Option<Vec<u8>> {
         if every(i, self.null_key_every) {
             return None;
         }
-        Some(format!("key-{:06}", mix(i) % self.keys.max(1)).into_bytes())
+        Some(format!("key-{:06}", self.key_index(i)).into_bytes())
     }
 
     pub fn value(&self, i: u64) -> Option<Vec<u8>> {
         if every(i, self.null_value_every) {
             return None;
+        }
+        if self.payload == Payload::Json {
+            return Some(self.json_value(i));
         }
         if every(i, self.empty_value_every) {
             return Some(Vec::new());
@@ -68,6 +120,29 @@ impl Shape {
             v.extend_from_slice(&x.to_le_bytes()[..take]);
         }
         Some(v)
+    }
+
+    /// An event as JSON, padded with a `note` to at least `value_bytes`.
+    fn json_value(&self, i: u64) -> Vec<u8> {
+        use std::fmt::Write;
+        let x = mix(i ^ 0x5eed);
+        let mut v = String::with_capacity(self.value_bytes + 96);
+        let _ = write!(
+            v,
+            r#"{{"seq":{i},"user":"user-{:06}","amount":{}.{:02},"ok":{},"ts":{},"note":""#,
+            self.key_index(i),
+            x % 100_000,
+            (x >> 20) % 100,
+            x & 1 == 0,
+            1_700_000_000_000u64 + i,
+        );
+        let mut y = x;
+        while v.len() + 2 < self.value_bytes {
+            y = mix(y);
+            let _ = write!(v, "{:x}", y & 0xf);
+        }
+        v.push_str("\"}");
+        v.into_bytes()
     }
 
     /// Headers, sorted by name. Always carries [`SEQ_HEADER`].

@@ -78,7 +78,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub topic: String,
     /// Warehouse: a directory, or s3://BUCKET[/PREFIX] (AWS_* environment variables, endpoint
-    /// override included). Data files go under <warehouse>/<namespace>/<table>/data/.
+    /// override included), or memory:// (this process's memory, gone at exit: for benchmarks).
+    /// Data files go under <warehouse>/<namespace>/<table>/data/.
     #[arg(long)]
     pub warehouse: PathBuf,
     /// Table as NAMESPACE.NAME.
@@ -331,10 +332,10 @@ impl RunArgs {
             .map(|c| field("--catalog", c))
             .transpose()?;
         ensure(
-            catalog.is_some() || !matches!(warehouse, WarehouseLocation::S3 { .. }),
+            catalog.is_some() || matches!(warehouse, WarehouseLocation::Local(_)),
             "--warehouse",
             self.warehouse.display(),
-            "an s3:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
+            "an s3:// or memory:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
         )?;
         let slow_shard = match &self.debug_slow_shard {
             None => None,

@@ -216,7 +216,12 @@ impl fmt::Display for TableIdent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WarehouseLocation {
     Local(PathBuf),
-    S3 { bucket: String, prefix: String },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    /// `memory://`: this process's memory, gone at exit (benchmarks without a disk).
+    Memory,
 }
 
 impl WarehouseLocation {
@@ -232,8 +237,11 @@ impl WarehouseLocation {
                 prefix: prefix.trim_matches('/').into(),
             });
         }
+        if s == "memory://" {
+            return Ok(Self::Memory);
+        }
         if s.contains("://") {
-            return Err("expected a directory or s3://BUCKET[/PREFIX]".into());
+            return Err("expected a directory, s3://BUCKET[/PREFIX] or memory://".into());
         }
         Ok(Self::Local(p.to_path_buf()))
     }

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, Clone)]
 pub struct FetchStats {
     pub records: u64,
-    pub payload_bytes: u64,
     /// Per partition: records routed (kept or dropped).
     pub per_partition: BTreeMap<i32, u64>,
     pub dropped: u64,
@@ -96,6 +95,8 @@ impl EpochLatency {
 #[derive(Debug, Default, Clone)]
 pub struct ShardStats {
     pub rows: u64,
+    /// Key, value and header bytes of the rows written.
+    pub payload_bytes: u64,
     /// Per shard id: rows written.
     pub per_shard: BTreeMap<u32, u64>,
 }
@@ -164,7 +165,6 @@ impl RunSummary {
         }
         for f in fetch {
             s.records += f.records;
-            s.payload_bytes += f.payload_bytes;
             s.dropped += f.dropped;
             add(&mut s.per_partition, &f.per_partition);
             add(&mut s.dropped_per_partition, &f.dropped_per_partition);
@@ -178,6 +178,7 @@ impl RunSummary {
         }
         for sh in shards {
             s.rows_written += sh.rows;
+            s.payload_bytes += sh.payload_bytes;
             add(&mut s.per_shard, &sh.per_shard);
         }
         s

@@ -145,6 +145,8 @@ pub struct FileEncoder {
     buffered: usize,
     writer: Option<ArrowWriter<Vec<u8>>>,
     file_rows: u64,
+    /// Key, value and header bytes of every record appended.
+    payload_bytes: u64,
 }
 
 impl FileEncoder {
@@ -171,14 +173,18 @@ impl FileEncoder {
             buffered: 0,
             writer: None,
             file_rows: 0,
+            payload_bytes: 0,
         })
     }
 
-    /// Appends one partition's records (in offset order) to the open file, draining `records`.
-    pub fn append(&mut self, partition: i32, records: &mut Vec<Record>) -> Result<(), SinkError> {
+    /// Appends one partition's records (in offset order) to the open file. The records stay the
+    /// caller's: the shard core hands them back to the fetch core that allocated them, so their
+    /// memory is freed on the thread that allocated it.
+    pub fn append(&mut self, partition: i32, records: &[Record]) -> Result<(), SinkError> {
         let c = &mut self.cols;
         let z = &mut self.sizes;
-        for r in records.drain(..) {
+        let before = z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes;
+        for r in records {
             c.partition.append_value(partition);
             c.offset.append_value(r.offset);
             c.timestamp
@@ -201,7 +207,14 @@ impl FileEncoder {
             self.buffered += 1;
         }
         z.rows = self.buffered;
+        let after = z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes;
+        self.payload_bytes += (after - before) as u64;
         Ok(())
+    }
+
+    /// Key, value and header bytes of every record appended so far.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
     }
 
     /// Rows appended but not yet handed to the Parquet writer.
@@ -291,16 +304,16 @@ mod tests {
     fn round_trips_through_parquet_with_field_ids() {
         let mut enc =
             FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
-        let mut batch = vec![
+        let batch = vec![
             rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
             rec(6, None, b"", &[]),
         ];
-        enc.append(3, &mut batch).unwrap();
-        assert!(batch.is_empty());
+        enc.append(3, &batch).unwrap();
         enc.encode_buffered().unwrap();
-        enc.append(3, &mut vec![rec(9, Some("b"), b"yz", &[])])
-            .unwrap();
+        enc.append(3, &[rec(9, Some("b"), b"yz", &[])]).unwrap();
         assert_eq!(enc.file_rows(), 3);
+        // a + x + h1 v1 h2, nothing, b + yz.
+        assert_eq!(enc.payload_bytes(), 8 + 3);
         let file = enc.finish_file().unwrap().unwrap();
         assert_eq!(file.rows, 3);
         assert!(enc.finish_file().unwrap().is_none(), "no empty files");

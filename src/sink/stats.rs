@@ -168,7 +168,7 @@ mod tests {
     fn data_file_carries_counts_and_bounds_by_field_id() {
         let mut enc =
             FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
-        let mut recs: Vec<Record> = (10..20)
+        let recs: Vec<Record> = (10..20)
             .map(|o| Record {
                 offset: o,
                 timestamp_ms: 1_000 + o,
@@ -178,7 +178,7 @@ mod tests {
                 headers: Default::default(),
             })
             .collect();
-        enc.append(4, &mut recs).unwrap();
+        enc.append(4, &recs).unwrap();
         let f = enc.finish_file().unwrap().unwrap();
         let df = data_file(
             "file:///x.parquet".into(),

@@ -29,6 +29,16 @@ fn err(what: &str, location: &str, e: impl std::error::Error + Send + Sync + 'st
     Error::new(ErrorKind::Unexpected, format!("{what} {location}")).with_source(e)
 }
 
+/// The root (and warehouse URL) of the in-memory store.
+pub const MEMORY_ROOT: &str = "memory://icefall";
+
+fn memory_store() -> Arc<dyn ObjectStore> {
+    static STORE: OnceLock<Arc<dyn ObjectStore>> = OnceLock::new();
+    STORE
+        .get_or_init(|| Arc::new(object_store::memory::InMemory::new()))
+        .clone()
+}
+
 /// iceberg `Storage` over an `object_store`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectStoreStorage {
@@ -48,6 +58,15 @@ impl ObjectStoreStorage {
         }
     }
 
+    /// Storage in this process's memory: every memory storage of the process shares one store,
+    /// so copies (and copies rebuilt from their serialised form) see the same files.
+    pub fn memory() -> Self {
+        Self {
+            root: MEMORY_ROOT.into(),
+            store: OnceLock::from(memory_store()),
+        }
+    }
+
     /// Storage over one S3 bucket, configured from the `AWS_*` environment variables.
     pub fn s3(bucket: &str) -> Result<Self> {
         let s = Self {
@@ -64,6 +83,8 @@ impl ObjectStoreStorage {
         }
         let built: Arc<dyn ObjectStore> = if self.root == "file://" {
             Arc::new(LocalFileSystem::new())
+        } else if self.root == MEMORY_ROOT {
+            memory_store()
         } else if let Some(bucket) = self.root.strip_prefix("s3://") {
             let s3 = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)

@@ -24,6 +24,7 @@ use super::SinkError;
 use super::commit::{self, Committed, Committer};
 use super::encode::EncodedFile;
 use super::stats;
+use super::storage::MEMORY_ROOT;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
 use crate::metrics::{EpochLatency, IoStats, latency_histogram, now_ms};
@@ -61,6 +62,7 @@ pub async fn open_warehouse(
         WarehouseLocation::S3 { bucket, prefix } => {
             PathBuf::from(format!("s3://{bucket}/{prefix}"))
         }
+        WarehouseLocation::Memory => PathBuf::from("memory://"),
     };
     let fail = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
         path: shown.clone(),
@@ -84,6 +86,7 @@ pub async fn open_warehouse(
             };
             (storage, url)
         }
+        WarehouseLocation::Memory => (ObjectStoreStorage::memory(), MEMORY_ROOT.to_string()),
     };
     let store = storage.store().map_err(|e| fail(e.into()))?;
     let probe = format!("{url}/.icefall-write-check-{}", uuid::Uuid::new_v4());
@@ -190,26 +193,52 @@ impl TableFiles {
     }
 }
 
-/// Epochs requested so far; fetch cores send a barrier for every epoch up to it.
+/// Epochs requested so far; fetch cores send a barrier for every epoch up to it. A fetch core
+/// waiting on Kafka also waits on the clock, so a barrier leaves as soon as its epoch is asked
+/// for: a shard core aligning an epoch pauses the rings that delivered their barrier until the
+/// others do, and in drop mode a paused ring that fills drops records of a shard that keeps up.
 #[derive(Debug, Default)]
-pub struct EpochClock(AtomicU64);
+pub struct EpochClock {
+    epoch: AtomicU64,
+    moved: tokio::sync::Notify,
+}
 
 impl EpochClock {
     pub fn new(start: u64) -> Arc<Self> {
-        Arc::new(Self(AtomicU64::new(start)))
+        Arc::new(Self {
+            epoch: AtomicU64::new(start),
+            moved: tokio::sync::Notify::new(),
+        })
     }
 
     pub fn requested(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub fn tick(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.moved.notify_waiters();
     }
 
     /// Makes sure at least `epoch` is requested (a finishing fetch core calls this).
     pub fn at_least(&self, epoch: u64) {
-        self.0.fetch_max(epoch, Ordering::AcqRel);
+        if self.epoch.fetch_max(epoch, Ordering::AcqRel) < epoch {
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// Resolves once an epoch after `seen` is requested.
+    pub async fn past(&self, seen: u64) {
+        loop {
+            let moved = self.moved.notified();
+            let mut moved = std::pin::pin!(moved);
+            // Registered before the check: a tick between the check and the await still wakes.
+            moved.as_mut().enable();
+            if self.requested() > seen {
+                return;
+            }
+            moved.await;
+        }
     }
 }
 
@@ -344,5 +373,31 @@ impl IoRole {
         stats.record_latency_ms = Some(record_latency);
         stats.committed = tracker.committed().clone();
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EpochClock;
+
+    #[tokio::test]
+    async fn a_waiting_fetch_core_wakes_when_the_clock_moves() {
+        let clock = EpochClock::new(3);
+        // Already past: resolves at once.
+        clock.past(2).await;
+        let ticker = {
+            let clock = clock.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                clock.tick();
+            })
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), clock.past(3))
+            .await
+            .expect("woken by the tick");
+        assert_eq!(clock.requested(), 4);
+        ticker.join().unwrap();
+        clock.at_least(9);
+        clock.past(8).await;
     }
 }

@@ -2,11 +2,14 @@
 //!
 //! Owns connecting to the brokers, resolving the topic's partitions, start positions and high
 //! watermarks ([`plan`]), the fetch loop of one fetch core ([`fetch::FetchCore`]), which
-//! turns fetched records into [`Batch`](crate::record::Batch)es routed to shard cores, and
+//! hands fetched records to the [`emit::Emitter`] that routes them to shard cores (the same
+//! emitter serves [`memory::MemorySource`], the in-memory source of the pipeline bench), and
 //! re-reading exact offset ranges for `replay-dropped` ([`ranges::RangeReader`]). It knows the
 //! router and the bridge's `Sender`, but not what shards do with records, nor any storage.
 
+pub mod emit;
 pub mod fetch;
+pub mod memory;
 pub mod ranges;
 
 use std::time::Duration;
@@ -103,15 +106,21 @@ impl SourceError {
 }
 
 /// The client library's record as icefall's.
-fn to_record(ro: rskafka::record::RecordAndOffset, shard: u32) -> crate::record::Record {
-    let r = ro.record;
-    crate::record::Record {
-        offset: ro.offset,
-        timestamp_ms: r.timestamp.timestamp_millis(),
-        shard,
-        key: r.key,
-        value: r.value,
-        headers: r.headers,
+impl emit::Fetched for rskafka::record::RecordAndOffset {
+    fn key(&self) -> Option<&[u8]> {
+        self.record.key.as_deref()
+    }
+
+    fn into_record(self, shard: u32) -> crate::record::Record {
+        let r = self.record;
+        crate::record::Record {
+            offset: self.offset,
+            timestamp_ms: r.timestamp.timestamp_millis(),
+            shard,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        }
     }
 }
 

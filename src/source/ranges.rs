@@ -7,7 +7,8 @@
 
 use rskafka::client::partition::PartitionClient;
 
-use super::{SourceConfig, SourceError, to_record};
+use super::emit::Fetched;
+use super::{SourceConfig, SourceError};
 use crate::offsets::Ranges;
 use crate::record::Record;
 
@@ -116,7 +117,7 @@ impl RangeReader {
                     j += 1;
                 }
                 if self.ranges.get(j).is_some_and(|r| r[0] <= ro.offset) {
-                    out.push(to_record(ro, 0));
+                    out.push(ro.into_record(0));
                 }
             }
             if !out.is_empty() {

@@ -1,0 +1,278 @@
+//! End to end against a real broker, in one run: icefall (release) landing a topic in an Iceberg
+//! table, the same client library (rskafka) merely pulling the same records
+//! (`icefall-loadgen --fetch`), and a Python consumer appending to Iceberg with PyIceberg
+//! (`tools/pyiceberg_consumer.py`). Each runs as its own process, one after another, on the same
+//! records in a Tansu broker (memory engine) on this machine; peak memory is each process's
+//! maximum resident set (`wait4`).
+//!
+//! Rates are each tool's own: icefall's summary (planning, fetch, encode, upload and the final
+//! commit), the raw fetch from its first request to its last response, the Python consumer from
+//! its first poll to its last append. Wall time includes process start (Python's imports).
+//!
+//!     cargo bench --bench e2e [-- RECORDS ROUNDS]      (quick: 1,000,000 records, 3 rounds)
+//!
+//! The Python consumer needs `confluent-kafka`, `pyiceberg` and `pyarrow`: the bench uses
+//! `$ICEFALL_PYTHON`, else `target/pyenv` (made by `tools/test`), installing what is missing
+//! with pip; without them it says so and reports icefall and the raw fetch only.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use common::{Broker, repo};
+
+const PARTITIONS: u32 = 8;
+
+/// What one process did.
+struct Measured {
+    stdout: String,
+    wall_s: f64,
+    peak_rss_mb: f64,
+}
+
+/// Runs `cmd` to its end and measures its wall time and peak resident set.
+fn measure(cmd: &mut Command) -> Measured {
+    let started = Instant::now();
+    // Reaped by wait4 below, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.expect("stdout");
+    let mut stderr = child.stderr.expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child and fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall_s = started.elapsed().as_secs_f64();
+    let err = err_reader.join().unwrap_or_default();
+    assert!(
+        rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed ({status}):\n{out}\n{err}"
+    );
+    Measured {
+        stdout: out,
+        wall_s,
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+fn field(text: &str, name: &str) -> f64 {
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A Python with confluent-kafka, pyiceberg and pyarrow, or why there is none.
+fn python() -> Result<PathBuf, String> {
+    let py = std::env::var_os("ICEFALL_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/pyenv/bin/python"));
+    let has = |py: &PathBuf| {
+        Command::new(py)
+            .args(["-c", "import confluent_kafka, pyiceberg, pyarrow"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has(&py) {
+        return Ok(py);
+    }
+    if !py.exists() {
+        let venv = repo().join("target/pyenv");
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err("python3 -m venv failed".into());
+        }
+    }
+    let pip = py.with_file_name("pip");
+    let installed = Command::new(&pip)
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(["confluent-kafka", "pyiceberg[sql-sqlite,pyarrow]"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed && has(&py) {
+        Ok(py)
+    } else {
+        Err(format!(
+            "{} lacks confluent-kafka/pyiceberg and pip could not install them",
+            py.display()
+        ))
+    }
+}
+
+struct Row {
+    round: usize,
+    tool: &'static str,
+    records: f64,
+    rate: f64,
+    wall_s: f64,
+    peak_rss_mb: f64,
+}
+
+impl Row {
+    /// `line` holds the tool's own `records=` and `records_per_sec=`.
+    fn of(round: usize, tool: &'static str, m: &Measured, line: &str) -> Self {
+        Row {
+            round,
+            tool,
+            records: field(line, "records"),
+            rate: field(line, "records_per_sec"),
+            wall_s: m.wall_s,
+            peak_rss_mb: m.peak_rss_mb,
+        }
+    }
+}
+
+fn main() {
+    let nums: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let full = std::env::var_os("ICEFALL_BENCH_FULL").is_some();
+    let records = nums
+        .first()
+        .copied()
+        .unwrap_or(if full { 5_000_000 } else { 1_000_000 });
+    let rounds = nums.get(1).copied().unwrap_or(3) as usize;
+    let online = icefall::runtime::online_cores().expect("cores");
+    let one = online[online.len() - 1].to_string();
+
+    let broker = Broker::start();
+    broker.create_topic("e2e", PARTITIONS);
+    let produced = measure(
+        Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+            .args(["--brokers", &broker.addr, "--topic", "e2e"])
+            .args(["--records", &records.to_string(), "--keys", "1000"]),
+    );
+    println!(
+        "e2e: {records} sample records (10-byte keys from 1,000, 100-byte values, 1-3 headers) in {PARTITIONS} partitions; online cores {online:?}"
+    );
+    println!("loadgen: {}", produced.stdout.trim());
+    let py = python();
+    if let Err(why) = &py {
+        println!("pyiceberg consumer skipped: {why}");
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 1..=rounds {
+        let raw = measure(Command::new(env!("CARGO_BIN_EXE_icefall-loadgen")).args([
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            "e2e",
+            "--fetch",
+        ]));
+        rows.push(Row::of(round, "rskafka raw fetch", &raw, &raw.stdout));
+        for (tool, cores) in [
+            ("icefall (default placement)", None),
+            ("icefall (one core)", Some(&one)),
+        ] {
+            let wh = tempfile::tempdir().expect("warehouse");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_icefall"));
+            cmd.args(["run", "--brokers", &broker.addr, "--topic", "e2e"])
+                .args(["--warehouse", wh.path().to_str().expect("utf8")])
+                .args(["--table", "ns.events", "--stop-at-end"])
+                .env("ICEFALL_LOG", "warn");
+            if let Some(c) = cores {
+                cmd.args(["--fetch-cores", c, "--shard-cores", c, "--io-core", c]);
+            }
+            let m = measure(&mut cmd);
+            let line = m
+                .stdout
+                .lines()
+                .find(|l| l.starts_with("summary "))
+                .unwrap_or("");
+            assert_eq!(field(line, "records"), records as f64, "{}", m.stdout);
+            rows.push(Row::of(round, tool, &m, line));
+        }
+        // Python is slow: once in the quick profile.
+        if let Ok(py) = &py
+            && (round == 1 || full)
+        {
+            let wh = tempfile::tempdir().expect("warehouse");
+            let m = measure(
+                Command::new(py)
+                    .arg(repo().join("tools/pyiceberg_consumer.py"))
+                    .args(["--brokers", &broker.addr, "--topic", "e2e"])
+                    .args(["--records", &records.to_string()])
+                    .args(["--warehouse", wh.path().to_str().expect("utf8")]),
+            );
+            rows.push(Row::of(round, "Python + PyIceberg", &m, &m.stdout));
+        }
+    }
+
+    println!("| round | tool | records | records/s | wall s | peak RSS MB |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} |",
+            r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb
+        );
+    }
+    let med = |tool: &str| {
+        median(
+            rows.iter()
+                .filter(|r| r.tool == tool)
+                .map(|r| r.rate)
+                .collect(),
+        )
+    };
+    let mem = |tool: &str| {
+        median(
+            rows.iter()
+                .filter(|r| r.tool == tool)
+                .map(|r| r.peak_rss_mb)
+                .collect(),
+        )
+    };
+    let raw = med("rskafka raw fetch");
+    let icefall = med("icefall (default placement)");
+    let one_core = med("icefall (one core)");
+    let python = med("Python + PyIceberg");
+    println!("| median | records/s | ratio | peak RSS MB |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| rskafka raw fetch | {raw:.0} | 1.00 | {:.0} |",
+        mem("rskafka raw fetch")
+    );
+    for (tool, rate) in [
+        ("icefall (default placement)", icefall),
+        ("icefall (one core)", one_core),
+        ("Python + PyIceberg", python),
+    ] {
+        println!(
+            "| {tool} | {rate:.0} | {:.2} | {:.0} |",
+            rate / raw,
+            mem(tool)
+        );
+    }
+    println!(
+        "icefall / raw fetch = {:.2} (goal >= 0.80); icefall / Python+PyIceberg = {:.1}x (goal >= 4x)",
+        icefall / raw,
+        icefall / python
+    );
+}

@@ -1,0 +1,151 @@
+//! The hot kernels of one record's trip, each alone (criterion): the key hash and routing, the
+//! fetch core's split of a fetch response by shard core, Arrow column building, and Parquet
+//! encoding (zstd level 1, as icefall writes). Records are the sample shape the end-to-end
+//! benches produce (10-byte keys from 1,000, 100-byte values, 1-3 headers), 8,192 per iteration.
+//! Every group reports records/s and payload MB/s.
+//!
+//! `cargo bench --bench kernels` (quick: ~1 s of measurement per kernel); set
+//! `ICEFALL_BENCH_FULL=1` for criterion's default 5 s.
+
+#[path = "../tools/sample.rs"]
+mod sample;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use icefall::record::Record;
+use icefall::routing::Router;
+use icefall::sink::encode::{EncodeOptions, FileEncoder};
+use icefall::sink::schema::raw_arrow_schema;
+use rskafka::chrono::{TimeZone, Utc};
+use rskafka::record::RecordAndOffset;
+
+const N: usize = 8_192;
+
+fn sample_records() -> Vec<Record> {
+    let shape = sample::Shape::default();
+    (0..N as u64)
+        .map(|i| Record {
+            offset: i as i64,
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+            shard: 0,
+            key: shape.key(i),
+            value: shape.value(i),
+            headers: shape.headers(i).into_iter().collect(),
+        })
+        .collect()
+}
+
+fn as_fetched(records: &[Record]) -> Vec<RecordAndOffset> {
+    records
+        .iter()
+        .map(|r| RecordAndOffset {
+            record: rskafka::record::Record {
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: r.headers.clone(),
+                timestamp: Utc
+                    .timestamp_millis_opt(r.timestamp_ms)
+                    .single()
+                    .expect("timestamp"),
+            },
+            offset: r.offset,
+        })
+        .collect()
+}
+
+fn throughput(records: &[Record]) -> Throughput {
+    Throughput::ElementsAndBytes {
+        elements: records.len() as u64,
+        bytes: records.iter().map(Record::payload_bytes).sum::<usize>() as u64,
+    }
+}
+
+fn kernels(c: &mut Criterion) {
+    let records = sample_records();
+    let tp = throughput(&records);
+
+    let mut g = c.benchmark_group("route");
+    g.throughput(tp.clone());
+    let keys: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.key.clone()).collect();
+    for cores in [1u32, 8, 64] {
+        let router = Router::new(cores * 4, cores);
+        g.bench_function(format!("key_hash_and_core/{cores}_cores"), |b| {
+            b.iter(|| {
+                let mut acc = 0usize;
+                for k in &keys {
+                    acc += router.core_of(router.shard_of(k.as_deref(), 3));
+                }
+                black_box(acc)
+            })
+        });
+    }
+    // The fetch core's whole per-response step: hash, convert, split by shard core.
+    let fetched = as_fetched(&records);
+    for cores in [1u32, 8] {
+        let router = Router::new(cores * 4, cores);
+        let mut per_core: Vec<Vec<Record>> = (0..cores).map(|_| Vec::new()).collect();
+        g.bench_function(format!("split_response/{cores}_cores"), |b| {
+            b.iter_batched(
+                || fetched.clone(),
+                |f| {
+                    icefall::source::emit::route(&router, 3, f, &mut per_core);
+                    for v in &mut per_core {
+                        v.clear();
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+
+    let schema = raw_arrow_schema();
+    let opts = EncodeOptions::default();
+    let mut g = c.benchmark_group("encode");
+    g.throughput(tp);
+    g.bench_function("arrow_columns", |b| {
+        b.iter_batched(
+            || {
+                let enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
+                (enc, records.clone())
+            },
+            |(mut enc, recs)| {
+                enc.append(3, &recs).expect("append");
+                (enc, recs)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("parquet_zstd1", |b| {
+        b.iter_batched(
+            || {
+                let mut enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
+                enc.append(3, &records).expect("append");
+                enc
+            },
+            |mut enc| enc.finish_file().expect("encode").expect("a file"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    let c = Criterion::default();
+    if std::env::var_os("ICEFALL_BENCH_FULL").is_some() {
+        c
+    } else {
+        c.warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(1))
+            .sample_size(20)
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = kernels
+}
+criterion_main!(benches);

@@ -1,0 +1,267 @@
+//! What every fetch core does with records once it has them, whatever they came from: route them
+//! to shard cores, apply the overload policy, and put checkpoint barriers into every ring.
+//!
+//! A response is routed as a whole: its records are split by shard core into batches, keeping
+//! offset order, and each batch is pushed to that core's ring. While the policy ([`Overload`])
+//! blocks, a push waits for room. While it drops, a batch that does not fit is cut where the ring
+//! is full: the head goes in, the rest is dropped, counted per partition and shard and named in
+//! the drop ledger that the next barrier carries, so the snapshot that moves the offsets past a
+//! dropped record also names it. Kept records remain a subsequence in offset order, so per-key
+//! order holds. Barriers are never dropped.
+//!
+//! Checkpoints: whenever the epoch clock has moved past this core's epoch, the core puts a
+//! barrier for each new epoch into every ring, after everything it routed so far, carrying the
+//! next offset of every partition it owns. When it stops it sends a last barrier, so what it
+//! routed is committed.
+
+use std::sync::Arc;
+
+use super::SourceError;
+use crate::metrics::FetchStats;
+use crate::offsets::Ranges;
+use crate::record::{Barrier, Batch, Offsets, Progress, Record, ToShard};
+use crate::routing::Router;
+use crate::routing::overload::{Overload, Switch};
+use crate::runtime::bridge::{Receiver, Sender, TrySendError};
+use crate::sink::upload::EpochClock;
+
+/// A fetched record, from whichever client fetched it.
+pub trait Fetched {
+    fn key(&self) -> Option<&[u8]>;
+    /// Icefall's record, bound for `shard`. Moves the bytes, never copies them.
+    fn into_record(self, shard: u32) -> Record;
+}
+
+impl Fetched for Record {
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    fn into_record(mut self, shard: u32) -> Record {
+        self.shard = shard;
+        self
+    }
+}
+
+/// One fetch core's routing state: its rings, its epoch, its partitions' positions and its drops.
+pub struct Emitter {
+    pub index: usize,
+    pub router: Router,
+    /// One ring per shard core, indexed like the shard core list.
+    pub rings: Vec<Sender<ToShard>>,
+    pub clock: Arc<EpochClock>,
+    /// The last epoch this core sent a barrier for.
+    pub epoch: u64,
+    /// Next offset of every owned partition (advances as records are routed, kept or dropped).
+    pub positions: Offsets,
+    pub overload: Overload,
+    /// Dropped since the last barrier.
+    pub dropped: Ranges,
+    /// Per shard core, the records of the response being routed.
+    per_core: Vec<Vec<Record>>,
+    /// Per shard core, the batches it has encoded, coming back to be freed here, on the thread
+    /// that allocated them: glibc's malloc frees another thread's memory under that thread's
+    /// arena lock, and the shard core freeing while this core allocates fought over it
+    /// (see BENCHMARKS.md, "Profile").
+    returns: Vec<Receiver<Vec<Record>>>,
+    /// Emptied batches, reused as the next batches.
+    spare: Vec<Vec<Record>>,
+}
+
+impl Emitter {
+    pub fn new(
+        index: usize,
+        router: Router,
+        rings: Vec<Sender<ToShard>>,
+        clock: Arc<EpochClock>,
+        epoch: u64,
+        overload: Overload,
+        returns: Vec<Receiver<Vec<Record>>>,
+    ) -> Self {
+        let per_core = rings.iter().map(|_| Vec::new()).collect();
+        Self {
+            returns,
+            spare: Vec::new(),
+            index,
+            router,
+            rings,
+            clock,
+            epoch,
+            positions: Offsets::new(),
+            overload,
+            dropped: Ranges::default(),
+            per_core,
+        }
+    }
+
+    /// Sends a barrier for every epoch the clock has requested and this core has not sent.
+    pub async fn catch_up_epochs(&mut self) -> Result<(), SourceError> {
+        while self.epoch < self.clock.requested() {
+            self.epoch += 1;
+            self.barrier(false).await?;
+        }
+        Ok(())
+    }
+
+    /// The last barrier: this core routes nothing more.
+    pub async fn finish(&mut self) -> Result<(), SourceError> {
+        self.epoch += 1;
+        self.clock.at_least(self.epoch);
+        self.barrier(true).await
+    }
+
+    async fn barrier(&mut self, last: bool) -> Result<(), SourceError> {
+        let progress = Arc::new(Progress {
+            next_offsets: self.positions.clone(),
+            dropped: std::mem::take(&mut self.dropped),
+        });
+        for core in 0..self.rings.len() {
+            let b = Barrier {
+                epoch: self.epoch,
+                fetch_core: self.index,
+                progress: progress.clone(),
+                last,
+            };
+            self.push(core, ToShard::Barrier(b)).await?;
+        }
+        Ok(())
+    }
+
+    /// Routes one response of `partition` (records in offset order) and moves the partition's
+    /// position to `position`.
+    pub async fn emit<R: Fetched>(
+        &mut self,
+        partition: i32,
+        records: Vec<R>,
+        position: i64,
+        stats: &mut FetchStats,
+    ) -> Result<(), SourceError> {
+        self.reclaim();
+        self.positions.insert(partition, position);
+        let n = records.len() as u64;
+        stats.records += n;
+        *stats.per_partition.entry(partition).or_default() += n;
+        let mut per_core = std::mem::take(&mut self.per_core);
+        route(&self.router, partition, records, &mut per_core);
+        for (core, recs) in per_core.iter_mut().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let batch = Batch {
+                partition,
+                records: std::mem::replace(recs, self.spare.pop().unwrap_or_default()),
+            };
+            if self.overload.dropping() {
+                self.offer(core, batch, stats)?;
+            } else {
+                self.push(core, ToShard::Records(batch)).await?;
+            }
+            stats.queue_depth(core, self.rings[core].weight());
+        }
+        self.per_core = per_core;
+        Ok(())
+    }
+
+    /// Frees the records shard cores have handed back and keeps a few emptied batches.
+    fn reclaim(&mut self) {
+        let keep = 2 * self.rings.len();
+        for ring in &self.returns {
+            while let Ok(mut batch) = ring.try_recv() {
+                batch.clear();
+                if self.spare.len() < keep {
+                    self.spare.push(batch);
+                }
+            }
+        }
+    }
+
+    /// Tells the overload policy where `partition` stands against its high watermark.
+    pub fn observe(&mut self, partition: i32, position: i64, high_watermark: i64) {
+        if let Some(s) = self.overload.observe(partition, position, high_watermark) {
+            self.log_switch(s);
+        }
+    }
+
+    /// Tells the overload policy `partition` is done.
+    pub fn finished(&mut self, partition: i32) {
+        if let Some(s) = self.overload.finished(partition) {
+            self.log_switch(s);
+        }
+    }
+
+    /// Puts a message into shard core `core`'s ring, waiting while it is full.
+    async fn push(&self, core: usize, msg: ToShard) -> Result<(), SourceError> {
+        self.rings[core]
+            .send(msg)
+            .await
+            .map_err(|_| SourceError::ShardGone {
+                fetch_core: self.index,
+                shard_core: core,
+            })
+    }
+
+    /// Drop mode: puts what fits of `batch` into the ring and drops the rest.
+    fn offer(
+        &mut self,
+        core: usize,
+        mut batch: Batch,
+        stats: &mut FetchStats,
+    ) -> Result<(), SourceError> {
+        let ring = &self.rings[core];
+        let rest = batch
+            .records
+            .split_off(ring.room().min(batch.records.len()));
+        let partition = batch.partition;
+        // An empty batch would weigh nothing and take a barrier's reserved slot: skip it.
+        let refused = if batch.records.is_empty() {
+            Vec::new()
+        } else {
+            match ring.try_send(ToShard::Records(batch)) {
+                Ok(()) => Vec::new(),
+                // Room by weight, but every slot taken.
+                Err(TrySendError::Full(ToShard::Records(b))) => b.records,
+                Err(_) => {
+                    return Err(SourceError::ShardGone {
+                        fetch_core: self.index,
+                        shard_core: core,
+                    });
+                }
+            }
+        };
+        for r in refused.iter().chain(&rest) {
+            self.dropped.push(partition, r.offset);
+            stats.drop_record(partition, r.shard);
+        }
+        Ok(())
+    }
+
+    fn log_switch(&self, s: Switch) {
+        let depths: Vec<usize> = self.rings.iter().map(Sender::weight).collect();
+        let now = if s.dropping {
+            "caught up; records bound for a full ring are now dropped and named in the ledger"
+        } else {
+            "backfilling; waiting for room in full rings"
+        };
+        tracing::info!(
+            fetch_core = self.index, partition = s.partition, lag = s.lag, queue_depths = ?depths,
+            "overload: {now}"
+        );
+    }
+}
+
+/// Splits one partition's fetched records by shard core, keeping offset order within each core.
+pub fn route<R: Fetched>(
+    router: &Router,
+    partition: i32,
+    records: Vec<R>,
+    per_core: &mut [Vec<Record>],
+) {
+    let hint = records.len() / per_core.len().max(1) + 1;
+    for v in per_core.iter_mut() {
+        v.reserve(hint);
+    }
+    for r in records {
+        let shard = router.shard_of(r.key(), partition);
+        per_core[router.core_of(shard)].push(r.into_record(shard));
+    }
+}
