@@ -24,6 +24,10 @@ use icefall::record::Record;
 use icefall::runtime::{Control, online_cores};
 use icefall::source::memory::MemoryInput;
 
+/// The allocator the `icefall` binary runs with.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PARTITIONS: u32 = 8;
 const CHILD: &str = "ICEFALL_PIPELINE_CHILD";
 

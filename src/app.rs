@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
-use crate::record::{Offsets, Record, ToShard};
+use crate::record::{Offsets, ToShard};
 use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
@@ -238,13 +238,8 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         (0..placement.fetch.len()).map(|_| Vec::new()).collect();
     let mut shard_inputs: Vec<Vec<bridge::Receiver<ToShard>>> =
         (0..shard_cores).map(|_| Vec::new()).collect();
-    // returns: the same pairs, shard core → fetch core, for encoded batches to be freed.
-    let mut returned: Vec<Vec<bridge::Receiver<Vec<Record>>>> =
-        (0..placement.fetch.len()).map(|_| Vec::new()).collect();
-    let mut returns: Vec<Vec<bridge::Sender<Vec<Record>>>> =
-        (0..shard_cores).map(|_| Vec::new()).collect();
-    for (senders, back) in to_shards.iter_mut().zip(&mut returned) {
-        for (inputs, back_tx) in shard_inputs.iter_mut().zip(&mut returns) {
+    for senders in &mut to_shards {
+        for inputs in &mut shard_inputs {
             let (tx, rx) = bridge::weighted(
                 cfg.ring_batches.get(),
                 cfg.queue_capacity.get(),
@@ -253,9 +248,6 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             );
             senders.push(tx);
             inputs.push(rx);
-            let (tx, rx) = bridge::channel(cfg.ring_batches.get());
-            back_tx.push(tx);
-            back.push(rx);
         }
     }
     let mut file_rings = Vec::new();
@@ -275,13 +267,12 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
 
     let mut errors: Vec<Error> = Vec::new();
     let mut shard_handles = Vec::new();
-    for (i, (inputs, returns)) in shard_inputs.into_iter().zip(returns).enumerate() {
+    for (i, inputs) in shard_inputs.into_iter().enumerate() {
         let (tx, rx) = bridge::channel::<ToIo>(FILE_RING);
         file_rings.push(rx);
         let core = ShardCore {
             core_index: i,
             inputs: Fan::new(inputs),
-            returns,
             to_io: tx,
             encoder: FileEncoder::new(i, arrow_schema.clone(), &encode)?,
             state: ShardState::new(policy, shards, shard_cores as u32),
@@ -349,7 +340,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
 
     let mut fetch_handles = Vec::new();
     if errors.is_empty() {
-        for (f, (senders, returned)) in to_shards.into_iter().zip(returned).enumerate() {
+        for (f, senders) in to_shards.into_iter().enumerate() {
             let partitions: Vec<_> = plans
                 .iter()
                 .copied()
@@ -364,7 +355,6 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 clock.clone(),
                 first_epoch,
                 overload,
-                returned,
             );
             let ctl = control.clone();
             let spawned = match &input {

@@ -28,6 +28,10 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use tokio::sync::mpsc;
 
+/// The allocator icefall runs with, so the raw-fetch baseline pays what icefall's fetch pays.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "icefall-loadgen",
@@ -286,33 +290,36 @@ async fn producer(
     retry_for: Duration,
 ) -> anyhow::Result<Produced> {
     let mut out = Produced {
-        latency_us: Some(Histogram::new(3).context("histogram")?),
+        // 1 µs to 10 min (saturating_record clamps; it never resizes).
+        latency_us: Some(Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")?),
         ..Default::default()
     };
     while let Some(chunk) = rx.recv().await {
         let Some((_, pc)) = clients.iter().find(|(p, _)| *p == chunk.partition) else {
             bail!("partition {} has no producer", chunk.partition);
         };
-        let records: Vec<Record> = chunk
-            .seqs
-            .iter()
-            .map(|&i| Record {
-                key: shape.key(i),
-                value: shape.value(i),
-                headers: shape.headers(i).into_iter().collect(),
-                timestamp: Utc::now(),
-            })
-            .collect();
-        let bytes: usize = records.iter().map(Record::approximate_size).sum();
-        let n = records.len() as u64;
+        // Built for every attempt: a retry rebuilds them, cheaper than copying every request.
+        let build = || -> Vec<Record> {
+            chunk
+                .seqs
+                .iter()
+                .map(|&i| Record {
+                    key: shape.key(i),
+                    value: shape.value(i),
+                    headers: shape.headers(i).into_iter().collect(),
+                    timestamp: Utc::now(),
+                })
+                .collect()
+        };
+        let n = chunk.seqs.len() as u64;
+        let mut bytes;
         let first_try = Instant::now();
         let mut delay = Duration::from_millis(50);
         loop {
+            let records = build();
+            bytes = records.iter().map(Record::approximate_size).sum::<usize>();
             let sent = Instant::now();
-            match pc
-                .produce(records.clone(), Compression::NoCompression)
-                .await
-            {
+            match pc.produce(records, Compression::NoCompression).await {
                 Ok(_) => {
                     if let Some(h) = &mut out.latency_us {
                         h.saturating_record(sent.elapsed().as_micros() as u64);

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
-use crate::record::{Record, ToShard};
+use crate::record::ToShard;
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
 use crate::sink::encode::FileEncoder;
@@ -40,8 +40,6 @@ impl FileNames {
 pub struct ShardCore {
     pub core_index: usize,
     pub inputs: Fan<ToShard>,
-    /// Per input ring, the way back to its fetch core for the records this core has encoded.
-    pub returns: Vec<Sender<Vec<Record>>>,
     pub to_io: Sender<ToIo>,
     pub encoder: FileEncoder,
     pub state: ShardState,
@@ -67,7 +65,7 @@ impl ShardCore {
                 return Ok(stats);
             }
             match next {
-                Some((ring, ToShard::Records(batch))) => {
+                Some((_, ToShard::Records(batch))) => {
                     if let Some((shard, pause)) = self.slow
                         && batch.records.iter().any(|r| r.shard == shard)
                     {
@@ -79,9 +77,6 @@ impl ShardCore {
                     }
                     stats.rows += batch.records.len() as u64;
                     self.encoder.append(batch.partition, &batch.records)?;
-                    // Back to the fetch core that allocated them, to be freed there; when its
-                    // return ring is full (or gone), freed here.
-                    let _ = self.returns[ring].try_send(batch.records);
                     let step = self.state.after_append(
                         self.encoder.buffered_rows(),
                         self.encoder.file_rows(),

@@ -22,7 +22,7 @@ use crate::offsets::Ranges;
 use crate::record::{Barrier, Batch, Offsets, Progress, Record, ToShard};
 use crate::routing::Router;
 use crate::routing::overload::{Overload, Switch};
-use crate::runtime::bridge::{Receiver, Sender, TrySendError};
+use crate::runtime::bridge::{Sender, TrySendError};
 use crate::sink::upload::EpochClock;
 
 /// A fetched record, from whichever client fetched it.
@@ -59,13 +59,6 @@ pub struct Emitter {
     pub dropped: Ranges,
     /// Per shard core, the records of the response being routed.
     per_core: Vec<Vec<Record>>,
-    /// Per shard core, the batches it has encoded, coming back to be freed here, on the thread
-    /// that allocated them: glibc's malloc frees another thread's memory under that thread's
-    /// arena lock, and the shard core freeing while this core allocates fought over it
-    /// (see BENCHMARKS.md, "Profile").
-    returns: Vec<Receiver<Vec<Record>>>,
-    /// Emptied batches, reused as the next batches.
-    spare: Vec<Vec<Record>>,
 }
 
 impl Emitter {
@@ -76,12 +69,9 @@ impl Emitter {
         clock: Arc<EpochClock>,
         epoch: u64,
         overload: Overload,
-        returns: Vec<Receiver<Vec<Record>>>,
     ) -> Self {
         let per_core = rings.iter().map(|_| Vec::new()).collect();
         Self {
-            returns,
-            spare: Vec::new(),
             index,
             router,
             rings,
@@ -136,7 +126,6 @@ impl Emitter {
         position: i64,
         stats: &mut FetchStats,
     ) -> Result<(), SourceError> {
-        self.reclaim();
         self.positions.insert(partition, position);
         let n = records.len() as u64;
         stats.records += n;
@@ -149,7 +138,7 @@ impl Emitter {
             }
             let batch = Batch {
                 partition,
-                records: std::mem::replace(recs, self.spare.pop().unwrap_or_default()),
+                records: std::mem::take(recs),
             };
             if self.overload.dropping() {
                 self.offer(core, batch, stats)?;
@@ -160,19 +149,6 @@ impl Emitter {
         }
         self.per_core = per_core;
         Ok(())
-    }
-
-    /// Frees the records shard cores have handed back and keeps a few emptied batches.
-    fn reclaim(&mut self) {
-        let keep = 2 * self.rings.len();
-        for ring in &self.returns {
-            while let Ok(mut batch) = ring.try_recv() {
-                batch.clear();
-                if self.spare.len() < keep {
-                    self.spare.push(batch);
-                }
-            }
-        }
     }
 
     /// Tells the overload policy where `partition` stands against its high watermark.
