@@ -20,62 +20,10 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use common::{Broker, repo};
+use common::{Broker, Measured, field, measure, repo};
 
 const PARTITIONS: u32 = 8;
-
-/// What one process did.
-struct Measured {
-    stdout: String,
-    wall_s: f64,
-    peak_rss_mb: f64,
-}
-
-/// Runs `cmd` to its end and measures its wall time and peak resident set.
-fn measure(cmd: &mut Command) -> Measured {
-    let started = Instant::now();
-    // Reaped by wait4 below, which also gives its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    let mut stdout = child.stdout.expect("stdout");
-    let mut stderr = child.stderr.expect("stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
-    let mut out = String::new();
-    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
-    let mut status = 0;
-    // SAFETY: rusage is plain data; wait4 reaps our own child and fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let wall_s = started.elapsed().as_secs_f64();
-    let err = err_reader.join().unwrap_or_default();
-    assert!(
-        rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "{cmd:?} failed ({status}):\n{out}\n{err}"
-    );
-    Measured {
-        stdout: out,
-        wall_s,
-        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
-    }
-}
-
-fn field(text: &str, name: &str) -> f64 {
-    text.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -233,26 +181,15 @@ fn main() {
             r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb
         );
     }
-    let med = |tool: &str| {
-        median(
-            rows.iter()
-                .filter(|r| r.tool == tool)
-                .map(|r| r.rate)
-                .collect(),
-        )
+    let med = |tool: &str, of: fn(&Row) -> f64| {
+        median(rows.iter().filter(|r| r.tool == tool).map(of).collect())
     };
-    let mem = |tool: &str| {
-        median(
-            rows.iter()
-                .filter(|r| r.tool == tool)
-                .map(|r| r.peak_rss_mb)
-                .collect(),
-        )
-    };
-    let raw = med("rskafka raw fetch");
-    let icefall = med("icefall (default placement)");
-    let one_core = med("icefall (one core)");
-    let python = med("Python + PyIceberg");
+    let rate = |tool: &str| med(tool, |r| r.rate);
+    let mem = |tool: &str| med(tool, |r| r.peak_rss_mb);
+    let raw = rate("rskafka raw fetch");
+    let icefall = rate("icefall (default placement)");
+    let one_core = rate("icefall (one core)");
+    let python = rate("Python + PyIceberg");
     println!("| median | records/s | ratio | peak RSS MB |");
     println!("|---|---:|---:|---:|");
     println!(

@@ -7,8 +7,8 @@
 //! `cargo bench --bench kernels` (quick: ~1 s of measurement per kernel); set
 //! `ICEFALL_BENCH_FULL=1` for criterion's default 5 s.
 
-#[path = "../tools/sample.rs"]
-mod sample;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -24,17 +24,7 @@ use rskafka::record::RecordAndOffset;
 const N: usize = 8_192;
 
 fn sample_records() -> Vec<Record> {
-    let shape = sample::Shape::default();
-    (0..N as u64)
-        .map(|i| Record {
-            offset: i as i64,
-            timestamp_ms: 1_700_000_000_000 + i as i64,
-            shard: 0,
-            key: shape.key(i),
-            value: shape.value(i),
-            headers: shape.headers(i).into_iter().collect(),
-        })
-        .collect()
+    (0..N as u64).map(common::sample_record).collect()
 }
 
 fn as_fetched(records: &[Record]) -> Vec<RecordAndOffset> {

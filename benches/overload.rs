@@ -17,14 +17,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, wait_for_committed};
-
-fn field(line: &str, name: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
-}
+use common::{Broker, field, wait_for_committed};
 
 struct Outcome {
     produce_rate: f64,

@@ -11,15 +11,16 @@
 //!
 //!     cargo bench --bench pipeline [-- RECORDS]      (quick: 2,000,000 records)
 
-#[path = "../tools/sample.rs"]
-mod sample;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use clap::Parser;
+use common::{field, measure};
 use icefall::app::{self, Input};
-use icefall::config::{Cli, Command as CliCommand};
+use icefall::config::{Cli, Command as CliCommand, CoreList};
 use icefall::record::Record;
 use icefall::runtime::{Control, online_cores};
 use icefall::source::memory::MemoryInput;
@@ -32,31 +33,22 @@ const PARTITIONS: u32 = 8;
 const CHILD: &str = "ICEFALL_PIPELINE_CHILD";
 
 fn templates() -> Vec<Record> {
-    let shape = sample::Shape::default();
-    (0..65_536u64)
-        .map(|i| Record {
-            offset: 0,
-            timestamp_ms: 0,
-            shard: 0,
-            key: shape.key(i),
-            value: shape.value(i),
-            headers: shape.headers(i).into_iter().collect(),
-        })
-        .collect()
+    (0..65_536u64).map(common::sample_record).collect()
 }
 
 fn cores_arg(cores: &[usize]) -> String {
-    cores
-        .iter()
-        .map(usize::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    CoreList::new(cores.to_vec()).expect("cores").to_string()
 }
 
 /// The child: one run, its summary line on stdout.
 fn child(records: u64, fetch: &str, shard: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
     let catalog = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+    let io = fetch
+        .parse::<CoreList>()
+        .expect("cores")
+        .first()
+        .to_string();
     let cli = Cli::try_parse_from([
         "icefall",
         "run",
@@ -73,7 +65,7 @@ fn child(records: u64, fetch: &str, shard: &str) {
         "--fetch-cores",
         fetch,
         "--io-core",
-        fetch.split(',').next().expect("a core"),
+        &io,
         "--shard-cores",
         shard,
         "--commit-interval",
@@ -92,13 +84,6 @@ fn child(records: u64, fetch: &str, shard: &str) {
     };
     let summary = app::run_with(cfg, Control::new(), Input::Memory(input)).expect("run");
     println!("{}", summary.line());
-}
-
-fn field(line: &str, name: &str) -> f64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 fn main() {
@@ -143,42 +128,27 @@ fn main() {
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe().expect("exe");
     for (name, fetch, shard) in configs {
-        let started = std::time::Instant::now();
-        // Reaped by wait4 below, which also gives its peak memory.
-        #[allow(clippy::zombie_processes)]
-        let child = Command::new(&exe)
-            .arg(records.to_string())
-            .env(CHILD, format!("{fetch};{shard}"))
-            .env("ICEFALL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let pid = child.id() as libc::pid_t;
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(&mut child.stdout.expect("stdout"), &mut out);
-        let mut status = 0;
-        // SAFETY: rusage is plain data; wait4 reaps our own child and fills it.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        assert!(
-            rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "{name}: failed ({status}) after {:?}: {out}",
-            started.elapsed()
+        let m = measure(
+            Command::new(&exe)
+                .arg(records.to_string())
+                .env(CHILD, format!("{fetch};{shard}"))
+                .env("ICEFALL_LOG", "warn"),
         );
+        let out = &m.stdout;
         let line = out
             .lines()
             .find(|l| l.starts_with("summary "))
             .unwrap_or("");
         assert_eq!(field(line, "records"), records as f64, "{out}");
         let rate = field(line, "records_per_sec");
-        let shards = shard.split(',').count() as f64;
+        let shards = shard.parse::<CoreList>().expect("cores").len() as f64;
         println!(
             "| {name} | {shard} | {rate:.0} | {:.0} | {:.1} | {:.0} ms | {:.0} ms | {:.0} |",
             rate / shards,
             field(line, "payload_bytes") / field(line, "seconds") / 1e6,
             field(line, "latency_p50_ms"),
             field(line, "latency_p99_ms"),
-            usage.ru_maxrss as f64 / 1024.0,
+            m.peak_rss_mb,
         );
     }
 }

@@ -142,13 +142,24 @@ struct Chunk {
 }
 
 /// What one producer did.
-#[derive(Default)]
 struct Produced {
     records: u64,
     bytes: u64,
     retries: u64,
     /// Produce request latency, microseconds.
-    latency_us: Option<Histogram<u64>>,
+    latency_us: Histogram<u64>,
+}
+
+impl Produced {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            records: 0,
+            bytes: 0,
+            retries: 0,
+            // 1 µs to 10 min (saturating_record clamps; it never resizes).
+            latency_us: Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
+        })
+    }
 }
 
 async fn produce(a: &Args, client: Arc<Client>, partitions: u32) -> anyhow::Result<()> {
@@ -184,17 +195,15 @@ async fn produce(a: &Args, client: Arc<Client>, partitions: u32) -> anyhow::Resu
     let (gen_result, results) = tokio::join!(generator, futures_util::future::join_all(tasks));
     gen_result?;
     let secs = started.elapsed().as_secs_f64();
-    let mut total = Produced::default();
-    let mut hist = Histogram::<u64>::new(3).context("histogram")?;
+    let mut total = Produced::new()?;
     for r in results {
         let r = r?;
         total.records += r.records;
         total.bytes += r.bytes;
         total.retries += r.retries;
-        if let Some(h) = &r.latency_us {
-            hist.add(h).context("histogram")?;
-        }
+        total.latency_us.add(&r.latency_us).context("histogram")?;
     }
+    let hist = &total.latency_us;
     println!(
         "produced records={} partitions={} producers={} seconds={:.3} records_per_sec={:.0} mb_per_sec={:.1} produce_p50_ms={:.2} produce_p99_ms={:.2} retries={}",
         total.records,
@@ -289,11 +298,7 @@ async fn producer(
     shape: sample::Shape,
     retry_for: Duration,
 ) -> anyhow::Result<Produced> {
-    let mut out = Produced {
-        // 1 µs to 10 min (saturating_record clamps; it never resizes).
-        latency_us: Some(Histogram::new_with_bounds(1, 600_000_000, 3).context("histogram")?),
-        ..Default::default()
-    };
+    let mut out = Produced::new()?;
     while let Some(chunk) = rx.recv().await {
         let Some((_, pc)) = clients.iter().find(|(p, _)| *p == chunk.partition) else {
             bail!("partition {} has no producer", chunk.partition);
@@ -321,9 +326,8 @@ async fn producer(
             let sent = Instant::now();
             match pc.produce(records, Compression::NoCompression).await {
                 Ok(_) => {
-                    if let Some(h) = &mut out.latency_us {
-                        h.saturating_record(sent.elapsed().as_micros() as u64);
-                    }
+                    out.latency_us
+                        .saturating_record(sent.elapsed().as_micros() as u64);
                     break;
                 }
                 Err(e) if is_transient(&e) && first_try.elapsed() < retry_for => {

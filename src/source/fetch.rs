@@ -102,10 +102,9 @@ impl FetchCore {
                 break;
             }
             self.emitter.catch_up_epochs().await?;
-            let clock = self.emitter.clock.clone();
             let next = tokio::select! {
                 n = in_flight.next() => n,
-                _ = clock.past(self.emitter.epoch) => continue,
+                _ = self.emitter.clock.past(self.emitter.epoch) => continue,
                 _ = stop_poll.tick() => continue,
             };
             let Some((idx, result)) = next else {

@@ -36,11 +36,13 @@ impl MemorySource {
     /// last barrier.
     pub async fn run(&mut self, control: &Control) -> Result<FetchStats, SourceError> {
         let mut stats = FetchStats::default();
-        let end = self.input.records_per_partition as i64;
         let templates = self.input.templates.clone();
-        if templates.is_empty() {
-            self.partitions.clear();
-        }
+        // Without templates there is nothing to read.
+        let end = if templates.is_empty() {
+            0
+        } else {
+            self.input.records_per_partition as i64
+        };
         if end == 0 {
             for &p in &self.partitions {
                 self.emitter.finished(p);

@@ -565,3 +565,68 @@ pub fn stdout_field(stdout: &str, name: &str) -> u64 {
         .parse()
         .expect("number")
 }
+
+/// A `name=value` figure from a tool's output line, or NaN when absent (benches print it).
+pub fn field(text: &str, name: &str) -> f64 {
+    text.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// What one child process did.
+pub struct Measured {
+    pub stdout: String,
+    pub wall_s: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Runs `cmd` to its end, asserts it succeeded, and measures its wall time and peak resident set.
+pub fn measure(cmd: &mut Command) -> Measured {
+    let started = Instant::now();
+    // Reaped by wait4 below, which also gives its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut stdout = child.stdout.expect("stdout");
+    let mut stderr = child.stderr.expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 reaps our own child and fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall_s = started.elapsed().as_secs_f64();
+    let err = err_reader.join().unwrap_or_default();
+    assert!(
+        rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed ({status}):\n{out}\n{err}"
+    );
+    Measured {
+        stdout: out,
+        wall_s,
+        peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+    }
+}
+
+/// Sample record `i` of the default shape, as icefall's `Record` (benches feed it to kernels).
+pub fn sample_record(i: u64) -> icefall::record::Record {
+    let shape = sample::Shape::default();
+    icefall::record::Record {
+        offset: i as i64,
+        timestamp_ms: 1_700_000_000_000 + i as i64,
+        shard: 0,
+        key: shape.key(i),
+        value: shape.value(i),
+        headers: shape.headers(i).into_iter().collect(),
+    }
+}
