@@ -21,7 +21,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Broker, Measured, field, measure, repo};
+use common::{icefall_command, Broker, Measured, field, measure, repo};
 
 const PARTITIONS: u32 = 8;
 
@@ -140,7 +140,7 @@ fn main() {
             ("icefall (one core)", Some(&one)),
         ] {
             let wh = tempfile::tempdir().expect("warehouse");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_icefall"));
+            let mut cmd = icefall_command();
             cmd.args(["run", "--brokers", &broker.addr, "--topic", "e2e"])
                 .args(["--warehouse", wh.path().to_str().expect("utf8")])
                 .args(["--table", "ns.events", "--stop-at-end"])

@@ -17,7 +17,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, field, wait_for_committed};
+use common::{icefall_command, Broker, field, wait_for_committed};
 
 struct Outcome {
     produce_rate: f64,
@@ -35,7 +35,7 @@ fn run(broker: &Broker, mode: &str, records: u64, rate: u64) -> Outcome {
     let wh = tempfile::tempdir().expect("warehouse");
     let online = icefall::runtime::online_cores().expect("cores");
     let core = online[online.len() - 1].to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
+    let mut child = icefall_command()
         .args(["run", "--brokers", addr, "--topic", &topic])
         .args(["--warehouse", wh.path().to_str().expect("utf8")])
         .args(["--table", "bench.overload", "--overload", mode])

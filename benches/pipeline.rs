@@ -70,6 +70,8 @@ fn child(records: u64, fetch: &str, shard: &str) {
         shard,
         "--commit-interval",
         "1s",
+        "--http-addr",
+        "off",
     ])
     .expect("flags");
     let CliCommand::Run(args) = cli.command else {

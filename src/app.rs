@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
+use crate::metrics::live::{FetchLive, Live};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
 use crate::record::{Offsets, ToShard};
@@ -77,6 +78,16 @@ impl Error {
         matches!(self, Error::Source(e) if e.is_secondary())
             || matches!(self, Error::Shard(ShardError::IoGone { .. }))
     }
+}
+
+/// Binds `--http-addr` before anything starts, so a taken port fails the run at once.
+fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
+    let bad = |e: std::io::Error| ConfigError::invalid("--http-addr", addr, format!("cannot listen: {e}"));
+    let l = std::net::TcpListener::bind(addr).map_err(bad)?;
+    l.set_nonblocking(true).map_err(bad)?;
+    let bound = l.local_addr().map_err(bad)?;
+    tracing::info!(addr = %bound, "http: serving /metrics /health /ready /status");
+    Ok(l)
 }
 
 pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -232,6 +243,36 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         &plans.iter().map(|p| p.partition).collect::<Vec<_>>(),
         placement.fetch.len(),
     );
+    let live = Arc::new(Live {
+        topic: cfg.topic.clone(),
+        table: cfg.table.to_string(),
+        overload: format!("{:?}", cfg.overload).to_lowercase(),
+        live_threshold: cfg.live_threshold,
+        started,
+        fetch: (0..placement.fetch.len())
+            .map(|f| {
+                let starts: Vec<(i32, i64)> = plans
+                    .iter()
+                    .filter(|p| owned[f].contains(&p.partition))
+                    .map(|p| (p.partition, p.start))
+                    .collect();
+                let l = FetchLive::new(f, placement.fetch[f], &starts, shard_cores);
+                Arc::new(crossbeam_utils::CachePadded::new(l))
+            })
+            .collect(),
+        shard_cores: (0..shard_cores)
+            .map(|i| {
+                let hosted = (0..shards).filter(|s| router.core_of(*s) == i).collect();
+                (placement.shard[i], hosted)
+            })
+            .collect(),
+        io_cpu: placement.io,
+        io: Live::new_io(start_offsets.clone()),
+    });
+    let listener = match cfg.http_addr {
+        Some(addr) => Some(listen(addr)?),
+        None => None,
+    };
 
     // rings[f][s]: fetch core f → shard core s.
     let mut to_shards: Vec<Vec<bridge::Sender<ToShard>>> =
@@ -314,7 +355,14 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             attempts: cfg.commit_retries.get(),
         };
         let (clock, interval) = (clock.clone(), cfg.commit_interval);
+        let (live, progress) = (live.clone(), cfg.progress_interval);
         runtime::spawn_tokio("io", placement.io, move || async move {
+            if let Some(l) = listener {
+                runtime::detach(crate::metrics::http::serve(l, live.clone()));
+            }
+            if let Some(every) = progress {
+                runtime::detach(crate::metrics::http::progress(live.clone(), every));
+            }
             let r = async {
                 // The catalog's connection pool belongs to this runtime: open it here.
                 let catalog = commit::open_catalog(&spec, table_files.storage.clone()).await?;
@@ -327,6 +375,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                     clock,
                     commit_interval: interval,
                     max_in_flight: UPLOADS_IN_FLIGHT,
+                    live,
                 };
                 role.run().await
             }
@@ -355,6 +404,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 clock.clone(),
                 first_epoch,
                 overload,
+                live.fetch[f].clone(),
             );
             let ctl = control.clone();
             let spawned = match &input {

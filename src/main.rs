@@ -1,15 +1,19 @@
 //! The `icefall` binary: parse flags, run, print a summary or a one-line error.
 //!
-//! Exit codes: 0 done; 1 internal error; 2 bad flags, config or core placement; 3 Kafka
-//! (unreachable broker, unknown topic or partition, fetch failure); 4 storage (warehouse not
-//! writable, upload failed). A second SIGINT/SIGTERM exits at once with 130.
+//! Exit codes: 0 done; 1 internal error; 2 bad flags, config file, environment variable or core
+//! placement; 3 Kafka (unreachable broker, unknown topic or partition, fetch failure); 4 storage
+//! (warehouse not writable, upload failed); 5 catalog or table; 6 the drain after SIGINT/SIGTERM
+//! did not finish within `--drain-timeout`. A second SIGINT/SIGTERM exits at once with 130. In every non-zero case what
+//! was not committed is still in Kafka and is read again by the next run.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use clap::Parser;
-use icefall::config::{Cli, Command};
+use icefall::config::layers::{self, LayerError};
+use icefall::config::{Command, ConfigCommand, LogFormat};
 use icefall::runtime::Control;
 
 /// Records are allocated on fetch cores and freed on shard cores. glibc's malloc frees another
@@ -18,15 +22,17 @@ use icefall::runtime::Control;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ICEFALL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 /// The error and its causes on one line.
@@ -54,20 +60,48 @@ fn install_signals(control: &Control) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Once a stop signal has come, gives the drain `timeout`, then exits 6.
+fn drain_watchdog(stop: Arc<std::sync::atomic::AtomicBool>, timeout: Duration) {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(timeout);
+        eprintln!(
+            "icefall: error: --drain-timeout {timeout:?}: the final commit did not finish in time; \
+             exiting (what was not committed is still in Kafka and is read again next run)"
+        );
+        std::process::exit(6);
+    });
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
-    let (args, replay) = match cli.command {
-        Command::Run(args) => (args, false),
-        Command::ReplayDropped(args) => (args, true),
-    };
-    let cfg = match args.validate() {
-        Ok(c) => c,
-        Err(e) => {
+    let env = |k: &str| std::env::var(k).ok();
+    let layered = match layers::parse(std::env::args_os().collect(), &env) {
+        Ok(l) => l,
+        Err(LayerError::Clap(e)) => e.exit(),
+        Err(LayerError::Config(e)) => {
             eprintln!("icefall: error: {}", one_line(&e));
             return ExitCode::from(2);
         }
     };
+    let (args, replay, check) = match &layered.cli.command {
+        Command::Run(args) => (args, false, false),
+        Command::ReplayDropped(args) => (args, true, false),
+        Command::Config(ConfigCommand::Check(args)) => (args, false, true),
+    };
+    let cfg = match args.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("icefall: error: {}", one_line(&layered.explain(e)));
+            return ExitCode::from(2);
+        }
+    };
+    if check {
+        print!("{}", layered.effective_toml());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(cfg.log_format);
     let fail = |e: icefall::app::Error| {
         eprintln!("icefall: error: {}", one_line(&e));
         ExitCode::from(e.exit_code() as u8)
@@ -86,6 +120,7 @@ fn main() -> ExitCode {
         eprintln!("icefall: error: cannot install signal handlers: {e:#}");
         return ExitCode::from(1);
     }
+    drain_watchdog(control.stop_flag(), cfg.drain_timeout);
     match icefall::app::run(cfg, control.clone()) {
         Ok(summary) => {
             if control.stop_flag().load(Ordering::Acquire) {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{
+use common::{icefall_command, 
     Broker, Row, base_args, read_table, sample, spawn_icefall_logged, stdout_field, table_ledger,
     verify_sample, verify_sample_set, wait_for_committed, wait_for_log,
 };
@@ -45,7 +45,7 @@ fn sigterm(child: &std::process::Child) {
 }
 
 fn replay(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_icefall"))
+    let out = icefall_command()
         .arg("replay-dropped")
         .args(args)
         .env("ICEFALL_LOG", "warn")

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, icefall, read_rows_from, sample, table_view_in, verify_sample};
+use common::{icefall_command, Broker, icefall, read_rows_from, sample, table_view_in, verify_sample};
 use iceberg::io::Storage;
 use icefall::sink::commit::CatalogSpec;
 use icefall::sink::storage::ObjectStoreStorage;
@@ -75,7 +75,7 @@ fn s3_warehouse_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let catalog = format!("sqlite://{}/catalog.db?mode=rwc", tmp.path().display());
     let out = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icefall"));
+        let mut cmd = icefall_command();
         cmd.args([
             "run",
             "--brokers",

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::routing::overload::OverloadMode;
 
+pub mod layers;
 mod values;
 
 pub use values::{
@@ -31,6 +32,28 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("{flag} is required: give the flag, {env}, or `{key}` in the --config file", env = env_name(flag), key = flag.trim_start_matches('-'))]
+    Missing { flag: &'static str },
+    #[error("{path}: {}", if key.is_empty() { reason.clone() } else { format!("key `{key}`: {reason}") })]
+    File {
+        path: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{var} {value:?}: {reason}")]
+    Env {
+        var: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The environment variable that sets `flag`: `--commit-interval` → `ICEFALL_COMMIT_INTERVAL`.
+pub fn env_name(flag: &str) -> String {
+    format!(
+        "ICEFALL_{}",
+        flag.trim_start_matches('-').replace('-', "_").to_uppercase()
+    )
 }
 
 impl ConfigError {
@@ -66,25 +89,40 @@ pub enum Command {
     /// yet, and append them as one snapshot that records them as replayed. Takes the same flags
     /// as `run` (placement and overload flags are ignored).
     ReplayDropped(RunArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (flags, ICEFALL_* variables, --config file) and print the
+    /// effective settings with where each came from; exit 2 naming the bad key otherwise.
+    Check(RunArgs),
 }
 
 /// Raw `icefall run` flags. `validate()` turns them into a [`RunConfig`].
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Bootstrap brokers, HOST:PORT[,HOST:PORT..].
-    #[arg(long, value_delimiter = ',', required = true)]
-    pub brokers: Vec<String>,
-    /// The topic to read.
+    /// A TOML file of settings: keys are these flags' long names (`commit-interval = "10s"`).
+    /// ICEFALL_* environment variables (`ICEFALL_COMMIT_INTERVAL`) override it; flags override
+    /// both.
     #[arg(long)]
-    pub topic: String,
+    pub config: Option<PathBuf>,
+    /// Bootstrap brokers, HOST:PORT[,HOST:PORT..]. Required.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// The topic to read. Required.
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Warehouse: a directory, or s3://BUCKET[/PREFIX] (AWS_* environment variables, endpoint
     /// override included), or memory:// (this process's memory, gone at exit: for benchmarks).
-    /// Data files go under <warehouse>/<namespace>/<table>/data/.
+    /// Data files go under <warehouse>/<namespace>/<table>/data/. Required.
     #[arg(long)]
-    pub warehouse: PathBuf,
-    /// Table as NAMESPACE.NAME.
+    pub warehouse: Option<PathBuf>,
+    /// Table as NAMESPACE.NAME. Required.
     #[arg(long)]
-    pub table: String,
+    pub table: Option<String>,
     /// Only these partitions (e.g. 0-3,7); default: all of the topic's partitions.
     #[arg(long)]
     pub partitions: Option<String>,
@@ -163,6 +201,39 @@ pub struct RunArgs {
     /// Attempts per commit before the run fails.
     #[arg(long, default_value = "10")]
     pub commit_retries: String,
+    /// After SIGINT/SIGTERM, how long fetching may drain into a final commit before icefall
+    /// gives up and exits 5 (nothing is lost: Kafka still holds what was not committed).
+    #[arg(long, default_value = "30s")]
+    pub drain_timeout: String,
+    /// HOST:PORT for /metrics, /health, /ready and /status (port 0 picks a free port, logged),
+    /// or `off`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http_addr: String,
+    /// Logs on stderr as `text` or `json` (one object per line).
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// How often the progress line is logged when stderr is not a terminal (on a terminal, a
+    /// status line is redrawn every second); `0s` turns it off.
+    #[arg(long, default_value = "10s")]
+    pub progress_interval: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err("expected text or json".into()),
+        }
+    }
 }
 
 /// Everything `icefall run` needs, validated.
@@ -196,6 +267,12 @@ pub struct RunConfig {
     pub commit_retry_base: Duration,
     pub commit_retry_cap: Duration,
     pub commit_retries: std::num::NonZeroU32,
+    pub drain_timeout: Duration,
+    /// `None`: no HTTP endpoint.
+    pub http_addr: Option<std::net::SocketAddr>,
+    pub log_format: LogFormat,
+    /// `None`: no periodic progress line.
+    pub progress_interval: Option<Duration>,
 }
 
 /// Most shards a run may have; shard ids travel as `u32` but per-shard state is kept per id.
@@ -237,8 +314,18 @@ fn positive_duration(flag: &'static str, value: &str) -> Result<Duration, Config
 impl RunArgs {
     /// Checks every flag once; the error names the flag and its bad value.
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        let required = |v: &Option<String>, flag: &'static str| {
+            v.clone().ok_or(ConfigError::Missing { flag })
+        };
+        let brokers_list = required(&self.brokers, "--brokers")?;
+        let topic = required(&self.topic, "--topic")?;
+        let table = required(&self.table, "--table")?;
+        let warehouse_path = self
+            .warehouse
+            .clone()
+            .ok_or(ConfigError::Missing { flag: "--warehouse" })?;
         let mut brokers = Vec::new();
-        for b in &self.brokers {
+        for b in brokers_list.split(',') {
             let b = b.trim();
             let ok = b
                 .rsplit_once(':')
@@ -246,14 +333,9 @@ impl RunArgs {
             ensure(ok, "--brokers", b, "expected HOST:PORT")?;
             brokers.push(b.to_string());
         }
+        ensure(!topic.is_empty(), "--topic", "", "the topic name is empty")?;
         ensure(
-            !self.topic.is_empty(),
-            "--topic",
-            "",
-            "the topic name is empty",
-        )?;
-        ensure(
-            !self.warehouse.as_os_str().is_empty(),
+            !warehouse_path.as_os_str().is_empty(),
             "--warehouse",
             "",
             "the path is empty",
@@ -324,8 +406,8 @@ impl RunArgs {
                 self.commit_retry_base
             ),
         )?;
-        let warehouse = WarehouseLocation::parse(&self.warehouse)
-            .map_err(|e| ConfigError::invalid("--warehouse", self.warehouse.display(), e))?;
+        let warehouse = WarehouseLocation::parse(&warehouse_path)
+            .map_err(|e| ConfigError::invalid("--warehouse", warehouse_path.display(), e))?;
         let catalog: Option<CatalogKind> = self
             .catalog
             .as_deref()
@@ -334,7 +416,7 @@ impl RunArgs {
         ensure(
             catalog.is_some() || matches!(warehouse, WarehouseLocation::Local(_)),
             "--warehouse",
-            self.warehouse.display(),
+            warehouse_path.display(),
             "an s3:// or memory:// warehouse needs --catalog (sqlite://PATH, postgres://… or http(s)://…)",
         )?;
         let slow_shard = match &self.debug_slow_shard {
@@ -356,11 +438,18 @@ impl RunArgs {
             &self.zstd_level,
             "must be 1 to 22",
         )?;
+        let http_addr = match self.http_addr.as_str() {
+            "off" => None,
+            a => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError::invalid("--http-addr", a, "expected HOST:PORT with an IP (e.g. 127.0.0.1:9464) or off")
+            })?),
+        };
+        let progress_interval = duration("--progress-interval", &self.progress_interval)?;
         Ok(RunConfig {
             brokers,
-            topic: self.topic.clone(),
+            topic,
             warehouse,
-            table: field("--table", &self.table)?,
+            table: field("--table", &table)?,
             partitions,
             start: field("--start", &self.start)?,
             fetch_cores: self
@@ -393,6 +482,10 @@ impl RunArgs {
             commit_retry_base,
             commit_retry_cap,
             commit_retries: field("--commit-retries", &self.commit_retries)?,
+            drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
+            http_addr,
+            log_format: field("--log-format", &self.log_format)?,
+            progress_interval: (!progress_interval.is_zero()).then_some(progress_interval),
         })
     }
 }
@@ -417,6 +510,7 @@ mod tests {
         argv.extend_from_slice(extra);
         match Cli::parse_from(argv).command {
             Command::Run(a) | Command::ReplayDropped(a) => a,
+            Command::Config(ConfigCommand::Check(a)) => a,
         }
     }
 
@@ -438,7 +532,7 @@ mod tests {
         let e = args(&["--shards", "0"]).validate().unwrap_err().to_string();
         assert!(e.starts_with("--shards \"0\""), "{e}");
         let mut a = args(&[]);
-        a.brokers = vec!["localhost".into()];
+        a.brokers = Some("localhost".into());
         let e = a.validate().unwrap_err().to_string();
         assert!(e.contains("--brokers") && e.contains("HOST:PORT"), "{e}");
         assert!(args(&[]).validate().is_ok());
@@ -451,7 +545,7 @@ mod tests {
             "{e}"
         );
         let mut a = args(&[]);
-        a.warehouse = "s3://bucket/wh".into();
+        a.warehouse = Some("s3://bucket/wh".into());
         let e = a.validate().unwrap_err().to_string();
         assert!(e.contains("needs --catalog"), "{e}");
         a.catalog = Some("postgres://u:p@localhost/db".into());

@@ -1,8 +1,15 @@
-//! Per-core counters, merged on read.
+//! Per-core counters, merged on read: the run summary, and the live view served over HTTP.
 //!
 //! Each role owns its own plain (non-atomic) counters and hands them back when it ends; the app
-//! merges them into a run summary. No counter is shared between cores, so the hot path never
-//! touches a contended cache line. Knows nothing of Kafka, executors or storage.
+//! merges them into a run summary. While the run goes, each fetch core also publishes gauges it
+//! alone writes ([`live`]), once per response, and the io core publishes its commit state once
+//! per commit; `/metrics`, `/status`, `/ready` and the progress line merge them on read
+//! ([`expose`], served by [`http`]). No counter is written by two cores, so the hot path never
+//! touches a contended cache line. Knows nothing of Kafka, shards' encoding or storage.
+
+pub mod expose;
+pub mod http;
+pub mod live;
 
 use std::collections::BTreeMap;
 

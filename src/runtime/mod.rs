@@ -304,6 +304,11 @@ where
 }
 
 /// Sleeps on the current glommio executor (shard cores).
+/// Runs `fut` as a background task of the tokio role this is called on; it ends with the role.
+pub fn detach(fut: impl Future<Output = ()> + Send + 'static) {
+    tokio::spawn(fut);
+}
+
 pub async fn sleep(d: std::time::Duration) {
     glommio::timer::sleep(d).await;
 }

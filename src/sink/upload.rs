@@ -251,6 +251,8 @@ pub struct IoRole {
     pub clock: Arc<EpochClock>,
     pub commit_interval: Duration,
     pub max_in_flight: usize,
+    /// Commit state published for /metrics, once per commit.
+    pub live: Arc<crate::metrics::live::Live>,
 }
 
 type CommitOutcome = (Committer, u64, Offsets, Result<Committed, SinkError>);
@@ -274,6 +276,7 @@ impl IoRole {
             clock,
             commit_interval,
             max_in_flight,
+            live,
         } = self;
         let mut stats = IoStats::default();
         let mut latency =
@@ -349,6 +352,11 @@ impl IoRole {
                     stats.files += 1;
                     stats.bytes += u.bytes;
                     stats.rows += u.rows;
+                    {
+                        let mut io = live.io();
+                        io.files += 1;
+                        io.bytes += u.bytes;
+                    }
                     tracker.on_file_uploaded(u.epoch, u.file);
                 }
                 (c, epoch, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
@@ -356,7 +364,8 @@ impl IoRole {
                     committer = Some(c);
                     let done = result?;
                     let now = now_ms();
-                    for s in sketches.remove(&epoch).into_iter().flatten() {
+                    let epoch_sketches = sketches.remove(&epoch).unwrap_or_default();
+                    for s in &epoch_sketches {
                         s.settle(now, &mut record_latency);
                         stats.late_timestamps += s.late;
                     }
@@ -365,6 +374,12 @@ impl IoRole {
                     let _ = latency.record(done.elapsed.as_micros().max(1) as u64);
                     tracing::debug!(snapshot = ?done.snapshot_id, attempts = done.attempts, ms = done.elapsed.as_millis() as u64, "committed");
                     tracker.committed_as(offsets);
+                    live.committed(
+                        tracker.committed(),
+                        done.elapsed.as_micros() as u64,
+                        &epoch_sketches,
+                        now,
+                    );
                 }
                 _ = ticker.tick() => clock.tick(),
             }

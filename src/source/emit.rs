@@ -16,8 +16,11 @@
 
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use super::SourceError;
 use crate::metrics::FetchStats;
+use crate::metrics::live::FetchLive;
 use crate::offsets::Ranges;
 use crate::record::{Barrier, Batch, Offsets, Progress, Record, ToShard};
 use crate::routing::Router;
@@ -59,6 +62,8 @@ pub struct Emitter {
     pub dropped: Ranges,
     /// Per shard core, the records of the response being routed.
     per_core: Vec<Vec<Record>>,
+    /// What this core publishes for /metrics (it is the only writer).
+    pub live: Arc<CachePadded<FetchLive>>,
 }
 
 impl Emitter {
@@ -69,6 +74,7 @@ impl Emitter {
         clock: Arc<EpochClock>,
         epoch: u64,
         overload: Overload,
+        live: Arc<CachePadded<FetchLive>>,
     ) -> Self {
         let per_core = rings.iter().map(|_| Vec::new()).collect();
         Self {
@@ -81,6 +87,7 @@ impl Emitter {
             overload,
             dropped: Ranges::default(),
             per_core,
+            live,
         }
     }
 
@@ -130,6 +137,10 @@ impl Emitter {
         let n = records.len() as u64;
         stats.records += n;
         *stats.per_partition.entry(partition).or_default() += n;
+        if let Some(p) = self.live.partition(partition) {
+            p.records.add(n);
+            p.position.set(position);
+        }
         let mut per_core = std::mem::take(&mut self.per_core);
         route(&self.router, partition, records, &mut per_core);
         for (core, recs) in per_core.iter_mut().enumerate() {
@@ -145,7 +156,9 @@ impl Emitter {
             } else {
                 self.push(core, ToShard::Records(batch)).await?;
             }
-            stats.queue_depth(core, self.rings[core].weight());
+            let depth = self.rings[core].weight();
+            stats.queue_depth(core, depth);
+            self.live.queue_depth[core].set(depth as i64);
         }
         self.per_core = per_core;
         Ok(())
@@ -153,6 +166,9 @@ impl Emitter {
 
     /// Tells the overload policy where `partition` stands against its high watermark.
     pub fn observe(&mut self, partition: i32, position: i64, high_watermark: i64) {
+        if let Some(p) = self.live.partition(partition) {
+            p.high_watermark.set(high_watermark);
+        }
         if let Some(s) = self.overload.observe(partition, position, high_watermark) {
             self.log_switch(s);
         }
@@ -160,6 +176,9 @@ impl Emitter {
 
     /// Tells the overload policy `partition` is done.
     pub fn finished(&mut self, partition: i32) {
+        if let Some(p) = self.live.partition(partition) {
+            p.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(s) = self.overload.finished(partition) {
             self.log_switch(s);
         }
@@ -208,10 +227,19 @@ impl Emitter {
             self.dropped.push(partition, r.offset);
             stats.drop_record(partition, r.shard);
         }
+        let n = (refused.len() + rest.len()) as u64;
+        if n > 0
+            && let Some(p) = self.live.partition(partition)
+        {
+            p.dropped.add(n);
+        }
         Ok(())
     }
 
     fn log_switch(&self, s: Switch) {
+        self.live
+            .dropping
+            .store(s.dropping, std::sync::atomic::Ordering::Relaxed);
         let depths: Vec<usize> = self.rings.iter().map(Sender::weight).collect();
         let now = if s.dropping {
             "caught up; records bound for a full ring are now dropped and named in the ledger"

@@ -123,9 +123,16 @@ pub fn python_with(modules: &str) -> String {
     python
 }
 
+/// The `icefall` binary, its HTTP endpoint on a free port (tests run in parallel).
+pub fn icefall_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_icefall"));
+    c.env("ICEFALL_HTTP_ADDR", "127.0.0.1:0");
+    c
+}
+
 /// Runs `icefall run` with the given extra flags and waits for it.
 pub fn icefall(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_icefall"))
+    icefall_command()
         .arg("run")
         .args(args)
         .env("ICEFALL_LOG", "warn")
@@ -135,7 +142,7 @@ pub fn icefall(args: &[&str]) -> Output {
 
 /// Starts `icefall run` in the background, output piped, and returns at once.
 pub fn spawn_icefall(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_icefall"))
+    icefall_command()
         .arg("run")
         .args(args)
         .env("ICEFALL_LOG", "warn")
@@ -445,7 +452,7 @@ pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Ve
 /// Starts `icefall run` with info logs; stderr is collected into the returned buffer.
 pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_icefall"))
+    let mut child = icefall_command()
         .arg("run")
         .args(args)
         .env("ICEFALL_LOG", "info,rskafka=warn")

@@ -1,0 +1,441 @@
+//! Where each setting comes from: flags over `ICEFALL_*` environment variables over the
+//! `--config` TOML file over the defaults.
+//!
+//! The file and the environment are turned into flags placed before the command line's own, and
+//! clap parses the lot with later occurrences overriding earlier ones; so every source goes
+//! through the same parser and the same `validate()`, and an error can still say which source
+//! gave the bad value. Keys are the long flag names (`commit-interval = "10s"`; `_` works as `-`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches};
+
+use super::{Cli, Command, ConfigError, RunArgs};
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag,
+}
+
+/// One setting of `run`: its flag and whether it takes a value.
+#[derive(Debug, Clone)]
+struct Setting {
+    id: String,
+    long: String,
+    switch: bool,
+}
+
+fn settings() -> Vec<Setting> {
+    let cmd = RunArgs::augment_args(clap::Command::new("run"));
+    cmd.get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?.to_string();
+            (long != "config" && !a.is_hide_set()).then(|| Setting {
+                id: a.get_id().to_string(),
+                long,
+                switch: matches!(a.get_action(), ArgAction::SetTrue),
+            })
+        })
+        .collect()
+}
+
+/// The parsed command line, after layering, and where each `run` setting came from.
+#[derive(Debug)]
+pub struct Layered {
+    pub cli: Cli,
+    origins: BTreeMap<String, Origin>,
+    values: Vec<(String, Option<String>)>,
+}
+
+/// A config file or environment variable that cannot be used; exit code 2 like a bad flag.
+fn file_error(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::File {
+        path: path.display().to_string(),
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// `--config FILE` as `(flag, value)` pairs, every key and type checked.
+fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| file_error(path, "", format!("cannot read: {e}")))?;
+    let doc = toml_edit::DocumentMut::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+        file_error(
+            path,
+            "",
+            format!("not valid TOML (line {line}): {}", e.message().trim()),
+        )
+    })?;
+    let mut out = Vec::new();
+    for (key, item) in doc.as_table().iter() {
+        let name = key.replace('_', "-");
+        let Some(s) = known.iter().find(|s| s.long == name) else {
+            let mut names: Vec<&str> = known.iter().map(|s| s.long.as_str()).collect();
+            names.sort_unstable();
+            return Err(file_error(
+                path,
+                key,
+                format!("unknown key; known keys: {}", names.join(", ")),
+            ));
+        };
+        let value = item.as_value().ok_or_else(|| {
+            file_error(path, key, "expected a value, found a table")
+        })?;
+        use toml_edit::Value as V;
+        let got = |what: &str| {
+            if s.switch {
+                file_error(path, key, format!("expected true or false, found {what}"))
+            } else {
+                file_error(
+                    path,
+                    key,
+                    format!("expected a string or a number, found {what}"),
+                )
+            }
+        };
+        let text = match value {
+            V::Boolean(b) if s.switch => {
+                if *b.value() {
+                    out.push((s.long.clone(), None));
+                }
+                continue;
+            }
+            V::Boolean(_) => return Err(got("a boolean")),
+            _ if s.switch => return Err(got(value.type_name())),
+            V::String(v) => v.value().clone(),
+            V::Integer(v) => v.value().to_string(),
+            V::Float(_) => return Err(got("a float")),
+            V::Array(a) if s.long == "brokers" || s.long == "partitions" => {
+                let mut parts = Vec::new();
+                for v in a.iter() {
+                    match v {
+                        V::String(x) => parts.push(x.value().clone()),
+                        V::Integer(x) => parts.push(x.value().to_string()),
+                        other => return Err(got(&format!("an array holding {}", other.type_name()))),
+                    }
+                }
+                parts.join(",")
+            }
+            other => return Err(got(other.type_name())),
+        };
+        out.push((s.long.clone(), Some(text)));
+    }
+    Ok(out)
+}
+
+/// `ICEFALL_<FLAG>` variables (e.g. `ICEFALL_COMMIT_INTERVAL`) as `(flag, value)` pairs.
+fn env_flags(
+    known: &[Setting],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, Option<String>, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for s in known {
+        let var = format!("ICEFALL_{}", s.long.replace('-', "_").to_uppercase());
+        let Some(v) = env(&var) else { continue };
+        if s.switch {
+            match v.trim() {
+                "1" | "true" => out.push((s.long.clone(), None, var)),
+                "0" | "false" | "" => {}
+                other => {
+                    return Err(ConfigError::Env {
+                        var,
+                        value: other.to_string(),
+                        reason: "expected true or false".into(),
+                    });
+                }
+            }
+        } else {
+            out.push((s.long.clone(), Some(v), var));
+        }
+    }
+    Ok(out)
+}
+
+fn run_args_mut(cli: &mut Cli) -> Option<&mut RunArgs> {
+    match &mut cli.command {
+        Command::Run(a) | Command::ReplayDropped(a) => Some(a),
+        Command::Config(super::ConfigCommand::Check(a)) => Some(a),
+    }
+}
+
+fn sub_matches(m: &ArgMatches) -> Option<&ArgMatches> {
+    let (name, sub) = m.subcommand()?;
+    if name == "config" {
+        sub.subcommand().map(|(_, s)| s)
+    } else {
+        Some(sub)
+    }
+}
+
+/// Parses `argv` with the config file and the environment layered under it.
+pub fn parse(
+    argv: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Layered, LayerError> {
+    // First pass: the command line alone, for the subcommand and --config.
+    let first = Cli::command()
+        .try_get_matches_from(argv.clone())
+        .map_err(LayerError::Clap)?;
+    let cli = Cli::from_arg_matches(&first).map_err(LayerError::Clap)?;
+    let mut cli = cli;
+    let Some(args) = run_args_mut(&mut cli) else {
+        return Ok(Layered {
+            cli,
+            origins: BTreeMap::new(),
+            values: Vec::new(),
+        });
+    };
+    let known = settings();
+    let from_file = match args.config.clone() {
+        Some(path) => file_flags(&path, &known)?
+            .into_iter()
+            .map(|(k, v)| (k, v, Origin::File(path.clone())))
+            .collect(),
+        None => Vec::new(),
+    };
+    let from_env: Vec<_> = env_flags(&known, env)?
+        .into_iter()
+        .map(|(k, v, var)| (k, v, Origin::Env(var)))
+        .collect();
+    let given = sub_matches(&first).expect("a run subcommand has matches");
+    let mut origins = BTreeMap::new();
+    for s in &known {
+        let from_cli = given.value_source(&s.id) == Some(ValueSource::CommandLine);
+        origins.insert(s.long.clone(), if from_cli { Origin::Flag } else { Origin::Default });
+    }
+    let mut layered: Vec<OsString> = Vec::new();
+    for (k, v, origin) in from_file.into_iter().chain(from_env) {
+        if origins.get(&k) == Some(&Origin::Flag) {
+            continue;
+        }
+        layered.push(format!("--{k}").into());
+        if let Some(v) = v {
+            layered.push(v.into());
+        }
+        origins.insert(k, origin);
+    }
+    // Insert after the subcommand's name(s): argv[0], then `run` or `config check`.
+    let at = if matches!(cli.command, Command::Config(_)) { 3 } else { 2 };
+    let mut full = argv;
+    let at = at.min(full.len());
+    full.splice(at..at, layered);
+    let matches = Cli::command()
+        .args_override_self(true)
+        .try_get_matches_from(full)
+        .map_err(LayerError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(LayerError::Clap)?;
+    let sub = sub_matches(&matches).expect("a run subcommand has matches");
+    let values = known
+        .iter()
+        .map(|s| {
+            let v = if s.switch {
+                Some(sub.get_flag(&s.id).to_string())
+            } else {
+                sub.get_raw(&s.id).and_then(|mut v| v.next_back()).map(|v| v.to_string_lossy().into_owned())
+            };
+            (s.long.clone(), v)
+        })
+        .collect();
+    Ok(Layered {
+        cli,
+        origins,
+        values,
+    })
+}
+
+/// Why the layered command line could not be parsed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// clap's own usage error (it prints and exits 2 itself).
+    #[error("{0}")]
+    Clap(clap::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl Layered {
+    /// Where `flag` (e.g. `--topic`) got its value, for error messages.
+    pub fn origin(&self, flag: &str) -> Origin {
+        let long = flag.trim_start_matches('-');
+        self.origins.get(long).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// A validation error, saying which source gave the bad value.
+    pub fn explain(&self, e: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { flag, value, reason } = &e else {
+            return e;
+        };
+        let key = flag.trim_start_matches('-');
+        match self.origin(flag) {
+            Origin::File(path) => ConfigError::File {
+                path: path.display().to_string(),
+                key: key.to_string(),
+                reason: format!("{value:?}: {reason}"),
+            },
+            Origin::Env(var) => ConfigError::Env {
+                var,
+                value: value.clone(),
+                reason: reason.clone(),
+            },
+            Origin::Default | Origin::Flag => e,
+        }
+    }
+
+    /// The effective settings as TOML, each with where it came from (`icefall config check`).
+    pub fn effective_toml(&self) -> String {
+        let mut out = String::from(
+            "# effective configuration: flags > ICEFALL_* > --config file > defaults\n",
+        );
+        for (k, v) in &self.values {
+            let origin = match self.origin(k) {
+                Origin::Default => "default".to_string(),
+                Origin::Flag => "flag".to_string(),
+                Origin::Env(var) => var,
+                Origin::File(p) => p.display().to_string(),
+            };
+            let line = match v {
+                None => format!("# {k} is not set"),
+                Some(b) if b == "true" || b == "false" => format!("{k} = {b}"),
+                Some(s) => format!("{k} = {}", toml_string(s)),
+            };
+            out.push_str(&format!("{line:<48} # {origin}\n"));
+        }
+        out
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            c if c.is_control() => q.push_str(&format!("\\u{:04X}", c as u32)),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_with(
+        argv: &[&str],
+        file: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Result<(Layered, tempfile::NamedTempFile), LayerError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, file.unwrap_or("").as_bytes()).unwrap();
+        let mut v: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        if file.is_some() {
+            v.push("--config".into());
+            v.push(f.path().into());
+        }
+        let env: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        parse(v, &lookup).map(|l| (l, f))
+    }
+
+    fn run_args(l: &Layered) -> &RunArgs {
+        match &l.cli.command {
+            Command::Run(a) | Command::ReplayDropped(a) => a,
+            Command::Config(super::super::ConfigCommand::Check(a)) => a,
+        }
+    }
+
+    const FILE: &str = r#"
+brokers = ["127.0.0.1:9092", "127.0.0.1:9093"]
+topic = "from-file"
+warehouse = "/tmp/wh"
+table = "ns.t"
+commit_interval = "20s"
+queue-capacity = 1000
+stop-at-end = true
+"#;
+
+    #[test]
+    fn flags_override_env_override_file_override_defaults() {
+        let (l, _f) = parse_with(
+            &["icefall", "run", "--topic", "from-flag"],
+            Some(FILE),
+            &[("ICEFALL_COMMIT_INTERVAL", "5s"), ("ICEFALL_TOPIC", "from-env")],
+        )
+        .unwrap();
+        let a = run_args(&l);
+        assert_eq!(a.topic.as_deref(), Some("from-flag"));
+        assert_eq!(a.commit_interval, "5s");
+        assert_eq!(a.queue_capacity, "1000");
+        assert_eq!(a.brokers.as_deref(), Some("127.0.0.1:9092,127.0.0.1:9093"));
+        assert!(a.stop_at_end);
+        assert_eq!(a.zstd_level, "1", "defaults stay");
+        assert_eq!(l.origin("--topic"), Origin::Flag);
+        assert_eq!(l.origin("--commit-interval"), Origin::Env("ICEFALL_COMMIT_INTERVAL".into()));
+        assert!(matches!(l.origin("--queue-capacity"), Origin::File(_)));
+        assert_eq!(l.origin("--zstd-level"), Origin::Default);
+        let cfg = a.validate().unwrap();
+        assert_eq!(cfg.commit_interval, std::time::Duration::from_secs(5));
+        let shown = l.effective_toml();
+        assert!(shown.contains("topic = \"from-flag\""), "{shown}");
+        assert!(shown.contains("ICEFALL_COMMIT_INTERVAL"), "{shown}");
+    }
+
+    #[test]
+    fn bad_files_name_the_key_and_the_expected_form() {
+        let err = |file: &str| match parse_with(&["icefall", "run"], Some(file), &[]) {
+            Err(LayerError::Config(e)) => e.to_string(),
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let e = err("topik = \"x\"\n");
+        assert!(e.contains("key `topik`") && e.contains("unknown key") && e.contains("topic"), "{e}");
+        let e = err("queue-capacity = [1]\n");
+        assert!(e.contains("key `queue-capacity`") && e.contains("expected a string or a number"), "{e}");
+        let e = err("stop-at-end = \"yes\"\n");
+        assert!(e.contains("key `stop-at-end`") && e.contains("true or false"), "{e}");
+        let e = err("topic = \n");
+        assert!(e.contains("not valid TOML (line 1)"), "{e}");
+        let e = err("[kafka]\nx = 1\n");
+        assert!(e.contains("key `kafka`") && e.contains("table"), "{e}");
+        // A value of the right TOML type but the wrong form is caught by validate(), then
+        // attributed to the file.
+        let (l, _f) = parse_with(&["icefall", "run"], Some(&format!("{FILE}fetch-max-wait = 10\n")), &[])
+            .unwrap();
+        let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
+        assert!(e.contains("key `fetch-max-wait`") && e.contains("no unit; write e.g. 10s"), "{e}");
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let (l, _f) = parse_with(&["icefall", "run"], Some(FILE), &[("ICEFALL_ZSTD_LEVEL", "99")]).unwrap();
+        let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
+        assert!(e.starts_with("ICEFALL_ZSTD_LEVEL \"99\""), "{e}");
+        match parse_with(&["icefall", "run"], None, &[("ICEFALL_STOP_AT_END", "maybe")]) {
+            Err(LayerError::Config(e)) => assert!(e.to_string().contains("ICEFALL_STOP_AT_END"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_topic_is_named() {
+        let e = parse_with(&["icefall", "config", "check", "--brokers", "h:1"], None, &[])
+            .unwrap();
+        let err = run_args(&e.0).validate().unwrap_err().to_string();
+        assert!(err.contains("--topic") && err.contains("ICEFALL_TOPIC"), "{err}");
+    }
+}
