@@ -21,7 +21,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{icefall_command, Broker, Measured, field, measure, repo};
+use common::{Broker, Measured, field, icefall_command, measure, repo};
 
 const PARTITIONS: u32 = 8;
 

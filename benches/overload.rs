@@ -17,7 +17,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{icefall_command, Broker, field, wait_for_committed};
+use common::{Broker, field, icefall_command, wait_for_committed};
 
 struct Outcome {
     produce_rate: f64,

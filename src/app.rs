@@ -82,7 +82,9 @@ impl Error {
 
 /// Binds `--http-addr` before anything starts, so a taken port fails the run at once.
 fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let bad = |e: std::io::Error| ConfigError::invalid("--http-addr", addr, format!("cannot listen: {e}"));
+    let bad = |e: std::io::Error| {
+        ConfigError::invalid("--http-addr", addr, format!("cannot listen: {e}"))
+    };
     let l = std::net::TcpListener::bind(addr).map_err(bad)?;
     l.set_nonblocking(true).map_err(bad)?;
     let bound = l.local_addr().map_err(bad)?;

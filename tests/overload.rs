@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{icefall_command, 
-    Broker, Row, base_args, read_table, sample, spawn_icefall_logged, stdout_field, table_ledger,
-    verify_sample, verify_sample_set, wait_for_committed, wait_for_log,
+use common::{
+    Broker, Row, base_args, icefall_command, read_table, sample, spawn_icefall_logged,
+    stdout_field, table_ledger, verify_sample, verify_sample_set, wait_for_committed, wait_for_log,
 };
 
 const CAUGHT_UP: &str = "overload: caught up";

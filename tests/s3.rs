@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{icefall_command, Broker, icefall, read_rows_from, sample, table_view_in, verify_sample};
+use common::{
+    Broker, icefall, icefall_command, read_rows_from, sample, table_view_in, verify_sample,
+};
 use iceberg::io::Storage;
 use icefall::sink::commit::CatalogSpec;
 use icefall::sink::storage::ObjectStoreStorage;

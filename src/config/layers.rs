@@ -65,13 +65,16 @@ fn file_error(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError 
 }
 
 /// `--config FILE` as `(flag, value)` pairs, every key and type checked.
-fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+fn file_flags(
+    path: &Path,
+    known: &[Setting],
+) -> Result<Vec<(String, Option<String>)>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_error(path, "", format!("cannot read: {e}")))?;
     let doc = toml_edit::DocumentMut::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].lines().count().max(1)
+        });
         file_error(
             path,
             "",
@@ -90,9 +93,9 @@ fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, Option<Stri
                 format!("unknown key; known keys: {}", names.join(", ")),
             ));
         };
-        let value = item.as_value().ok_or_else(|| {
-            file_error(path, key, "expected a value, found a table")
-        })?;
+        let value = item
+            .as_value()
+            .ok_or_else(|| file_error(path, key, "expected a value, found a table"))?;
         use toml_edit::Value as V;
         let got = |what: &str| {
             if s.switch {
@@ -123,7 +126,9 @@ fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, Option<Stri
                     match v {
                         V::String(x) => parts.push(x.value().clone()),
                         V::Integer(x) => parts.push(x.value().to_string()),
-                        other => return Err(got(&format!("an array holding {}", other.type_name()))),
+                        other => {
+                            return Err(got(&format!("an array holding {}", other.type_name())));
+                        }
                     }
                 }
                 parts.join(",")
@@ -213,7 +218,14 @@ pub fn parse(
     let mut origins = BTreeMap::new();
     for s in &known {
         let from_cli = given.value_source(&s.id) == Some(ValueSource::CommandLine);
-        origins.insert(s.long.clone(), if from_cli { Origin::Flag } else { Origin::Default });
+        origins.insert(
+            s.long.clone(),
+            if from_cli {
+                Origin::Flag
+            } else {
+                Origin::Default
+            },
+        );
     }
     let mut layered: Vec<OsString> = Vec::new();
     for (k, v, origin) in from_file.into_iter().chain(from_env) {
@@ -227,7 +239,11 @@ pub fn parse(
         origins.insert(k, origin);
     }
     // Insert after the subcommand's name(s): argv[0], then `run` or `config check`.
-    let at = if matches!(cli.command, Command::Config(_)) { 3 } else { 2 };
+    let at = if matches!(cli.command, Command::Config(_)) {
+        3
+    } else {
+        2
+    };
     let mut full = argv;
     let at = at.min(full.len());
     full.splice(at..at, layered);
@@ -243,7 +259,9 @@ pub fn parse(
             let v = if s.switch {
                 Some(sub.get_flag(&s.id).to_string())
             } else {
-                sub.get_raw(&s.id).and_then(|mut v| v.next_back()).map(|v| v.to_string_lossy().into_owned())
+                sub.get_raw(&s.id)
+                    .and_then(|mut v| v.next_back())
+                    .map(|v| v.to_string_lossy().into_owned())
             };
             (s.long.clone(), v)
         })
@@ -274,7 +292,12 @@ impl Layered {
 
     /// A validation error, saying which source gave the bad value.
     pub fn explain(&self, e: ConfigError) -> ConfigError {
-        let ConfigError::Invalid { flag, value, reason } = &e else {
+        let ConfigError::Invalid {
+            flag,
+            value,
+            reason,
+        } = &e
+        else {
             return e;
         };
         let key = flag.trim_start_matches('-');
@@ -347,8 +370,10 @@ mod tests {
             v.push("--config".into());
             v.push(f.path().into());
         }
-        let env: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         parse(v, &lookup).map(|l| (l, f))
     }
@@ -375,7 +400,10 @@ stop-at-end = true
         let (l, _f) = parse_with(
             &["icefall", "run", "--topic", "from-flag"],
             Some(FILE),
-            &[("ICEFALL_COMMIT_INTERVAL", "5s"), ("ICEFALL_TOPIC", "from-env")],
+            &[
+                ("ICEFALL_COMMIT_INTERVAL", "5s"),
+                ("ICEFALL_TOPIC", "from-env"),
+            ],
         )
         .unwrap();
         let a = run_args(&l);
@@ -386,7 +414,10 @@ stop-at-end = true
         assert!(a.stop_at_end);
         assert_eq!(a.zstd_level, "1", "defaults stay");
         assert_eq!(l.origin("--topic"), Origin::Flag);
-        assert_eq!(l.origin("--commit-interval"), Origin::Env("ICEFALL_COMMIT_INTERVAL".into()));
+        assert_eq!(
+            l.origin("--commit-interval"),
+            Origin::Env("ICEFALL_COMMIT_INTERVAL".into())
+        );
         assert!(matches!(l.origin("--queue-capacity"), Origin::File(_)));
         assert_eq!(l.origin("--zstd-level"), Origin::Default);
         let cfg = a.validate().unwrap();
@@ -403,39 +434,73 @@ stop-at-end = true
             other => panic!("expected a config error, got {other:?}"),
         };
         let e = err("topik = \"x\"\n");
-        assert!(e.contains("key `topik`") && e.contains("unknown key") && e.contains("topic"), "{e}");
+        assert!(
+            e.contains("key `topik`") && e.contains("unknown key") && e.contains("topic"),
+            "{e}"
+        );
         let e = err("queue-capacity = [1]\n");
-        assert!(e.contains("key `queue-capacity`") && e.contains("expected a string or a number"), "{e}");
+        assert!(
+            e.contains("key `queue-capacity`") && e.contains("expected a string or a number"),
+            "{e}"
+        );
         let e = err("stop-at-end = \"yes\"\n");
-        assert!(e.contains("key `stop-at-end`") && e.contains("true or false"), "{e}");
+        assert!(
+            e.contains("key `stop-at-end`") && e.contains("true or false"),
+            "{e}"
+        );
         let e = err("topic = \n");
         assert!(e.contains("not valid TOML (line 1)"), "{e}");
         let e = err("[kafka]\nx = 1\n");
         assert!(e.contains("key `kafka`") && e.contains("table"), "{e}");
         // A value of the right TOML type but the wrong form is caught by validate(), then
         // attributed to the file.
-        let (l, _f) = parse_with(&["icefall", "run"], Some(&format!("{FILE}fetch-max-wait = 10\n")), &[])
-            .unwrap();
+        let (l, _f) = parse_with(
+            &["icefall", "run"],
+            Some(&format!("{FILE}fetch-max-wait = 10\n")),
+            &[],
+        )
+        .unwrap();
         let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
-        assert!(e.contains("key `fetch-max-wait`") && e.contains("no unit; write e.g. 10s"), "{e}");
+        assert!(
+            e.contains("key `fetch-max-wait`") && e.contains("no unit; write e.g. 10s"),
+            "{e}"
+        );
     }
 
     #[test]
     fn env_errors_name_the_variable() {
-        let (l, _f) = parse_with(&["icefall", "run"], Some(FILE), &[("ICEFALL_ZSTD_LEVEL", "99")]).unwrap();
+        let (l, _f) = parse_with(
+            &["icefall", "run"],
+            Some(FILE),
+            &[("ICEFALL_ZSTD_LEVEL", "99")],
+        )
+        .unwrap();
         let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
         assert!(e.starts_with("ICEFALL_ZSTD_LEVEL \"99\""), "{e}");
-        match parse_with(&["icefall", "run"], None, &[("ICEFALL_STOP_AT_END", "maybe")]) {
-            Err(LayerError::Config(e)) => assert!(e.to_string().contains("ICEFALL_STOP_AT_END"), "{e}"),
+        match parse_with(
+            &["icefall", "run"],
+            None,
+            &[("ICEFALL_STOP_AT_END", "maybe")],
+        ) {
+            Err(LayerError::Config(e)) => {
+                assert!(e.to_string().contains("ICEFALL_STOP_AT_END"), "{e}")
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn a_missing_topic_is_named() {
-        let e = parse_with(&["icefall", "config", "check", "--brokers", "h:1"], None, &[])
-            .unwrap();
+        let e = parse_with(
+            &["icefall", "config", "check", "--brokers", "h:1"],
+            None,
+            &[],
+        )
+        .unwrap();
         let err = run_args(&e.0).validate().unwrap_err().to_string();
-        assert!(err.contains("--topic") && err.contains("ICEFALL_TOPIC"), "{err}");
+        assert!(
+            err.contains("--topic") && err.contains("ICEFALL_TOPIC"),
+            "{err}"
+        );
     }
 }

@@ -52,7 +52,9 @@ pub enum ConfigError {
 pub fn env_name(flag: &str) -> String {
     format!(
         "ICEFALL_{}",
-        flag.trim_start_matches('-').replace('-', "_").to_uppercase()
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_uppercase()
     )
 }
 
@@ -314,16 +316,14 @@ fn positive_duration(flag: &'static str, value: &str) -> Result<Duration, Config
 impl RunArgs {
     /// Checks every flag once; the error names the flag and its bad value.
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
-        let required = |v: &Option<String>, flag: &'static str| {
-            v.clone().ok_or(ConfigError::Missing { flag })
-        };
+        let required =
+            |v: &Option<String>, flag: &'static str| v.clone().ok_or(ConfigError::Missing { flag });
         let brokers_list = required(&self.brokers, "--brokers")?;
         let topic = required(&self.topic, "--topic")?;
         let table = required(&self.table, "--table")?;
-        let warehouse_path = self
-            .warehouse
-            .clone()
-            .ok_or(ConfigError::Missing { flag: "--warehouse" })?;
+        let warehouse_path = self.warehouse.clone().ok_or(ConfigError::Missing {
+            flag: "--warehouse",
+        })?;
         let mut brokers = Vec::new();
         for b in brokers_list.split(',') {
             let b = b.trim();
@@ -441,7 +441,11 @@ impl RunArgs {
         let http_addr = match self.http_addr.as_str() {
             "off" => None,
             a => Some(a.parse::<std::net::SocketAddr>().map_err(|_| {
-                ConfigError::invalid("--http-addr", a, "expected HOST:PORT with an IP (e.g. 127.0.0.1:9464) or off")
+                ConfigError::invalid(
+                    "--http-addr",
+                    a,
+                    "expected HOST:PORT with an IP (e.g. 127.0.0.1:9464) or off",
+                )
             })?),
         };
         let progress_interval = duration("--progress-interval", &self.progress_interval)?;

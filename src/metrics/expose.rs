@@ -127,7 +127,10 @@ pub fn prometheus(live: &Live) -> String {
     );
     for (i, d) in live.queue_depths().iter().enumerate() {
         let cpu = live.shard_cores.get(i).map_or(0, |c| c.0);
-        let _ = writeln!(out, "icefall_queue_depth{{shard=\"{i}\",cpu=\"{cpu}\"}} {d}");
+        let _ = writeln!(
+            out,
+            "icefall_queue_depth{{shard=\"{i}\",cpu=\"{cpu}\"}} {d}"
+        );
     }
     header(
         &mut out,
@@ -143,12 +146,31 @@ pub fn prometheus(live: &Live) -> String {
             f.index, f.cpu, d as u8
         );
     }
-    header(&mut out, "icefall_ready", "gauge", "1 when every partition is within the live threshold.");
+    header(
+        &mut out,
+        "icefall_ready",
+        "gauge",
+        "1 when every partition is within the live threshold.",
+    );
     let _ = writeln!(out, "icefall_ready {}", live.ready().is_ok() as u8);
-    header(&mut out, "icefall_uptime_seconds", "gauge", "Seconds since the run started.");
-    let _ = writeln!(out, "icefall_uptime_seconds {:.3}", live.started.elapsed().as_secs_f64());
+    header(
+        &mut out,
+        "icefall_uptime_seconds",
+        "gauge",
+        "Seconds since the run started.",
+    );
+    let _ = writeln!(
+        out,
+        "icefall_uptime_seconds {:.3}",
+        live.started.elapsed().as_secs_f64()
+    );
     let io = live.io();
-    header(&mut out, "icefall_commits_total", "counter", "Iceberg snapshots committed.");
+    header(
+        &mut out,
+        "icefall_commits_total",
+        "counter",
+        "Iceberg snapshots committed.",
+    );
     let _ = writeln!(out, "icefall_commits_total {}", io.commits);
     histogram(
         &mut out,
@@ -246,9 +268,9 @@ pub fn progress_line(now: Totals, before: Totals, seconds: f64, now_ms: i64) -> 
     } else {
         0.0
     };
-    let ago = now
-        .last_commit_ms
-        .map_or("never".to_string(), |t| format!("{:.1}s", (now_ms - t).max(0) as f64 / 1000.0));
+    let ago = now.last_commit_ms.map_or("never".to_string(), |t| {
+        format!("{:.1}s", (now_ms - t).max(0) as f64 / 1000.0)
+    });
     format!(
         "records={} records_per_sec={rate:.0} lag={} dropped={} commits={} last_commit={ago} ago",
         now.records, now.lag, now.dropped, now.commits
@@ -311,7 +333,10 @@ mod tests {
         let s = status(&live());
         assert_eq!(s["partitions"][0]["fetch_cpu"], 3);
         assert_eq!(s["partitions"][0]["high_watermark"], 10);
-        assert_eq!(s["partitions"][1]["high_watermark"], serde_json::Value::Null);
+        assert_eq!(
+            s["partitions"][1]["high_watermark"],
+            serde_json::Value::Null
+        );
         assert_eq!(s["shard_cores"][0]["shards"], serde_json::json!([0, 1]));
         assert_eq!(s["ready"], false);
     }

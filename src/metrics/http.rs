@@ -1,6 +1,7 @@
-//! A small HTTP/1.1 server for `/metrics`, `/health`, `/ready` and `/status`, run as a task on
-//! the io core's runtime. GET and HEAD only, one request per connection, bounded request size
-//! and read time: enough for Prometheus and Kubernetes probes without a web framework.
+//! A small HTTP/1.1 server for `/metrics`, `/health`, `/ready` and `/status`, and the progress
+//! line, both run as tasks on the io core's runtime. GET and HEAD only, one request per
+//! connection, bounded request size and read time: enough for Prometheus and Kubernetes probes
+//! without a web framework.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,19 @@ pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static
         return ("405 Method Not Allowed", TEXT, "GET or HEAD only\n".into());
     }
     match path.split('?').next().unwrap_or(path) {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", expose::prometheus(live)),
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            expose::prometheus(live),
+        ),
         "/health" => ("200 OK", TEXT, "ok\n".into()),
         "/ready" => match live.ready() {
             Ok(()) => ("200 OK", TEXT, "ready\n".into()),
-            Err(why) => ("503 Service Unavailable", TEXT, format!("not ready: {why}\n")),
+            Err(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/status" => {
             let mut body = serde_json::to_string_pretty(&expose::status(live))
@@ -33,7 +42,11 @@ pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static
             body.push('\n');
             ("200 OK", "application/json", body)
         }
-        _ => ("404 Not Found", TEXT, "try /metrics, /health, /ready or /status\n".into()),
+        _ => (
+            "404 Not Found",
+            TEXT,
+            "try /metrics, /health, /ready or /status\n".into(),
+        ),
     }
 }
 
@@ -89,7 +102,7 @@ pub async fn serve(listener: std::net::TcpListener, live: Arc<Live>) {
         match listener.accept().await {
             Ok((stream, _)) => {
                 let live = live.clone();
-                tokio::spawn(async move {
+                crate::runtime::detach(async move {
                     if let Err(e) = handle(stream, live).await {
                         tracing::debug!(error = %e, "http: connection failed");
                     }
@@ -108,7 +121,11 @@ pub async fn serve(listener: std::net::TcpListener, live: Arc<Live>) {
 pub async fn progress(live: Arc<Live>, every: Duration) {
     use std::io::IsTerminal;
     let terminal = std::io::stderr().is_terminal();
-    let period = if terminal { Duration::from_secs(1) } else { every };
+    let period = if terminal {
+        Duration::from_secs(1)
+    } else {
+        every
+    };
     let mut ticker = tokio::time::interval(period);
     ticker.tick().await;
     let mut before = expose::totals(&live);

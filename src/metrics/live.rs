@@ -288,14 +288,22 @@ mod tests {
         f.partition(1).unwrap().high_watermark.set(5);
         f.partition(0).unwrap().position.set(80);
         f.partition(1).unwrap().position.set(5);
-        assert!(l.ready().unwrap_err().contains("partition 0: 20 records behind"));
+        assert!(
+            l.ready()
+                .unwrap_err()
+                .contains("partition 0: 20 records behind")
+        );
         f.partition(0).unwrap().position.set(90);
         assert_eq!(l.ready(), Ok(()));
         f.partition(0).unwrap().records.add(85);
         f.partition(0).unwrap().records.add(5);
         let views = l.partitions();
         assert_eq!(views[0].records, 90);
-        assert_eq!(views[0].lag(), Some(95), "high watermark 100 minus committed 5");
+        assert_eq!(
+            views[0].lag(),
+            Some(95),
+            "high watermark 100 minus committed 5"
+        );
         l.committed(&[(0, 100)].into_iter().collect(), 1500, &[], 7);
         assert_eq!(l.partitions()[0].lag(), Some(0));
         assert_eq!(l.io().commits, 1);

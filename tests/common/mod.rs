@@ -25,6 +25,7 @@ pub fn repo() -> PathBuf {
 pub struct Broker {
     pub dir: tempfile::TempDir,
     pub addr: String,
+    engine: String,
 }
 
 impl Broker {
@@ -34,9 +35,19 @@ impl Broker {
 
     pub fn start_with_engine(engine: &str) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
+        let addr = Self::launch(dir.path(), engine, None);
+        Broker {
+            dir,
+            addr,
+            engine: engine.to_string(),
+        }
+    }
+
+    fn launch(dir: &Path, engine: &str, port: Option<&str>) -> String {
         let out = Command::new(repo().join("tools/broker"))
             .arg("start")
-            .arg(dir.path())
+            .arg(dir)
+            .args(port)
             .env("BROKER_ENGINE", engine)
             .output()
             .expect("run tools/broker");
@@ -45,11 +56,27 @@ impl Broker {
             "broker start failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let addr = String::from_utf8(out.stdout)
+        String::from_utf8(out.stdout)
             .expect("utf8")
             .trim()
-            .to_string();
-        Broker { dir, addr }
+            .to_string()
+    }
+
+    /// Stops the broker process (its data stays in its directory).
+    pub fn stop(&self) {
+        let status = Command::new(repo().join("tools/broker"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status()
+            .expect("run tools/broker");
+        assert!(status.success(), "broker stop failed");
+    }
+
+    /// Starts the broker again on the same port, over the same data.
+    pub fn start_again(&self) {
+        let port = self.addr.rsplit_once(':').expect("HOST:PORT").1;
+        let addr = Self::launch(self.dir.path(), &self.engine, Some(port));
+        assert_eq!(addr, self.addr);
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
@@ -438,6 +465,30 @@ pub fn try_table_view_in(
     })
 }
 
+/// Asserts every partition's rows are offsets `0..n` exactly once (a gap-free, duplicate-free
+/// prefix) and returns `n` per partition.
+pub fn assert_prefixes(files: &[(PathBuf, Vec<Row>)]) -> BTreeMap<i32, i64> {
+    let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (_, rows) in files {
+        for r in rows {
+            per_partition.entry(r.partition).or_default().push(r.offset);
+        }
+    }
+    per_partition
+        .into_iter()
+        .map(|(p, mut offs)| {
+            offs.sort_unstable();
+            let n = offs.len() as i64;
+            assert_eq!(
+                offs,
+                (0..n).collect::<Vec<_>>(),
+                "partition {p}: not a gap-free, duplicate-free prefix"
+            );
+            (p, n)
+        })
+        .collect()
+}
+
 /// Reads the committed data files of a table (not orphans of killed runs).
 pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Vec<Row>)>) {
     let view = table_view(warehouse, table);
@@ -490,6 +541,49 @@ pub fn wait_for_log(log: &std::sync::Mutex<String>, needle: &str, count: usize, 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `GET path` from icefall's HTTP endpoint: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to icefall's http");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (code, body.to_string())
+}
+
+/// The sum of every sample of `name` in Prometheus text (any labels).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The HTTP address icefall logged (`http: serving … addr=HOST:PORT`).
+pub fn logged_http_addr(log: &std::sync::Mutex<String>) -> String {
+    wait_for_log(log, "http: serving", 1, Duration::from_secs(60));
+    let text = log.lock().expect("log").clone();
+    let line = text
+        .lines()
+        .find(|l| l.contains("http: serving"))
+        .expect("the http line");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("addr=")
+        .to_string()
 }
 
 /// Waits until the table's committed offsets of `topic` add up to `total`.
