@@ -64,11 +64,9 @@ fn file_error(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError 
     }
 }
 
-/// `--config FILE` as `(flag, value)` pairs, every key and type checked.
-fn file_flags(
-    path: &Path,
-    known: &[Setting],
-) -> Result<Vec<(String, Option<String>)>, ConfigError> {
+/// `--config FILE` as `(flag, value)` pairs (a switch's value is `true` or `false`), every key
+/// and type checked.
+fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, String)>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_error(path, "", format!("cannot read: {e}")))?;
     let doc = toml_edit::DocumentMut::from_str(&text).map_err(|e| {
@@ -109,12 +107,7 @@ fn file_flags(
             }
         };
         let text = match value {
-            V::Boolean(b) if s.switch => {
-                if *b.value() {
-                    out.push((s.long.clone(), None));
-                }
-                continue;
-            }
+            V::Boolean(b) if s.switch => b.value().to_string(),
             V::Boolean(_) => return Err(got("a boolean")),
             _ if s.switch => return Err(got(value.type_name())),
             V::String(v) => v.value().clone(),
@@ -135,24 +128,24 @@ fn file_flags(
             }
             other => return Err(got(other.type_name())),
         };
-        out.push((s.long.clone(), Some(text)));
+        out.push((s.long.clone(), text));
     }
     Ok(out)
 }
 
-/// `ICEFALL_<FLAG>` variables (e.g. `ICEFALL_COMMIT_INTERVAL`) as `(flag, value)` pairs.
+/// `ICEFALL_<FLAG>` variables (e.g. `ICEFALL_COMMIT_INTERVAL`) as `(flag, value, variable)`.
 fn env_flags(
     known: &[Setting],
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, Option<String>, String)>, ConfigError> {
+) -> Result<Vec<(String, String, String)>, ConfigError> {
     let mut out = Vec::new();
     for s in known {
         let var = format!("ICEFALL_{}", s.long.replace('-', "_").to_uppercase());
         let Some(v) = env(&var) else { continue };
         if s.switch {
             match v.trim() {
-                "1" | "true" => out.push((s.long.clone(), None, var)),
-                "0" | "false" | "" => {}
+                "1" | "true" => out.push((s.long.clone(), "true".into(), var)),
+                "0" | "false" | "" => out.push((s.long.clone(), "false".into(), var)),
                 other => {
                     return Err(ConfigError::Env {
                         var,
@@ -162,7 +155,7 @@ fn env_flags(
                 }
             }
         } else {
-            out.push((s.long.clone(), Some(v), var));
+            out.push((s.long.clone(), v, var));
         }
     }
     Ok(out)
@@ -227,16 +220,25 @@ pub fn parse(
             },
         );
     }
-    let mut layered: Vec<OsString> = Vec::new();
+    // The environment replaces the file key by key (a switch the file turns on, a variable may
+    // turn off); the command line wins over both.
+    let mut merged: BTreeMap<String, String> = BTreeMap::new();
     for (k, v, origin) in from_file.into_iter().chain(from_env) {
-        if origins.get(&k) == Some(&Origin::Flag) {
+        if origins.get(&k) != Some(&Origin::Flag) {
+            merged.insert(k.clone(), v);
+            origins.insert(k, origin);
+        }
+    }
+    let mut layered: Vec<OsString> = Vec::new();
+    for (k, v) in merged {
+        let switch = known.iter().any(|s| s.long == k && s.switch);
+        if switch && v != "true" {
             continue;
         }
         layered.push(format!("--{k}").into());
-        if let Some(v) = v {
+        if !switch {
             layered.push(v.into());
         }
-        origins.insert(k, origin);
     }
     // Insert after the subcommand's name(s): argv[0], then `run` or `config check`.
     let at = if matches!(cli.command, Command::Config(_)) {
@@ -425,6 +427,23 @@ stop-at-end = true
         let shown = l.effective_toml();
         assert!(shown.contains("topic = \"from-flag\""), "{shown}");
         assert!(shown.contains("ICEFALL_COMMIT_INTERVAL"), "{shown}");
+    }
+
+    #[test]
+    fn a_variable_turns_off_a_switch_the_file_turned_on() {
+        let (l, _f) = parse_with(
+            &["icefall", "run"],
+            Some(FILE),
+            &[("ICEFALL_STOP_AT_END", "false")],
+        )
+        .unwrap();
+        assert!(!run_args(&l).stop_at_end);
+        assert_eq!(
+            l.origin("--stop-at-end"),
+            Origin::Env("ICEFALL_STOP_AT_END".into())
+        );
+        let (l, _f) = parse_with(&["icefall", "run", "--stop-at-end"], None, &[]).unwrap();
+        assert!(run_args(&l).stop_at_end);
     }
 
     #[test]
