@@ -36,7 +36,9 @@ fn main() {
         };
         let catalog = open_catalog(&spec, storage.clone()).await.expect("catalog");
         let ident = "bench.commits".parse().expect("ident");
-        let table = ensure_table(catalog.as_ref(), &ident).await.expect("table");
+        let table = ensure_table(catalog.as_ref(), &ident, &schema::Shape::Raw)
+            .await
+            .expect("table");
         let location = table.metadata().location().to_string();
         let table_schema = table.metadata().current_schema().as_ref().clone();
         let retry = RetryPolicy {

@@ -22,6 +22,7 @@ use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
 use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
 use crate::sink::encode::{EncodeOptions, FileEncoder};
+use crate::sink::schema::Shape;
 use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::emit::Emitter;
 use crate::source::fetch::FetchCore;
@@ -90,6 +91,11 @@ fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
     let bound = l.local_addr().map_err(bad)?;
     tracing::info!(addr = %bound, "http: serving /metrics /health /ready /status");
     Ok(l)
+}
+
+/// What the table holds besides the Kafka columns.
+pub(crate) fn table_shape(_cfg: &RunConfig) -> Shape {
+    Shape::Raw
 }
 
 pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -187,13 +193,14 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     );
 
     let source_cfg = Arc::new(source_config(&cfg));
+    let shape = table_shape(&cfg);
     let setup = setup_runtime()?;
     let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
     let catalog_spec = catalog_spec(&cfg, warehouse_url)?;
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
     let (catalog, resumed) = setup.block_on(async {
         let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;
-        let resumed = match commit::load_existing(catalog.as_ref(), &cfg.table).await? {
+        let resumed = match commit::load_existing(catalog.as_ref(), &cfg.table, &shape).await? {
             Some(t) => commit::checkpoint(&t, &cfg.topic)?,
             None => None,
         };
@@ -229,7 +236,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             })
             .collect(),
     };
-    let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table))?;
+    let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
     drop(catalog);
     drop(setup);
     let planned = started.elapsed();
@@ -351,6 +358,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         let ctl = control.clone();
         let inputs = Fan::new(file_rings);
         let (ident, topic, spec) = (cfg.table.clone(), cfg.topic.clone(), catalog_spec.clone());
+        let shape = shape.clone();
         let retry = RetryPolicy {
             base: cfg.commit_retry_base,
             cap: cfg.commit_retry_cap,
@@ -368,7 +376,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             let r = async {
                 // The catalog's connection pool belongs to this runtime: open it here.
                 let catalog = commit::open_catalog(&spec, table_files.storage.clone()).await?;
-                let table = commit::ensure_table(catalog.as_ref(), &ident).await?;
+                let table = commit::ensure_table(catalog.as_ref(), &ident, &shape).await?;
                 let role = IoRole {
                     inputs,
                     committer: Committer::new(catalog, ident, topic, retry, table),

@@ -61,7 +61,9 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let (storage, warehouse_url) = upload::open_warehouse(&cfg.warehouse).await?;
     let spec = app::catalog_spec(&cfg, warehouse_url)?;
     let catalog = commit::open_catalog(&spec, storage.clone()).await?;
-    let Some(table) = commit::load_existing(catalog.as_ref(), &cfg.table).await? else {
+    let Some(table) =
+        commit::load_existing(catalog.as_ref(), &cfg.table, &crate::app::table_shape(&cfg)).await?
+    else {
         return Err(SinkError::Checkpoint(format!(
             "table {} does not exist: there is no drop ledger to replay",
             cfg.table

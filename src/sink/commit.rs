@@ -112,6 +112,7 @@ fn iceberg_ident(t: &TableIdent) -> iceberg::TableIdent {
 pub async fn load_existing(
     catalog: &dyn Catalog,
     ident: &TableIdent,
+    shape: &schema::Shape,
 ) -> Result<Option<Table>, SinkError> {
     let id = iceberg_ident(ident);
     if !catalog
@@ -125,7 +126,8 @@ pub async fn load_existing(
         .load_table(&id)
         .await
         .map_err(catalog_err(format!("cannot load table {ident}")))?;
-    if let Some(reason) = schema::incompatibility(table.metadata().current_schema()) {
+    if let Some(reason) = schema::incompatibility(table.metadata().current_schema(), &want(shape)?)
+    {
         return Err(SinkError::IncompatibleTable {
             table: ident.to_string(),
             reason,
@@ -136,7 +138,17 @@ pub async fn load_existing(
 
 /// Loads the table, creating namespace and table on first use. An existing table must be able to
 /// take icefall's columns; it gets `commit.retry.num-retries=0` if it lacks it.
-pub async fn ensure_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, SinkError> {
+fn want(shape: &schema::Shape) -> Result<iceberg::spec::Schema, SinkError> {
+    shape.iceberg_schema().map_err(|e| SinkError::Schema {
+        reason: format!("the declared schema: {e}"),
+    })
+}
+
+pub async fn ensure_table(
+    catalog: &dyn Catalog,
+    ident: &TableIdent,
+    shape: &schema::Shape,
+) -> Result<Table, SinkError> {
     let ns = NamespaceIdent::new(ident.namespace.clone());
     let id = iceberg_ident(ident);
     let exists = catalog
@@ -163,7 +175,7 @@ pub async fn ensure_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<T
     {
         let creation = TableCreation::builder()
             .name(ident.name.clone())
-            .schema(schema::iceberg_schema())
+            .schema(want(shape)?)
             .properties(HashMap::from([
                 (
                     NO_INTERNAL_RETRIES.0.to_string(),
@@ -181,7 +193,7 @@ pub async fn ensure_table(catalog: &dyn Catalog, ident: &TableIdent) -> Result<T
             Err(e) => return Err(catalog_err(format!("cannot create table {ident}"))(e)),
         }
     }
-    let Some(table) = load_existing(catalog, ident).await? else {
+    let Some(table) = load_existing(catalog, ident, shape).await? else {
         return Err(SinkError::Catalog {
             what: format!("table {ident} vanished right after it was created"),
             source: Box::new(iceberg::Error::new(ErrorKind::TableNotFound, "no table")),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, SchemaRef};
-use iceberg::spec::{MapType, NestedField, PrimitiveType, Schema, Type};
+use iceberg::spec::{
+    ListType, MapType, NestedField, NestedFieldRef, PrimitiveType, Schema, StructType, Type,
+};
 
 pub const PARTITION: &str = "_kafka_partition";
 pub const OFFSET: &str = "_kafka_offset";
@@ -13,6 +15,101 @@ pub const TIMESTAMP: &str = "_kafka_timestamp";
 pub const KEY: &str = "_kafka_key";
 pub const HEADERS: &str = "_kafka_headers";
 pub const VALUE: &str = "value";
+
+/// What a table holds besides the Kafka columns: the value's bytes, or its decoded fields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// A binary `value` column.
+    Raw,
+    /// The value's fields, decoded (`--format json` with `--schema`).
+    Typed(StructType),
+}
+
+impl Shape {
+    /// The Iceberg schema of a table of this shape.
+    pub fn iceberg_schema(&self) -> Result<Schema, iceberg::Error> {
+        match self {
+            Shape::Raw => Ok(iceberg_schema()),
+            Shape::Typed(value) => typed_iceberg_schema(value),
+        }
+    }
+
+    /// An Iceberg struct in the spec's JSON form: `{"type":"struct","fields":[{"id":1,
+    /// "name":"id","required":true,"type":"long"},…]}`. Ids are renumbered after the Kafka columns.
+    pub fn parse_typed(json: &str) -> Result<Self, String> {
+        let st: StructType = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if st.fields().is_empty() {
+            return Err("the struct has no fields".into());
+        }
+        for f in st.fields() {
+            if kafka_column(&f.name) {
+                return Err(format!("field {:?} collides with a Kafka column", f.name));
+            }
+        }
+        let shape = Shape::Typed(st);
+        shape.iceberg_schema().map_err(|e| e.to_string())?;
+        Ok(shape)
+    }
+}
+
+fn kafka_column(name: &str) -> bool {
+    [PARTITION, OFFSET, TIMESTAMP, KEY, HEADERS].contains(&name)
+}
+
+/// Gives `field` and everything nested in it fresh ids from `next`, top-level fields first.
+fn renumber(fields: &[NestedFieldRef], next: &mut i32) -> Vec<NestedFieldRef> {
+    let top: Vec<NestedField> = fields
+        .iter()
+        .map(|f| {
+            let mut f = (**f).clone();
+            f.id = *next;
+            *next += 1;
+            f
+        })
+        .collect();
+    top.into_iter()
+        .map(|mut f| {
+            let t = renumber_type(&f.field_type, next);
+            f.field_type = Box::new(t);
+            Arc::new(f)
+        })
+        .collect()
+}
+
+fn renumber_type(t: &Type, next: &mut i32) -> Type {
+    match t {
+        Type::Primitive(_) => t.clone(),
+        Type::Struct(s) => Type::Struct(StructType::new(renumber(s.fields(), next))),
+        Type::List(l) => {
+            let e = renumber(std::slice::from_ref(&l.element_field), next);
+            Type::List(ListType {
+                element_field: e[0].clone(),
+            })
+        }
+        Type::Map(m) => {
+            let kv = renumber(&[m.key_field.clone(), m.value_field.clone()], next);
+            Type::Map(MapType {
+                key_field: kv[0].clone(),
+                value_field: kv[1].clone(),
+            })
+        }
+    }
+}
+
+/// The Kafka columns, then the value's decoded fields in place of `value`.
+pub fn typed_iceberg_schema(value: &StructType) -> Result<Schema, iceberg::Error> {
+    let raw = iceberg_schema();
+    let mut fields: Vec<NestedFieldRef> = raw
+        .as_struct()
+        .fields()
+        .iter()
+        .filter(|f| f.name != VALUE)
+        .cloned()
+        .collect();
+    let mut next = 9;
+    fields.extend(renumber(value.fields(), &mut next));
+    Schema::builder().with_fields(fields).build()
+}
 
 /// The raw-record table: Kafka metadata columns plus the value bytes. Ids are what a fresh
 /// Iceberg table assigns (top-level fields first, then the map's key and value).
@@ -88,10 +185,10 @@ pub fn header_fields(schema: &SchemaRef) -> Option<(String, FieldRef, FieldRef)>
     ))
 }
 
-/// Why a table's schema cannot take icefall's records, or `None` when it can: every icefall
-/// column must exist with the same type (ids may differ; extra optional columns are fine).
-pub fn incompatibility(table: &Schema) -> Option<String> {
-    let want = iceberg_schema();
+/// Why a table's schema cannot take icefall's records of `want`'s shape, or `None` when it can:
+/// every column icefall writes must exist with the same type (ids may differ; extra optional
+/// columns are fine).
+pub fn incompatibility(table: &Schema, want: &Schema) -> Option<String> {
     for f in want.as_struct().fields() {
         match table.field_by_name(&f.name) {
             None => return Some(format!("column {} is missing", f.name)),
@@ -121,12 +218,24 @@ pub fn incompatibility(table: &Schema) -> Option<String> {
     None
 }
 
+fn same_field(a: &NestedField, b: &NestedField) -> bool {
+    a.name == b.name && a.required == b.required && same_type(&a.field_type, &b.field_type)
+}
+
 fn same_type(a: &Type, b: &Type) -> bool {
     match (a, b) {
         (Type::Primitive(x), Type::Primitive(y)) => x == y,
         (Type::Map(x), Type::Map(y)) => {
             same_type(&x.key_field.field_type, &y.key_field.field_type)
                 && same_type(&x.value_field.field_type, &y.value_field.field_type)
+        }
+        (Type::List(x), Type::List(y)) => same_field(&x.element_field, &y.element_field),
+        (Type::Struct(x), Type::Struct(y)) => {
+            x.fields().len() == y.fields().len()
+                && x.fields()
+                    .iter()
+                    .zip(y.fields())
+                    .all(|(p, q)| same_field(p, q))
         }
         _ => false,
     }
@@ -162,7 +271,8 @@ mod tests {
 
     #[test]
     fn incompatible_tables_are_named() {
-        assert_eq!(incompatibility(&iceberg_schema()), None);
+        let raw = iceberg_schema();
+        assert_eq!(incompatibility(&raw, &raw), None);
         let wrong = Schema::builder()
             .with_fields(vec![
                 NestedField::required(1, PARTITION, Type::Primitive(PrimitiveType::Long)).into(),
@@ -170,8 +280,63 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(
-            incompatibility(&wrong).unwrap(),
+            incompatibility(&wrong, &raw).unwrap(),
             "column _kafka_partition is long, expected int"
         );
+    }
+}
+
+#[cfg(test)]
+mod typed_tests {
+    use super::*;
+
+    const ORDERS: &str = r#"{"type":"struct","fields":[
+        {"id":1,"name":"id","required":true,"type":"long"},
+        {"id":2,"name":"at","required":false,"type":"timestamptz"},
+        {"id":3,"name":"customer","required":false,"type":{"type":"struct","fields":[
+            {"id":4,"name":"name","required":true,"type":"string"}]}},
+        {"id":5,"name":"tags","required":false,"type":{"type":"list","element-id":6,
+            "element":"string","element-required":false}},
+        {"id":7,"name":"attrs","required":false,"type":{"type":"map","key-id":8,"key":"string",
+            "value-id":9,"value":"long","value-required":false}}]}"#;
+
+    #[test]
+    fn a_declared_struct_replaces_value_with_fresh_unique_ids() {
+        let shape = Shape::parse_typed(ORDERS).unwrap();
+        let schema = shape.iceberg_schema().unwrap();
+        let names: Vec<&str> = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                PARTITION, OFFSET, TIMESTAMP, KEY, HEADERS, "id", "at", "customer", "tags", "attrs"
+            ]
+        );
+        assert!(schema.field_by_name(VALUE).is_none());
+        assert_eq!(schema.field_by_name("id").unwrap().id, 9);
+        assert_eq!(schema.field_by_name("customer.name").unwrap().id, 14);
+        assert_eq!(incompatibility(&schema, &schema), None);
+        let raw = iceberg_schema();
+        assert_eq!(
+            incompatibility(&raw, &schema).unwrap(),
+            "column id is missing"
+        );
+        arrow_schema(&schema).expect("converts to Arrow");
+    }
+
+    #[test]
+    fn bad_declared_schemas_are_named() {
+        assert!(Shape::parse_typed("{").is_err());
+        let e = Shape::parse_typed(r#"{"type":"struct","fields":[]}"#).unwrap_err();
+        assert!(e.contains("no fields"), "{e}");
+        let e = Shape::parse_typed(
+            r#"{"type":"struct","fields":[{"id":1,"name":"_kafka_key","required":false,"type":"string"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("collides"), "{e}");
     }
 }

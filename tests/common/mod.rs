@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
+use icefall::sink::schema::Shape;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub fn repo() -> PathBuf {
@@ -423,9 +424,13 @@ pub fn try_table_view_in(
         .expect("runtime");
     rt.block_on(async {
         let catalog = open_catalog(spec, storage).await.expect("catalog");
-        let t = load_existing(catalog.as_ref(), &table.parse().expect("table ident"))
-            .await
-            .expect("load")?;
+        let t = load_existing(
+            catalog.as_ref(),
+            &table.parse().expect("table ident"),
+            &Shape::Raw,
+        )
+        .await
+        .expect("load")?;
         let snapshots = t.metadata().snapshots().count();
         let Some(snap) = t.metadata().current_snapshot() else {
             return Some(TableView {
@@ -646,11 +651,14 @@ pub fn table_ledger(warehouse: &Path, table: &str, topic: &str) -> icefall::offs
         )
         .await
         .expect("catalog");
-        let t =
-            icefall::sink::commit::load_existing(catalog.as_ref(), &table.parse().expect("ident"))
-                .await
-                .expect("load")
-                .expect("table exists");
+        let t = icefall::sink::commit::load_existing(
+            catalog.as_ref(),
+            &table.parse().expect("ident"),
+            &Shape::Raw,
+        )
+        .await
+        .expect("load")
+        .expect("table exists");
         icefall::sink::commit::ledger(&t, topic)
             .await
             .expect("ledger")
