@@ -102,7 +102,7 @@ fn kernels(c: &mut Criterion) {
                 (enc, records.clone())
             },
             |(mut enc, recs)| {
-                enc.append(3, &recs).expect("append");
+                enc.append(3, &recs, &mut Vec::new()).expect("append");
                 (enc, recs)
             },
             BatchSize::LargeInput,
@@ -112,7 +112,7 @@ fn kernels(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
-                enc.append(3, &records).expect("append");
+                enc.append(3, &records, &mut Vec::new()).expect("append");
                 enc
             },
             |mut enc| enc.finish_file().expect("encode").expect("a file"),

@@ -63,6 +63,8 @@ impl Error {
             ) => 2,
             Error::Runtime(_) => 1,
             Error::Source(_) => 3,
+            Error::Sink(SinkError::Undecodable { .. })
+            | Error::Shard(ShardError::Sink(SinkError::Undecodable { .. })) => 7,
             Error::Sink(e) | Error::Shard(ShardError::Sink(e)) => {
                 if e.is_catalog() {
                     5
@@ -93,9 +95,14 @@ fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
     Ok(l)
 }
 
-/// What the table holds besides the Kafka columns.
-pub(crate) fn table_shape(_cfg: &RunConfig) -> Shape {
-    Shape::Raw
+/// What the table holds besides the Kafka columns: `--format` and `--schema`, read and checked.
+pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Shape, Error> {
+    let Some(path) = &cfg.schema else {
+        return Ok(Shape::Raw);
+    };
+    let bad = |reason: String| ConfigError::invalid("--schema", path.display(), reason);
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    Ok(Shape::parse_typed(&text).map_err(bad)?)
 }
 
 pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -151,6 +158,7 @@ pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
             .file_max_rows
             .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
             .get()) as usize,
+        max_record_bytes: usize::try_from(cfg.max_record_bytes.0).unwrap_or(usize::MAX),
     }
 }
 
@@ -193,17 +201,18 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     );
 
     let source_cfg = Arc::new(source_config(&cfg));
-    let shape = table_shape(&cfg);
+    let shape = table_shape(&cfg)?;
     let setup = setup_runtime()?;
     let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
     let catalog_spec = catalog_spec(&cfg, warehouse_url)?;
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
     let (catalog, resumed) = setup.block_on(async {
         let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;
-        let resumed = match commit::load_existing(catalog.as_ref(), &cfg.table, &shape).await? {
-            Some(t) => commit::checkpoint(&t, &cfg.topic)?,
-            None => None,
-        };
+        let resumed =
+            match commit::load_existing(catalog.as_ref(), &cfg.table, Some(&shape)).await? {
+                Some(t) => commit::checkpoint(&t, &cfg.topic)?,
+                None => None,
+            };
         Ok::<_, SinkError>((catalog, resumed))
     })?;
     let committed = resumed
@@ -332,6 +341,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 next_seq: 0,
             },
             latency_horizon: cfg.commit_interval,
+            rejected: Vec::new(),
             slow: cfg
                 .slow_shard
                 .filter(|(shard, _)| *shard < shards && router.core_of(*shard) == i),

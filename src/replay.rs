@@ -61,8 +61,12 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let (storage, warehouse_url) = upload::open_warehouse(&cfg.warehouse).await?;
     let spec = app::catalog_spec(&cfg, warehouse_url)?;
     let catalog = commit::open_catalog(&spec, storage.clone()).await?;
-    let Some(table) =
-        commit::load_existing(catalog.as_ref(), &cfg.table, &crate::app::table_shape(&cfg)).await?
+    let Some(table) = commit::load_existing(
+        catalog.as_ref(),
+        &cfg.table,
+        Some(&crate::app::table_shape(&cfg)?),
+    )
+    .await?
     else {
         return Err(SinkError::Checkpoint(format!(
             "table {} does not exist: there is no drop ledger to replay",
@@ -95,7 +99,16 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     for mut reader in RangeReader::open_all(&source, &todo).await? {
         while let Some(records) = reader.next(&source).await? {
             summary.appended += records.len() as u64;
-            encoder.append(reader.partition(), &records)?;
+            let mut rejected = Vec::new();
+            encoder.append(reader.partition(), &records, &mut rejected)?;
+            if let Some(bad) = rejected.pop() {
+                return Err(SinkError::Undecodable {
+                    partition: reader.partition(),
+                    offset: records[bad.index].offset,
+                    reason: bad.reason,
+                }
+                .into());
+            }
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;
             }

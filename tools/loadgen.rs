@@ -68,6 +68,9 @@ struct Args {
     /// Every n-th record has no key (0: never).
     #[arg(long, default_value_t = 20)]
     null_key_every: u64,
+    /// Every n-th record has no value, a tombstone (0: never).
+    #[arg(long, default_value_t = 101)]
+    null_value_every: u64,
     /// Records per produce request.
     #[arg(long, default_value_t = 2_000)]
     batch: usize,
@@ -167,6 +170,7 @@ async fn produce(a: &Args, client: Arc<Client>, partitions: u32) -> anyhow::Resu
         keys: a.keys,
         value_bytes: a.value_bytes,
         null_key_every: a.null_key_every,
+        null_value_every: a.null_value_every,
         dist: a.key_dist,
         payload: a.payload,
         ..Default::default()

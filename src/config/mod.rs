@@ -175,6 +175,17 @@ pub struct RunArgs {
     /// holding one of its records.
     #[arg(long, hide = true)]
     pub debug_slow_shard: Option<String>,
+    /// How record values land: raw (a binary `value` column) or json (decoded into the fields
+    /// `--schema` declares, in place of `value`).
+    #[arg(long, default_value = "raw")]
+    pub format: String,
+    /// `--format json`: the value's fields as an Iceberg struct in the spec's JSON form,
+    /// `{"type":"struct","fields":[{"id":1,"name":"id","required":true,"type":"long"},…]}`.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Values larger than this are not decoded (the record is rejected, naming its offset).
+    #[arg(long, default_value = "1MiB")]
+    pub max_record_bytes: String,
     /// Rows per Arrow record batch handed to the Parquet encoder.
     #[arg(long, default_value = "8192")]
     pub batch_rows: String,
@@ -218,6 +229,24 @@ pub struct RunArgs {
     /// status line is redrawn every second); `0s` turns it off.
     #[arg(long, default_value = "10s")]
     pub progress_interval: String,
+}
+
+/// How record values land in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueFormat {
+    Raw,
+    Json,
+}
+
+impl FromStr for ValueFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "raw" => Ok(Self::Raw),
+            "json" => Ok(Self::Json),
+            _ => Err("expected raw or json".into()),
+        }
+    }
 }
 
 /// How logs are written.
@@ -269,6 +298,10 @@ pub struct RunConfig {
     pub commit_retry_base: Duration,
     pub commit_retry_cap: Duration,
     pub commit_retries: std::num::NonZeroU32,
+    pub format: ValueFormat,
+    /// `--format json`: the declared value fields (Iceberg struct JSON).
+    pub schema: Option<PathBuf>,
+    pub max_record_bytes: ByteSize,
     pub drain_timeout: Duration,
     /// `None`: no HTTP endpoint.
     pub http_addr: Option<std::net::SocketAddr>,
@@ -449,6 +482,31 @@ impl RunArgs {
             })?),
         };
         let progress_interval = duration("--progress-interval", &self.progress_interval)?;
+        let format: ValueFormat = field("--format", &self.format)?;
+        match (format, &self.schema) {
+            (ValueFormat::Json, None) => {
+                return Err(ConfigError::invalid(
+                    "--format",
+                    &self.format,
+                    "needs --schema FILE (the value's fields as an Iceberg struct in JSON)",
+                ));
+            }
+            (ValueFormat::Raw, Some(p)) => {
+                return Err(ConfigError::invalid(
+                    "--schema",
+                    p.display(),
+                    "applies to --format json only",
+                ));
+            }
+            _ => {}
+        }
+        let max_record_bytes: ByteSize = field("--max-record-bytes", &self.max_record_bytes)?;
+        ensure(
+            max_record_bytes.0 > 0,
+            "--max-record-bytes",
+            &self.max_record_bytes,
+            "must be positive",
+        )?;
         Ok(RunConfig {
             brokers,
             topic,
@@ -486,6 +544,9 @@ impl RunArgs {
             commit_retry_base,
             commit_retry_cap,
             commit_retries: field("--commit-retries", &self.commit_retries)?,
+            format,
+            schema: self.schema.clone(),
+            max_record_bytes,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
             http_addr,
             log_format: field("--log-format", &self.log_format)?,

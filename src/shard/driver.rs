@@ -11,6 +11,7 @@ use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::record::ToShard;
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
+use crate::sink::SinkError;
 use crate::sink::encode::FileEncoder;
 use crate::sink::upload::ToIo;
 
@@ -49,6 +50,8 @@ pub struct ShardCore {
     pub latency_horizon: Duration,
     /// Test hook (`--debug-slow-shard`): sleep this long before each batch holding this shard.
     pub slow: Option<(u32, Duration)>,
+    /// Records the encoder could not decode, from the last append.
+    pub rejected: Vec<crate::sink::decode::Rejected>,
 }
 
 impl ShardCore {
@@ -76,7 +79,17 @@ impl ShardCore {
                         latency.record(r.timestamp_ms);
                     }
                     stats.rows += batch.records.len() as u64;
-                    self.encoder.append(batch.partition, &batch.records)?;
+                    self.encoder
+                        .append(batch.partition, &batch.records, &mut self.rejected)?;
+                    if let Some(bad) = self.rejected.pop() {
+                        // No dead-letter destination: the run stops on the first bad record.
+                        return Err(SinkError::Undecodable {
+                            partition: batch.partition,
+                            offset: batch.records[bad.index].offset,
+                            reason: bad.reason,
+                        }
+                        .into());
+                    }
                     let step = self.state.after_append(
                         self.encoder.buffered_rows(),
                         self.encoder.file_rows(),

@@ -108,11 +108,12 @@ fn iceberg_ident(t: &TableIdent) -> iceberg::TableIdent {
     iceberg::TableIdent::new(NamespaceIdent::new(t.namespace.clone()), t.name.clone())
 }
 
-/// The table, if it exists (checked for compatibility like [`ensure_table`] does).
+/// The table, if it exists; checked for compatibility with `shape` like [`ensure_table`] does
+/// (`None`: not checked, for readers).
 pub async fn load_existing(
     catalog: &dyn Catalog,
     ident: &TableIdent,
-    shape: &schema::Shape,
+    shape: Option<&schema::Shape>,
 ) -> Result<Option<Table>, SinkError> {
     let id = iceberg_ident(ident);
     if !catalog
@@ -126,7 +127,9 @@ pub async fn load_existing(
         .load_table(&id)
         .await
         .map_err(catalog_err(format!("cannot load table {ident}")))?;
-    if let Some(reason) = schema::incompatibility(table.metadata().current_schema(), &want(shape)?)
+    if let Some(shape) = shape
+        && let Some(reason) =
+            schema::incompatibility(table.metadata().current_schema(), &want(shape)?)
     {
         return Err(SinkError::IncompatibleTable {
             table: ident.to_string(),
@@ -193,7 +196,7 @@ pub async fn ensure_table(
             Err(e) => return Err(catalog_err(format!("cannot create table {ident}"))(e)),
         }
     }
-    let Some(table) = load_existing(catalog, ident, shape).await? else {
+    let Some(table) = load_existing(catalog, ident, Some(shape)).await? else {
         return Err(SinkError::Catalog {
             what: format!("table {ident} vanished right after it was created"),
             source: Box::new(iceberg::Error::new(ErrorKind::TableNotFound, "no table")),

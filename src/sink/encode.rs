@@ -20,6 +20,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
+use super::decode::{JsonValues, Rejected};
 use super::schema;
 use crate::record::Record;
 
@@ -28,6 +29,8 @@ use crate::record::Record;
 pub struct EncodeOptions {
     pub zstd_level: i32,
     pub row_group_rows: usize,
+    /// Values larger than this are rejected (typed tables).
+    pub max_record_bytes: usize,
 }
 
 impl Default for EncodeOptions {
@@ -35,6 +38,7 @@ impl Default for EncodeOptions {
         Self {
             zstd_level: 1,
             row_group_rows: 256 * 1024,
+            max_record_bytes: 1 << 20,
         }
     }
 }
@@ -55,6 +59,8 @@ struct Columns {
     key: BinaryBuilder,
     headers: MapBuilder<StringBuilder, BinaryBuilder>,
     value: BinaryBuilder,
+    /// Typed tables: the decoded value fields, one batch per appended run of records.
+    decoded: Vec<RecordBatch>,
 }
 
 /// Sizes of one batch, used to pre-size the next one's builders: `finish()` hands the buffers
@@ -118,18 +124,31 @@ impl Columns {
             .with_keys_field(l.key_field.clone())
             .with_values_field(l.value_field.clone()),
             value: BinaryBuilder::with_capacity(rows, s.value_bytes),
+            decoded: Vec::new(),
         }
     }
 
-    fn finish(&mut self) -> Vec<ArrayRef> {
-        vec![
+    /// The columns in table order: the Kafka columns, then the value bytes or decoded fields.
+    fn finish(
+        &mut self,
+        typed: Option<&SchemaRef>,
+    ) -> Result<Vec<ArrayRef>, arrow_schema::ArrowError> {
+        let mut cols: Vec<ArrayRef> = vec![
             Arc::new(self.partition.finish()),
             Arc::new(self.offset.finish()),
             Arc::new(self.timestamp.finish()),
             Arc::new(self.key.finish()),
             Arc::new(self.headers.finish()),
-            Arc::new(self.value.finish()),
-        ]
+        ];
+        match typed {
+            None => cols.push(Arc::new(self.value.finish())),
+            Some(schema) => {
+                let values = arrow_select::concat::concat_batches(schema, &self.decoded)?;
+                self.decoded.clear();
+                cols.extend(values.columns().iter().cloned());
+            }
+        }
+        Ok(cols)
     }
 }
 
@@ -147,6 +166,9 @@ pub struct FileEncoder {
     file_rows: u64,
     /// Key, value and header bytes of every record appended.
     payload_bytes: u64,
+    /// Typed tables: the decoder of the value fields.
+    json: Option<JsonValues>,
+    good: Vec<bool>,
 }
 
 impl FileEncoder {
@@ -155,6 +177,20 @@ impl FileEncoder {
         let layout = Layout::of(&schema).ok_or_else(|| SinkError::Schema {
             reason: "the table's Arrow schema lacks the timestamp or headers column".into(),
         })?;
+        let json = match schema.field_with_name(schema::VALUE) {
+            Ok(_) => None,
+            Err(_) => {
+                let fields: Vec<FieldRef> = schema.fields().iter().skip(5).cloned().collect();
+                let values = Arc::new(arrow_schema::Schema::new(fields));
+                Some(
+                    JsonValues::new(values, opts.max_record_bytes).map_err(|reason| {
+                        SinkError::Schema {
+                            reason: format!("the value fields cannot be read from JSON: {reason}"),
+                        }
+                    })?,
+                )
+            }
+        };
         let level = ZstdLevel::try_new(opts.zstd_level)
             .map_err(|source| SinkError::Encode { core, source })?;
         let props = WriterProperties::builder()
@@ -174,23 +210,44 @@ impl FileEncoder {
             writer: None,
             file_rows: 0,
             payload_bytes: 0,
+            json,
+            good: Vec::new(),
         })
     }
 
     /// Appends one partition's records (in offset order) to the open file. The records stay the
     /// caller's: the shard core hands them back to the fetch core that allocated them, so their
     /// memory is freed on the thread that allocated it.
-    pub fn append(&mut self, partition: i32, records: &[Record]) -> Result<(), SinkError> {
+    ///
+    /// Typed tables decode each value into the declared fields; a record that does not decode is
+    /// left out and reported in `rejected` (its index in `records`, and why).
+    pub fn append(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), SinkError> {
+        let typed = self.json.is_some();
+        if let Some(json) = &mut self.json {
+            if let Some(b) = json.decode(records, &mut self.good, rejected) {
+                self.cols.decoded.push(b);
+            }
+        }
         let c = &mut self.cols;
         let z = &mut self.sizes;
         let before = z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes;
-        for r in records {
+        for (i, r) in records.iter().enumerate() {
+            if typed && !self.good[i] {
+                continue;
+            }
             c.partition.append_value(partition);
             c.offset.append_value(r.offset);
             c.timestamp
                 .append_value(r.timestamp_ms.saturating_mul(1_000));
             c.key.append_option(r.key.as_deref());
-            c.value.append_option(r.value.as_deref());
+            if !typed {
+                c.value.append_option(r.value.as_deref());
+            }
             z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
             z.value_bytes += r.value.as_ref().map_or(0, Vec::len);
             for (k, v) in &r.headers {
@@ -240,7 +297,12 @@ impl FileEncoder {
             return Ok(());
         }
         let core = self.core;
-        let batch = RecordBatch::try_new(self.schema.clone(), self.cols.finish())
+        let values = self.json.as_ref().map(JsonValues::schema);
+        let cols = self
+            .cols
+            .finish(values)
+            .map_err(|source| SinkError::Arrow { core, source })?;
+        let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|source| SinkError::Arrow { core, source })?;
         self.cols = Columns::with_capacity(std::mem::take(&mut self.sizes), &self.layout);
         if self.writer.is_none() {
@@ -308,9 +370,10 @@ mod tests {
             rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
             rec(6, None, b"", &[]),
         ];
-        enc.append(3, &batch).unwrap();
+        enc.append(3, &batch, &mut Vec::new()).unwrap();
         enc.encode_buffered().unwrap();
-        enc.append(3, &[rec(9, Some("b"), b"yz", &[])]).unwrap();
+        enc.append(3, &[rec(9, Some("b"), b"yz", &[])], &mut Vec::new())
+            .unwrap();
         assert_eq!(enc.file_rows(), 3);
         // a + x + h1 v1 h2, nothing, b + yz.
         assert_eq!(enc.payload_bytes(), 8 + 3);

@@ -7,6 +7,7 @@
 //! state machine does) and knows nothing of Kafka clients or executors.
 
 pub mod commit;
+pub mod decode;
 pub mod encode;
 pub mod guard;
 pub mod schema;
@@ -33,6 +34,14 @@ pub enum SinkError {
         core: usize,
         #[source]
         source: parquet::errors::ParquetError,
+    },
+    #[error(
+        "partition {partition} offset {offset}: cannot decode the value ({reason}); give --dlq-table or --dlq-topic to set such records aside"
+    )]
+    Undecodable {
+        partition: i32,
+        offset: i64,
+        reason: String,
     },
     #[error("building an Arrow batch for shard core {core} failed")]
     Arrow {

@@ -178,7 +178,7 @@ mod tests {
                 headers: Default::default(),
             })
             .collect();
-        enc.append(4, &recs).unwrap();
+        enc.append(4, &recs, &mut Vec::new()).unwrap();
         let f = enc.finish_file().unwrap().unwrap();
         let df = data_file(
             "file:///x.parquet".into(),

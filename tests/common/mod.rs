@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
-use icefall::sink::schema::Shape;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 pub fn repo() -> PathBuf {
@@ -111,6 +110,40 @@ impl Broker {
             "loadgen failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+impl Broker {
+    /// Produces records with exactly these values (and no key) to one partition, in order.
+    pub fn produce_values(&self, topic: &str, partition: i32, values: &[Option<Vec<u8>>]) {
+        use rskafka::client::ClientBuilder;
+        use rskafka::client::partition::{Compression, UnknownTopicHandling};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let client = ClientBuilder::new(vec![self.addr.clone()])
+                .build()
+                .await
+                .expect("client");
+            let pc = client
+                .partition_client(topic, partition, UnknownTopicHandling::Retry)
+                .await
+                .expect("partition client");
+            let records = values
+                .iter()
+                .map(|v| rskafka::record::Record {
+                    key: None,
+                    value: v.clone(),
+                    headers: Default::default(),
+                    timestamp: rskafka::chrono::Utc::now(),
+                })
+                .collect();
+            pc.produce(records, Compression::NoCompression)
+                .await
+                .expect("produce");
+        });
     }
 }
 
@@ -424,13 +457,9 @@ pub fn try_table_view_in(
         .expect("runtime");
     rt.block_on(async {
         let catalog = open_catalog(spec, storage).await.expect("catalog");
-        let t = load_existing(
-            catalog.as_ref(),
-            &table.parse().expect("table ident"),
-            &Shape::Raw,
-        )
-        .await
-        .expect("load")?;
+        let t = load_existing(catalog.as_ref(), &table.parse().expect("table ident"), None)
+            .await
+            .expect("load")?;
         let snapshots = t.metadata().snapshots().count();
         let Some(snap) = t.metadata().current_snapshot() else {
             return Some(TableView {
@@ -654,7 +683,7 @@ pub fn table_ledger(warehouse: &Path, table: &str, topic: &str) -> icefall::offs
         let t = icefall::sink::commit::load_existing(
             catalog.as_ref(),
             &table.parse().expect("ident"),
-            &Shape::Raw,
+            None,
         )
         .await
         .expect("load")

@@ -1,0 +1,243 @@
+//! Record values → Arrow columns of the table's declared fields, on the shard core, with Arrow's
+//! batch JSON decoder (one tape for a whole fetch batch, no `serde_json::Value` per record).
+//!
+//! A bad record never fails its batch-mates: the fast path feeds every value of a batch to one
+//! decoder and flushes once; if anything is off (a malformed value, not exactly one JSON value,
+//! a wrong type, a missing required field) the batch is decoded again one record at a time, so
+//! each bad record is named with its reason and the good ones are kept, in order.
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::SchemaRef;
+
+use crate::record::Record;
+
+/// Why a record could not be decoded; its offset is the caller's to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Index of the record in the batch given to [`JsonValues::decode`].
+    pub index: usize,
+    pub reason: String,
+}
+
+/// One shard core's JSON decoder for the value fields of its table.
+pub struct JsonValues {
+    schema: SchemaRef,
+    decoder: Decoder,
+    /// Rows the decoder's tape is sized for (the largest batch so far).
+    capacity: usize,
+    max_record_bytes: usize,
+}
+
+/// What disqualifies a value before decoding.
+fn precheck(max_record_bytes: usize, r: &Record) -> Result<&[u8], String> {
+    let v = r.value.as_deref().ok_or("the record has no value (null)")?;
+    if v.len() > max_record_bytes {
+        return Err(format!(
+            "the value is {} bytes, over --max-record-bytes {max_record_bytes}",
+            v.len()
+        ));
+    }
+    Ok(v)
+}
+
+fn decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder, String> {
+    ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .build_decoder()
+        .map_err(|e| e.to_string())
+}
+
+impl JsonValues {
+    /// A decoder for `schema` (the table's value fields). Fails, naming the reason, when a field
+    /// has a type JSON cannot fill.
+    pub fn new(schema: SchemaRef, max_record_bytes: usize) -> Result<Self, String> {
+        Ok(Self {
+            decoder: decoder(&schema, 1024)?,
+            capacity: 1024,
+            schema,
+            max_record_bytes,
+        })
+    }
+
+    /// The value fields' schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Decodes the values of `records`: the decoded rows of the good ones (in order) and the
+    /// bad ones, each with its reason. `good[i]` says whether record `i` was decoded.
+    pub fn decode(
+        &mut self,
+        records: &[Record],
+        good: &mut Vec<bool>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Option<RecordBatch> {
+        good.clear();
+        if let Some(batch) = self.fast(records) {
+            good.resize(records.len(), true);
+            return batch;
+        }
+        self.one_by_one(records, good, rejected)
+    }
+
+    /// Every value into one tape, one flush. `None` when any record needs a closer look.
+    fn fast(&mut self, records: &[Record]) -> Option<Option<RecordBatch>> {
+        if records.len() > self.capacity {
+            self.capacity = records.len().next_power_of_two();
+            self.decoder = decoder(&self.schema, self.capacity).ok()?;
+        }
+        let mut ok = true;
+        for (i, r) in records.iter().enumerate() {
+            let Ok(v) = precheck(self.max_record_bytes, r) else {
+                ok = false;
+                break;
+            };
+            match self.decoder.decode(v) {
+                Ok(n) if n == v.len() && self.decoder.len() == i + 1 => {}
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+            if self.decoder.has_partial_record() {
+                ok = false;
+                break;
+            }
+        }
+        if ok && let Ok(batch) = self.decoder.flush() {
+            return Some(batch);
+        }
+        // The tape may hold half a value: start clean.
+        self.decoder = decoder(&self.schema, self.capacity).ok()?;
+        None
+    }
+
+    fn one_by_one(
+        &mut self,
+        records: &[Record],
+        good: &mut Vec<bool>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Option<RecordBatch> {
+        let mut rows = Vec::new();
+        for (index, r) in records.iter().enumerate() {
+            match self.one(r) {
+                Ok(b) => {
+                    rows.push(b);
+                    good.push(true);
+                }
+                Err(reason) => {
+                    rejected.push(Rejected { index, reason });
+                    good.push(false);
+                    // A failed decode can leave the tape mid-value.
+                    if let Ok(d) = decoder(&self.schema, self.capacity) {
+                        self.decoder = d;
+                    }
+                }
+            }
+        }
+        if rows.is_empty() {
+            return None;
+        }
+        arrow_select::concat::concat_batches(&self.schema, &rows).ok()
+    }
+
+    fn one(&mut self, r: &Record) -> Result<RecordBatch, String> {
+        let v = precheck(self.max_record_bytes, r)?;
+        let n = self
+            .decoder
+            .decode(v)
+            .map_err(|e| format!("malformed JSON: {e}"))?;
+        if n != v.len() || self.decoder.len() != 1 || self.decoder.has_partial_record() {
+            return Err(
+                if self.decoder.len() == 0 || self.decoder.has_partial_record() {
+                    "malformed JSON: not one complete value".to_string()
+                } else {
+                    "more than one JSON value".to_string()
+                },
+            );
+        }
+        match self.decoder.flush() {
+            Ok(Some(b)) if b.num_rows() == 1 => Ok(b),
+            Ok(_) => Err("malformed JSON: no value".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn rec(value: Option<&str>) -> Record {
+        Record {
+            offset: 0,
+            timestamp_ms: 0,
+            shard: 0,
+            key: None,
+            value: value.map(|v| v.as_bytes().to_vec()),
+            headers: Default::default(),
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    #[test]
+    fn good_batches_decode_in_one_pass() {
+        let mut d = JsonValues::new(schema(), 1 << 20).unwrap();
+        let records = [
+            rec(Some(r#"{"id":1,"name":"a"}"#)),
+            rec(Some(r#" {"id":2} "#)),
+        ];
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let b = d.decode(&records, &mut good, &mut bad).unwrap();
+        assert_eq!(good, [true, true]);
+        assert!(bad.is_empty());
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
+        assert!(b.column(1).is_null(1));
+    }
+
+    #[test]
+    fn each_bad_record_is_named_and_its_batch_mates_kept() {
+        let mut d = JsonValues::new(schema(), 40).unwrap();
+        let big = format!(r#"{{"id":9,"name":"{}"}}"#, "x".repeat(64));
+        let records = [
+            rec(Some(r#"{"id":1}"#)),
+            rec(Some(r#"{"id":"two"}"#)),
+            rec(Some(r#"{"name":"no id"}"#)),
+            rec(Some(r#"{"id":4"#)),
+            rec(None),
+            rec(Some(&big)),
+            rec(Some(r#"{"id":7}{"id":8}"#)),
+            rec(Some(r#"{"id":10,"name":"j"}"#)),
+        ];
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        let b = d.decode(&records, &mut good, &mut bad).unwrap();
+        assert_eq!(good, [true, false, false, false, false, false, false, true]);
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 10]);
+        let reasons: Vec<&str> = bad.iter().map(|r| r.reason.as_str()).collect();
+        assert!(reasons[0].contains("two"), "{reasons:?}");
+        assert!(
+            reasons[1].contains("id"),
+            "missing required field: {reasons:?}"
+        );
+        assert!(reasons[2].contains("malformed"), "{reasons:?}");
+        assert!(reasons[3].contains("no value"), "{reasons:?}");
+        assert!(reasons[4].contains("--max-record-bytes 40"), "{reasons:?}");
+        assert!(reasons[5].contains("more than one"), "{reasons:?}");
+        // The decoder is clean again afterwards.
+        let b = d
+            .decode(&[rec(Some(r#"{"id":11}"#))], &mut good, &mut bad)
+            .unwrap();
+        assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[11]);
+    }
+}
