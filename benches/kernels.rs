@@ -1,8 +1,10 @@
 //! The hot kernels of one record's trip, each alone (criterion): the key hash and routing, the
 //! fetch core's split of a fetch response by shard core, Arrow column building, and Parquet
-//! encoding (zstd level 1, as icefall writes). Records are the sample shape the end-to-end
-//! benches produce (10-byte keys from 1,000, 100-byte values, 1-3 headers), 8,192 per iteration.
-//! Every group reports records/s and payload MB/s.
+//! encoding (zstd level 1, as icefall writes), and `--format json`'s decoding into typed columns
+//! (alone, and with Parquet). Records are the sample shape the end-to-end benches produce
+//! (10-byte keys from 1,000, 100-byte values, 1-3 headers; JSON values of ~100 bytes with six
+//! fields for the decode group), 8,192 per iteration. Every group reports records/s and payload
+//! MB/s.
 //!
 //! `cargo bench --bench kernels` (quick: ~1 s of measurement per kernel); set
 //! `ICEFALL_BENCH_FULL=1` for criterion's default 5 s.
@@ -17,7 +19,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use icefall::record::Record;
 use icefall::routing::Router;
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
-use icefall::sink::schema::raw_arrow_schema;
+use icefall::sink::schema::{Shape, arrow_schema, raw_arrow_schema};
 use rskafka::chrono::{TimeZone, Utc};
 use rskafka::record::RecordAndOffset;
 
@@ -116,6 +118,46 @@ fn kernels(c: &mut Criterion) {
                 enc
             },
             |mut enc| enc.finish_file().expect("encode").expect("a file"),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    // --format json: the sample's JSON values into six typed columns.
+    let json_shape = common::sample::Shape {
+        payload: common::sample::Payload::Json,
+        null_value_every: 0,
+        ..Default::default()
+    };
+    let json: Vec<Record> = (0..N as u64)
+        .map(|i| common::sample_record_of(&json_shape, i))
+        .collect();
+    let declared =
+        std::fs::read_to_string(common::repo().join("tests/data/sample-json.schema.json"))
+            .expect("schema file");
+    let typed = Shape::parse_typed(&declared).expect("schema");
+    let typed = arrow_schema(&typed.iceberg_schema().expect("iceberg schema")).expect("arrow");
+    let mut g = c.benchmark_group("decode_json");
+    g.throughput(throughput(&json));
+    g.bench_function("typed_columns", |b| {
+        b.iter_batched(
+            || FileEncoder::new(0, typed.clone(), &opts).expect("encoder"),
+            |mut enc| {
+                let mut rejected = Vec::new();
+                enc.append(3, &json, &mut rejected).expect("append");
+                assert!(rejected.is_empty());
+                enc
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("typed_parquet_zstd1", |b| {
+        b.iter_batched(
+            || FileEncoder::new(0, typed.clone(), &opts).expect("encoder"),
+            |mut enc| {
+                enc.append(3, &json, &mut Vec::new()).expect("append");
+                enc.finish_file().expect("encode").expect("a file")
+            },
             BatchSize::LargeInput,
         )
     });

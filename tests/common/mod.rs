@@ -758,7 +758,11 @@ pub fn measure(cmd: &mut Command) -> Measured {
 
 /// Sample record `i` of the default shape, as icefall's `Record` (benches feed it to kernels).
 pub fn sample_record(i: u64) -> icefall::record::Record {
-    let shape = sample::Shape::default();
+    sample_record_of(&sample::Shape::default(), i)
+}
+
+/// Record `i` of `shape`, as icefall holds it.
+pub fn sample_record_of(shape: &sample::Shape, i: u64) -> icefall::record::Record {
     icefall::record::Record {
         offset: i as i64,
         timestamp_ms: 1_700_000_000_000 + i as i64,
