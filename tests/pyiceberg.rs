@@ -44,3 +44,62 @@ fn pyiceberg_reads_the_table() {
         "{stdout}"
     );
 }
+
+/// `--format json`: PyIceberg sees the declared fields as typed columns, with every record.
+#[test]
+fn pyiceberg_reads_typed_json_columns() {
+    let python = common::python_with("pyiceberg");
+    let broker = Broker::start();
+    broker.create_topic("events", 2);
+    let n = 5_000u64;
+    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+        .args(["--brokers", &broker.addr, "--topic", "events"])
+        .args(["--records", &n.to_string(), "--payload", "json"])
+        .args(["--null-value-every", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let wh = tempfile::tempdir().unwrap();
+    let w = std::fs::canonicalize(wh.path()).unwrap();
+    let w = w.to_str().unwrap();
+    let schema = repo().join("tests/data/sample-json.schema.json");
+    let mut args = base_args(&broker.addr, "events", w);
+    args.extend(["--stop-at-end", "--format", "json"]);
+    args.extend(["--schema", schema.to_str().unwrap()]);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let script = r#"
+import sys
+from pyiceberg.catalog.sql import SqlCatalog
+w, n = sys.argv[1], int(sys.argv[2])
+t = SqlCatalog("icefall", uri=f"sqlite:///{w}/catalog.db", warehouse=f"file://{w}").load_table("ns.events")
+types = {f.name: str(f.field_type) for f in t.schema().fields}
+assert "value" not in types, types
+for name, want in [("seq", "long"), ("user", "string"), ("amount", "double"), ("ok", "boolean"), ("ts", "long")]:
+    assert types[name] == want, (name, types)
+d = t.scan(selected_fields=("seq", "user", "amount", "ok", "_kafka_offset")).to_arrow()
+seqs = sorted(d["seq"].to_pylist())
+assert seqs == list(range(n)), "every record once"
+assert all(u.startswith("user-") for u in d["user"].to_pylist())
+print(f"typed rows={d.num_rows} types={types['seq']},{types['user']},{types['amount']},{types['ok']}")
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, w, &n.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "PyIceberg: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("typed rows=5000 types=long,string,double,boolean"),
+        "{stdout}"
+    );
+}
