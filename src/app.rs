@@ -8,7 +8,7 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{CatalogKind, ConfigError, RunConfig, WarehouseLocation};
+use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
 use crate::metrics::live::{FetchLive, Live};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::EpochTracker;
@@ -95,14 +95,34 @@ fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
     Ok(l)
 }
 
-/// What the table holds besides the Kafka columns: `--format` and `--schema`, read and checked.
-pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Shape, Error> {
+/// What the table holds besides the Kafka columns, from `--format` and `--schema`; `None` when
+/// it is to be inferred (`--infer-schema`): from the table if it exists, else from Kafka.
+pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Option<Shape>, Error> {
+    if cfg.format == ValueFormat::Raw {
+        return Ok(Some(Shape::Raw));
+    }
     let Some(path) = &cfg.schema else {
-        return Ok(Shape::Raw);
+        return Ok(None);
     };
     let bad = |reason: String| ConfigError::invalid("--schema", path.display(), reason);
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    Ok(Shape::parse_typed(&text).map_err(bad)?)
+    Ok(Some(Shape::parse_typed(&text).map_err(bad)?))
+}
+
+/// `--infer-schema N`: the value fields of the first N records (all optional).
+fn infer_shape(
+    setup: &tokio::runtime::Runtime,
+    source_cfg: &SourceConfig,
+    plans: &[PartitionPlan],
+    n: usize,
+) -> Result<Shape, Error> {
+    let records = setup.block_on(source::sample(source_cfg, plans, n))?;
+    let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
+    let bad = |reason: String| ConfigError::invalid("--infer-schema", n, reason);
+    let fields = crate::sink::decode::infer_fields(&values).map_err(bad)?;
+    let shape = Shape::from_arrow(&fields).map_err(bad)?;
+    tracing::info!(records = records.len(), fields = ?fields.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>(), "inferred the value's fields");
+    Ok(shape)
 }
 
 pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -201,19 +221,22 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     );
 
     let source_cfg = Arc::new(source_config(&cfg));
-    let shape = table_shape(&cfg)?;
+    let declared = table_shape(&cfg)?;
     let setup = setup_runtime()?;
     let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
     let catalog_spec = catalog_spec(&cfg, warehouse_url)?;
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
-    let (catalog, resumed) = setup.block_on(async {
+    let (catalog, resumed, existing) = setup.block_on(async {
         let catalog = commit::open_catalog(&catalog_spec, storage.clone()).await?;
-        let resumed =
-            match commit::load_existing(catalog.as_ref(), &cfg.table, Some(&shape)).await? {
-                Some(t) => commit::checkpoint(&t, &cfg.topic)?,
-                None => None,
+        let (resumed, existing) =
+            match commit::load_existing(catalog.as_ref(), &cfg.table, declared.as_ref()).await? {
+                Some(t) => (
+                    commit::checkpoint(&t, &cfg.topic)?,
+                    Some(Shape::of_table(t.metadata().current_schema())),
+                ),
+                None => (None, None),
             };
-        Ok::<_, SinkError>((catalog, resumed))
+        Ok::<_, SinkError>((catalog, resumed, existing))
     })?;
     let committed = resumed
         .as_ref()
@@ -244,6 +267,12 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 high_watermark: m.records_per_partition as i64,
             })
             .collect(),
+    };
+    let shape = match (declared, existing, cfg.infer_schema) {
+        (Some(s), _, _) => s,
+        (None, Some(s), _) => s,
+        (None, None, Some(n)) => infer_shape(&setup, &source_cfg, &plans, n.get())?,
+        (None, None, None) => unreachable!("validate() gives --format json a schema source"),
     };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
     drop(catalog);

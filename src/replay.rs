@@ -64,7 +64,7 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let Some(table) = commit::load_existing(
         catalog.as_ref(),
         &cfg.table,
-        Some(&crate::app::table_shape(&cfg)?),
+        crate::app::table_shape(&cfg)?.as_ref(),
     )
     .await?
     else {

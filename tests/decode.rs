@@ -148,3 +148,54 @@ fn a_bad_schema_file_is_refused_naming_it() {
     args.extend(["--format", "json"]);
     assert_clean_failure(&icefall(&args), 2, &["--format \"json\"", "needs --schema"]);
 }
+
+#[test]
+fn infer_schema_types_the_columns_from_the_first_records_and_keeps_them_on_restart() {
+    let broker = Broker::start();
+    broker.create_topic("events", 2);
+    let produce = |n: u64, first: u64| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+            .args(["--brokers", &broker.addr, "--topic", "events"])
+            .args([
+                "--records",
+                &n.to_string(),
+                "--keys",
+                "500",
+                "--payload",
+                "json",
+            ])
+            .args(["--null-value-every", "0", "--first-seq", &first.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce(3_000, 0);
+    let wh = tempfile::tempdir().unwrap();
+    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+    args.extend(["--stop-at-end", "--format", "json", "--infer-schema", "100"]);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second run finds the table and decodes into its columns (no new inference).
+    produce(2_000, 3_000);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rows = typed_rows(wh.path());
+    assert_eq!(rows.len(), 5_000);
+    rows.sort_by_key(|r| r.0);
+    assert!(
+        rows.iter().enumerate().all(|(i, r)| r.0 == i as i64),
+        "every record once"
+    );
+}

@@ -183,6 +183,11 @@ pub struct RunArgs {
     /// `{"type":"struct","fields":[{"id":1,"name":"id","required":true,"type":"long"},…]}`.
     #[arg(long)]
     pub schema: Option<PathBuf>,
+    /// `--format json` without `--schema`: infer the value's fields from the first N records of
+    /// the topic (all optional) when the table does not exist yet; an existing table's columns
+    /// are used as they are.
+    #[arg(long)]
+    pub infer_schema: Option<String>,
     /// Values larger than this are not decoded (the record is rejected, naming its offset).
     #[arg(long, default_value = "1MiB")]
     pub max_record_bytes: String,
@@ -301,6 +306,7 @@ pub struct RunConfig {
     pub format: ValueFormat,
     /// `--format json`: the declared value fields (Iceberg struct JSON).
     pub schema: Option<PathBuf>,
+    pub infer_schema: Option<NonZeroUsize>,
     pub max_record_bytes: ByteSize,
     pub drain_timeout: Duration,
     /// `None`: no HTTP endpoint.
@@ -483,18 +489,37 @@ impl RunArgs {
         };
         let progress_interval = duration("--progress-interval", &self.progress_interval)?;
         let format: ValueFormat = field("--format", &self.format)?;
-        match (format, &self.schema) {
-            (ValueFormat::Json, None) => {
+        let infer_schema: Option<NonZeroUsize> = self
+            .infer_schema
+            .as_deref()
+            .map(|n| field("--infer-schema", n))
+            .transpose()?;
+        match (format, &self.schema, &self.infer_schema) {
+            (ValueFormat::Json, None, None) => {
                 return Err(ConfigError::invalid(
                     "--format",
                     &self.format,
-                    "needs --schema FILE (the value's fields as an Iceberg struct in JSON)",
+                    "needs --schema FILE (the value's fields as an Iceberg struct in JSON) or --infer-schema N",
                 ));
             }
-            (ValueFormat::Raw, Some(p)) => {
+            (ValueFormat::Json, Some(p), Some(_)) => {
                 return Err(ConfigError::invalid(
                     "--schema",
                     p.display(),
+                    "give --schema or --infer-schema, not both",
+                ));
+            }
+            (ValueFormat::Raw, Some(p), _) => {
+                return Err(ConfigError::invalid(
+                    "--schema",
+                    p.display(),
+                    "applies to --format json only",
+                ));
+            }
+            (ValueFormat::Raw, _, Some(n)) => {
+                return Err(ConfigError::invalid(
+                    "--infer-schema",
+                    n,
                     "applies to --format json only",
                 ));
             }
@@ -546,6 +571,7 @@ impl RunArgs {
             commit_retries: field("--commit-retries", &self.commit_retries)?,
             format,
             schema: self.schema.clone(),
+            infer_schema,
             max_record_bytes,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
             http_addr,

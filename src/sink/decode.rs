@@ -165,6 +165,24 @@ impl JsonValues {
     }
 }
 
+/// The fields of the JSON objects among `values` (values that are not JSON objects are skipped:
+/// they will be rejected when decoded). `Err` when none is an object.
+pub fn infer_fields(values: &[&[u8]]) -> Result<arrow_schema::Schema, String> {
+    let objects: Vec<serde_json::Value> = values
+        .iter()
+        .filter_map(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+        .filter(serde_json::Value::is_object)
+        .collect();
+    if objects.is_empty() {
+        return Err(format!(
+            "none of the {} records sampled holds a JSON object",
+            values.len()
+        ));
+    }
+    arrow_json::reader::infer_json_schema_from_iterator(objects.iter().map(Ok))
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,73 @@ impl Shape {
     }
 }
 
+impl Shape {
+    /// The shape of an existing table: raw if it has a `value` column, else its non-Kafka columns.
+    pub fn of_table(schema: &Schema) -> Self {
+        if schema.field_by_name(VALUE).is_some() {
+            return Shape::Raw;
+        }
+        let fields: Vec<NestedFieldRef> = schema
+            .as_struct()
+            .fields()
+            .iter()
+            .filter(|f| !kafka_column(&f.name))
+            .cloned()
+            .collect();
+        Shape::Typed(StructType::new(fields))
+    }
+
+    /// Inferred fields (Arrow types from JSON inference) as optional Iceberg fields.
+    pub fn from_arrow(schema: &arrow_schema::Schema) -> Result<Self, String> {
+        let mut next = 1;
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| inferred_field(f, &mut next))
+            .collect::<Result<Vec<_>, String>>()?;
+        for f in &fields {
+            if kafka_column(&f.name) {
+                return Err(format!("field {:?} collides with a Kafka column", f.name));
+            }
+        }
+        let shape = Shape::Typed(StructType::new(fields));
+        shape.iceberg_schema().map_err(|e| e.to_string())?;
+        Ok(shape)
+    }
+}
+
+fn inferred_field(f: &Field, next: &mut i32) -> Result<NestedFieldRef, String> {
+    let id = *next;
+    *next += 1;
+    let t = inferred_type(f.data_type(), next).map_err(|t| format!("field {:?}: {t}", f.name()))?;
+    Ok(NestedField::optional(id, f.name(), t).into())
+}
+
+fn inferred_type(t: &DataType, next: &mut i32) -> Result<Type, String> {
+    Ok(match t {
+        DataType::Boolean => Type::Primitive(PrimitiveType::Boolean),
+        DataType::Int64 => Type::Primitive(PrimitiveType::Long),
+        DataType::Float64 => Type::Primitive(PrimitiveType::Double),
+        // A field only ever null in the sample: a string takes whatever comes.
+        DataType::Utf8 | DataType::Null => Type::Primitive(PrimitiveType::String),
+        DataType::List(item) => {
+            let id = *next;
+            *next += 1;
+            let e = inferred_type(item.data_type(), next)?;
+            Type::List(ListType {
+                element_field: NestedField::list_element(id, e, false).into(),
+            })
+        }
+        DataType::Struct(children) => Type::Struct(StructType::new(
+            children
+                .iter()
+                .map(|c| inferred_field(c, next))
+                .collect::<Result<Vec<_>, String>>()?,
+        )),
+        other => return Err(format!("inferred type {other} has no Iceberg counterpart")),
+    })
+}
+
 fn kafka_column(name: &str) -> bool {
     [PARTITION, OFFSET, TIMESTAMP, KEY, HEADERS].contains(&name)
 }
@@ -326,6 +393,52 @@ mod typed_tests {
             "column id is missing"
         );
         arrow_schema(&schema).expect("converts to Arrow");
+    }
+
+    #[test]
+    fn inferred_arrow_fields_become_optional_iceberg_fields() {
+        let values: Vec<&[u8]> = vec![
+            br#"{"id":1,"price":2.5,"tags":["a"],"user":{"name":"x","vip":true}}"#,
+            br#"{"id":2,"gone":null}"#,
+            b"not json",
+        ];
+        let arrow = crate::sink::decode::infer_fields(&values).unwrap();
+        let shape = Shape::from_arrow(&arrow).unwrap();
+        let schema = shape.iceberg_schema().unwrap();
+        let t = |n: &str| schema.field_by_name(n).unwrap().field_type.to_string();
+        assert_eq!(t("id"), "long");
+        assert_eq!(t("price"), "double");
+        assert_eq!(t("gone"), "string");
+        assert_eq!(t("user.vip"), "boolean");
+        assert!(t("tags").starts_with("list"), "{}", t("tags"));
+        assert!(
+            schema
+                .as_struct()
+                .fields()
+                .iter()
+                .filter(|f| !kafka_column(&f.name))
+                .all(|f| !f.required)
+        );
+        assert_eq!(Shape::of_table(&schema), shape_without_ids(&schema));
+        assert_eq!(Shape::of_table(&iceberg_schema()), Shape::Raw);
+        let none: Vec<&[u8]> = vec![b"[1,2]", b"oops"];
+        assert!(
+            crate::sink::decode::infer_fields(&none)
+                .unwrap_err()
+                .contains("none of the 2")
+        );
+    }
+
+    fn shape_without_ids(schema: &Schema) -> Shape {
+        Shape::Typed(StructType::new(
+            schema
+                .as_struct()
+                .fields()
+                .iter()
+                .filter(|f| !kafka_column(&f.name))
+                .cloned()
+                .collect(),
+        ))
     }
 
     #[test]

@@ -221,6 +221,34 @@ impl SourceConfig {
 ///
 /// The high watermark is taken from a Fetch response, not from ListOffsets(latest), which some
 /// Kafka-compatible brokers answer wrongly.
+/// Up to `n` records from the planned start of each partition, in partition order (for
+/// `--infer-schema`). Reads what the topic holds now; never waits for more.
+pub async fn sample(
+    cfg: &SourceConfig,
+    plans: &[PartitionPlan],
+    n: usize,
+) -> Result<Vec<crate::record::Record>, SourceError> {
+    let mut want = crate::offsets::Ranges::new();
+    let mut budget = n as i64;
+    for p in plans {
+        let take = (p.high_watermark - p.start).min(budget);
+        if take > 0 {
+            want.push_range(p.partition, p.start, p.start + take - 1);
+            budget -= take;
+        }
+    }
+    let mut out = Vec::new();
+    if want.is_empty() {
+        return Ok(out);
+    }
+    for mut reader in ranges::RangeReader::open_all(cfg, &want).await? {
+        while let Some(records) = reader.next(cfg).await? {
+            out.extend(records);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn plan(
     cfg: &SourceConfig,
     start: StartAt,
