@@ -19,8 +19,8 @@ pub mod layers;
 mod values;
 
 pub use values::{
-    ByteSize, CatalogKind, CoreList, StartAt, TableIdent, WarehouseLocation, fmt_cores,
-    parse_duration,
+    ByteSize, CatalogKind, CoreList, LogFormat, StartAt, TableIdent, ValueFormat,
+    WarehouseLocation, fmt_cores, parse_duration,
 };
 
 /// A flag or value the user gave that cannot be used.
@@ -234,42 +234,6 @@ pub struct RunArgs {
     /// status line is redrawn every second); `0s` turns it off.
     #[arg(long, default_value = "10s")]
     pub progress_interval: String,
-}
-
-/// How record values land in the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ValueFormat {
-    Raw,
-    Json,
-}
-
-impl FromStr for ValueFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "raw" => Ok(Self::Raw),
-            "json" => Ok(Self::Json),
-            _ => Err("expected raw or json".into()),
-        }
-    }
-}
-
-/// How logs are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            _ => Err("expected text or json".into()),
-        }
-    }
 }
 
 /// Everything `icefall run` needs, validated.
@@ -582,92 +546,4 @@ impl RunArgs {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(extra: &[&str]) -> RunArgs {
-        let mut argv = vec![
-            "icefall",
-            "run",
-            "--brokers",
-            "127.0.0.1:9092",
-            "--topic",
-            "t",
-            "--warehouse",
-            "/tmp/w",
-            "--table",
-            "ns.t",
-        ];
-        argv.extend_from_slice(extra);
-        match Cli::parse_from(argv).command {
-            Command::Run(a) | Command::ReplayDropped(a) => a,
-            Command::Config(ConfigCommand::Check(a)) => a,
-        }
-    }
-
-    #[test]
-    fn validation_names_the_flag_and_value() {
-        let e = args(&["--fetch-cores", "3-1"])
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("--fetch-cores \"3-1\""), "{e}");
-        let e = args(&["--fetch-max-wait", "5"])
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("--fetch-max-wait") && e.contains("no unit"),
-            "{e}"
-        );
-        let e = args(&["--shards", "0"]).validate().unwrap_err().to_string();
-        assert!(e.starts_with("--shards \"0\""), "{e}");
-        let mut a = args(&[]);
-        a.brokers = Some("localhost".into());
-        let e = a.validate().unwrap_err().to_string();
-        assert!(e.contains("--brokers") && e.contains("HOST:PORT"), "{e}");
-        assert!(args(&[]).validate().is_ok());
-        let e = args(&["--catalog", "mysql://x"])
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("--catalog \"mysql://x\"") && e.contains("postgres://"),
-            "{e}"
-        );
-        let mut a = args(&[]);
-        a.warehouse = Some("s3://bucket/wh".into());
-        let e = a.validate().unwrap_err().to_string();
-        assert!(e.contains("needs --catalog"), "{e}");
-        a.catalog = Some("postgres://u:p@localhost/db".into());
-        let c = a.validate().unwrap();
-        assert_eq!(
-            c.warehouse,
-            WarehouseLocation::S3 {
-                bucket: "bucket".into(),
-                prefix: "wh".into()
-            }
-        );
-        assert!(matches!(c.catalog, Some(CatalogKind::Postgres(_))));
-        let e = args(&["--overload", "sometimes"])
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("--overload \"sometimes\"") && e.contains("auto, block or drop"),
-            "{e}"
-        );
-        let e = args(&["--live-threshold", "lots"])
-            .validate()
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("--live-threshold"), "{e}");
-        let c = args(&["--overload", "drop", "--debug-slow-shard", "3:20ms"])
-            .validate()
-            .unwrap();
-        assert_eq!(
-            (c.overload, c.slow_shard),
-            (OverloadMode::Drop, Some((3, Duration::from_millis(20))))
-        );
-    }
-}
+mod tests;

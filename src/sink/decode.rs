@@ -150,7 +150,7 @@ impl JsonValues {
             .map_err(|e| format!("malformed JSON: {e}"))?;
         if n != v.len() || self.decoder.len() != 1 || self.decoder.has_partial_record() {
             return Err(
-                if self.decoder.len() == 0 || self.decoder.has_partial_record() {
+                if self.decoder.is_empty() || self.decoder.has_partial_record() {
                     "malformed JSON: not one complete value".to_string()
                 } else {
                     "more than one JSON value".to_string()

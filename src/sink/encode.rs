@@ -228,10 +228,10 @@ impl FileEncoder {
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), SinkError> {
         let typed = self.json.is_some();
-        if let Some(json) = &mut self.json {
-            if let Some(b) = json.decode(records, &mut self.good, rejected) {
-                self.cols.decoded.push(b);
-            }
+        if let Some(json) = &mut self.json
+            && let Some(b) = json.decode(records, &mut self.good, rejected)
+        {
+            self.cols.decoded.push(b);
         }
         let c = &mut self.cols;
         let z = &mut self.sizes;
