@@ -272,7 +272,14 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         (Some(s), _, _) => s,
         (None, Some(s), _) => s,
         (None, None, Some(n)) => infer_shape(&setup, &source_cfg, &plans, n.get())?,
-        (None, None, None) => unreachable!("validate() gives --format json a schema source"),
+        (None, None, None) => {
+            return Err(ConfigError::invalid(
+                "--format",
+                "json",
+                "needs --schema FILE or --infer-schema N",
+            )
+            .into());
+        }
     };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
     drop(catalog);
