@@ -14,10 +14,10 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Broker, field, icefall_command, wait_for_committed};
+use common::{Broker, field, icefall_command, loadgen, wait_for_committed};
 
 struct Outcome {
     produce_rate: f64,
@@ -56,23 +56,22 @@ fn run(broker: &Broker, mode: &str, records: u64, rate: u64) -> Outcome {
         .expect("spawn icefall");
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args(["--brokers", addr, "--topic", &topic])
-        .args([
+    let produced = loadgen(
+        addr,
+        &topic,
+        &[
             "--records",
             &records.to_string(),
             "--rate",
             &rate.to_string(),
-        ])
-        .args(["--keys", "10000", "--value-bytes", "200", "--batch", "500"])
-        .output()
-        .expect("loadgen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--keys",
+            "10000",
+            "--value-bytes",
+            "200",
+            "--batch",
+            "500",
+        ],
     );
-    let produced = String::from_utf8_lossy(&out.stdout).to_string();
     let total = records as i64;
     wait_for_committed(
         wh.path(),

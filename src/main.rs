@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use icefall::config::layers::{self, LayerError};
-use icefall::config::{Command, ConfigCommand, LogFormat};
+use icefall::config::{Command, LogFormat};
 use icefall::runtime::Control;
 
 /// Records are allocated on fetch cores and freed on shard cores. glibc's malloc frees another
@@ -86,12 +86,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (args, replay, check) = match &layered.cli.command {
-        Command::Run(args) => (args, false, false),
-        Command::ReplayDropped(args) => (args, true, false),
-        Command::Config(ConfigCommand::Check(args)) => (args, false, true),
-    };
-    let cfg = match args.validate() {
+    let command = &layered.cli.command;
+    let replay = matches!(command, Command::ReplayDropped(_));
+    let check = matches!(command, Command::Config(_));
+    let cfg = match command.run_args().validate() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("icefall: error: {}", one_line(&layered.explain(e)));

@@ -101,13 +101,8 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
             summary.appended += records.len() as u64;
             let mut rejected = Vec::new();
             encoder.append(reader.partition(), &records, &mut rejected)?;
-            if let Some(bad) = rejected.pop() {
-                return Err(SinkError::Undecodable {
-                    partition: reader.partition(),
-                    offset: records[bad.index].offset,
-                    reason: bad.reason,
-                }
-                .into());
+            if let Some(bad) = rejected.into_iter().next() {
+                return Err(bad.into_error(reader.partition(), &records).into());
             }
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;

@@ -56,30 +56,31 @@ fn typed_rows(warehouse: &Path) -> Vec<(i64, String, Option<f64>, i64)> {
     rows
 }
 
-#[test]
-fn json_values_land_as_typed_columns() {
-    let broker = Broker::start();
-    broker.create_topic("events", 4);
-    let n = 20_000u64;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args(["--brokers", &broker.addr, "--topic", "events"])
-        .args([
+/// `n` sample records from `first` with JSON values (500 keys, no tombstones) into `events`.
+fn produce_json(broker: &Broker, n: u64, first: u64) {
+    broker.loadgen(
+        "events",
+        &[
             "--records",
             &n.to_string(),
+            "--first-seq",
+            &first.to_string(),
             "--keys",
             "500",
             "--payload",
             "json",
             "--null-value-every",
             "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
+}
+
+#[test]
+fn json_values_land_as_typed_columns() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    let n = 20_000u64;
+    produce_json(&broker, n, 0);
     let wh = tempfile::tempdir().unwrap();
     let schema = schema_file();
     let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
@@ -153,27 +154,7 @@ fn a_bad_schema_file_is_refused_naming_it() {
 fn infer_schema_types_the_columns_from_the_first_records_and_keeps_them_on_restart() {
     let broker = Broker::start();
     broker.create_topic("events", 2);
-    let produce = |n: u64, first: u64| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-            .args(["--brokers", &broker.addr, "--topic", "events"])
-            .args([
-                "--records",
-                &n.to_string(),
-                "--keys",
-                "500",
-                "--payload",
-                "json",
-            ])
-            .args(["--null-value-every", "0", "--first-seq", &first.to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    produce(3_000, 0);
+    produce_json(&broker, 3_000, 0);
     let wh = tempfile::tempdir().unwrap();
     let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
     args.extend(["--stop-at-end", "--format", "json", "--infer-schema", "100"]);
@@ -184,7 +165,7 @@ fn infer_schema_types_the_columns_from_the_first_records_and_keeps_them_on_resta
         String::from_utf8_lossy(&out.stderr)
     );
     // A second run finds the table and decodes into its columns (no new inference).
-    produce(2_000, 3_000);
+    produce_json(&broker, 2_000, 3_000);
     let out = icefall(&args);
     assert!(
         out.status.success(),

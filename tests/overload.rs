@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{
@@ -96,16 +95,18 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
     wait_for_log(&log, CAUGHT_UP, fetch_cores, Duration::from_secs(60));
 
     // A live stream the fast shard keeps up with and the slowed one cannot.
-    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args(["--brokers", &broker.addr, "--topic", "events"])
-        .args(["--records", &N.to_string(), "--keys", &KEYS.to_string()])
-        .args(["--rate", "20000", "--batch", "100"])
-        .output()
-        .expect("run loadgen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            &N.to_string(),
+            "--keys",
+            &KEYS.to_string(),
+            "--rate",
+            "20000",
+            "--batch",
+            "100",
+        ],
     );
     wait_for_committed(
         wh.path(),

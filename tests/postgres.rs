@@ -129,22 +129,10 @@ fn postgres_catalog_commits_and_resumes() {
     };
     run();
     // More records, then a second run that must resume where the first committed.
-    let more = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args([
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            "events",
-            "--records",
-            "5000",
-            "--first-seq",
-            "10000",
-            "--keys",
-            "100",
-        ])
-        .output()
-        .unwrap();
-    assert!(more.status.success());
+    broker.loadgen(
+        "events",
+        &["--records", "5000", "--first-seq", "10000", "--keys", "100"],
+    );
     run();
 
     let spec = CatalogSpec {

@@ -52,13 +52,17 @@ fn pyiceberg_reads_typed_json_columns() {
     let broker = Broker::start();
     broker.create_topic("events", 2);
     let n = 5_000u64;
-    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args(["--brokers", &broker.addr, "--topic", "events"])
-        .args(["--records", &n.to_string(), "--payload", "json"])
-        .args(["--null-value-every", "0"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            &n.to_string(),
+            "--payload",
+            "json",
+            "--null-value-every",
+            "0",
+        ],
+    );
     let wh = tempfile::tempdir().unwrap();
     let w = std::fs::canonicalize(wh.path()).unwrap();
     let w = w.to_str().unwrap();

@@ -140,7 +140,7 @@ fn env_flags(
 ) -> Result<Vec<(String, String, String)>, ConfigError> {
     let mut out = Vec::new();
     for s in known {
-        let var = format!("ICEFALL_{}", s.long.replace('-', "_").to_uppercase());
+        let var = super::env_name(&s.long);
         let Some(v) = env(&var) else { continue };
         if s.switch {
             match v.trim() {
@@ -161,13 +161,6 @@ fn env_flags(
     Ok(out)
 }
 
-fn run_args_mut(cli: &mut Cli) -> Option<&mut RunArgs> {
-    match &mut cli.command {
-        Command::Run(a) | Command::ReplayDropped(a) => Some(a),
-        Command::Config(super::ConfigCommand::Check(a)) => Some(a),
-    }
-}
-
 fn sub_matches(m: &ArgMatches) -> Option<&ArgMatches> {
     let (name, sub) = m.subcommand()?;
     if name == "config" {
@@ -186,17 +179,9 @@ pub fn parse(
     let first = Cli::command()
         .try_get_matches_from(argv.clone())
         .map_err(LayerError::Clap)?;
-    let cli = Cli::from_arg_matches(&first).map_err(LayerError::Clap)?;
-    let mut cli = cli;
-    let Some(args) = run_args_mut(&mut cli) else {
-        return Ok(Layered {
-            cli,
-            origins: BTreeMap::new(),
-            values: Vec::new(),
-        });
-    };
+    let first_cli = Cli::from_arg_matches(&first).map_err(LayerError::Clap)?;
     let known = settings();
-    let from_file = match args.config.clone() {
+    let from_file = match first_cli.command.run_args().config.clone() {
         Some(path) => file_flags(&path, &known)?
             .into_iter()
             .map(|(k, v)| (k, v, Origin::File(path.clone())))
@@ -241,7 +226,7 @@ pub fn parse(
         }
     }
     // Insert after the subcommand's name(s): argv[0], then `run` or `config check`.
-    let at = if matches!(cli.command, Command::Config(_)) {
+    let at = if matches!(first_cli.command, Command::Config(_)) {
         3
     } else {
         2
@@ -381,10 +366,7 @@ mod tests {
     }
 
     fn run_args(l: &Layered) -> &RunArgs {
-        match &l.cli.command {
-            Command::Run(a) | Command::ReplayDropped(a) => a,
-            Command::Config(super::super::ConfigCommand::Check(a)) => a,
-        }
+        l.cli.command.run_args()
     }
 
     const FILE: &str = r#"

@@ -96,6 +96,16 @@ pub enum Command {
     Config(ConfigCommand),
 }
 
+impl Command {
+    /// The settings every command takes.
+    pub fn run_args(&self) -> &RunArgs {
+        match self {
+            Command::Run(a) | Command::ReplayDropped(a) => a,
+            Command::Config(ConfigCommand::Check(a)) => a,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration (flags, ICEFALL_* variables, --config file) and print the

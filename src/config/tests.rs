@@ -16,8 +16,7 @@ fn args(extra: &[&str]) -> RunArgs {
     ];
     argv.extend_from_slice(extra);
     match Cli::parse_from(argv).command {
-        Command::Run(a) | Command::ReplayDropped(a) => a,
-        Command::Config(ConfigCommand::Check(a)) => a,
+        Command::Run(a) | Command::ReplayDropped(a) | Command::Config(ConfigCommand::Check(a)) => a,
     }
 }
 

@@ -152,7 +152,11 @@ pub fn prometheus(live: &Live) -> String {
         "gauge",
         "1 when every partition is within the live threshold.",
     );
-    let _ = writeln!(out, "icefall_ready {}", live.ready().is_ok() as u8);
+    let _ = writeln!(
+        out,
+        "icefall_ready {}",
+        live.readiness(&parts).is_ok() as u8
+    );
     header(
         &mut out,
         "icefall_uptime_seconds",
@@ -171,7 +175,7 @@ pub fn prometheus(live: &Live) -> String {
         "counter",
         "Iceberg snapshots committed.",
     );
-    let _ = writeln!(out, "icefall_commits_total {}", io.commits);
+    let _ = writeln!(out, "icefall_commits_total {}", io.commits());
     histogram(
         &mut out,
         "icefall_commit_duration_seconds",
@@ -195,8 +199,9 @@ pub fn prometheus(live: &Live) -> String {
 pub fn status(live: &Live) -> serde_json::Value {
     use serde_json::json;
     let depths = live.queue_depths();
-    let partitions: Vec<_> = live
-        .partitions()
+    let parts = live.partitions();
+    let ready = live.readiness(&parts).is_ok();
+    let partitions: Vec<_> = parts
         .iter()
         .map(|p| {
             json!({
@@ -222,8 +227,7 @@ pub fn status(live: &Live) -> serde_json::Value {
             json!({"shard_core": i, "cpu": cpu, "shards": shards, "queue_depth": depths.get(i)})
         })
         .collect();
-    let ready = live.ready().is_ok();
-    // Last: the partitions and readiness above lock the io state too.
+    // Last: reading the partitions above locks the io state too.
     let io = live.io();
     json!({
         "topic": live.topic,
@@ -234,7 +238,7 @@ pub fn status(live: &Live) -> serde_json::Value {
         "ready": ready,
         "partitions": partitions,
         "shard_cores": shards,
-        "io": {"cpu": live.io_cpu, "commits": io.commits, "last_commit_ms": io.last_commit_ms},
+        "io": {"cpu": live.io_cpu, "commits": io.commits(), "last_commit_ms": io.last_commit_ms},
     })
 }
 
@@ -256,7 +260,7 @@ pub fn totals(live: &Live) -> Totals {
         t.lag += p.lag().unwrap_or(0);
     }
     let io = live.io();
-    t.commits = io.commits;
+    t.commits = io.commits();
     t.last_commit_ms = io.last_commit_ms;
     t
 }

@@ -110,7 +110,6 @@ impl FetchLive {
 /// What the io core publishes, once per commit.
 #[derive(Debug)]
 pub struct IoLive {
-    pub commits: u64,
     /// Commit duration, microseconds.
     pub commit_us: hdrhistogram::Histogram<u64>,
     /// Kafka timestamp → commit, milliseconds, of every committed record.
@@ -118,8 +117,12 @@ pub struct IoLive {
     /// Offsets in the table (the resumed checkpoint or the start until the first commit).
     pub committed: Offsets,
     pub last_commit_ms: Option<i64>,
-    pub files: u64,
-    pub bytes: u64,
+}
+
+impl IoLive {
+    pub fn commits(&self) -> u64 {
+        self.commit_us.len()
+    }
 }
 
 /// Everything a reader of the live state can see.
@@ -161,14 +164,11 @@ impl PartitionView {
 impl Live {
     pub fn new_io(committed: Offsets) -> Mutex<IoLive> {
         Mutex::new(IoLive {
-            commits: 0,
             commit_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
                 .expect("valid histogram bounds"),
             latency_ms: latency_histogram(),
             committed,
             last_commit_ms: None,
-            files: 0,
-            bytes: 0,
         })
     }
 
@@ -205,7 +205,12 @@ impl Live {
     /// Ready: every owned partition has been fetched up to within the live threshold of its
     /// high watermark (or is done). `Err` names the first one that is not.
     pub fn ready(&self) -> Result<(), String> {
-        for p in self.partitions() {
+        self.readiness(&self.partitions())
+    }
+
+    /// [`Live::ready`] of partitions already read.
+    pub fn readiness(&self, parts: &[PartitionView]) -> Result<(), String> {
+        for p in parts {
             if p.done {
                 continue;
             }
@@ -238,7 +243,8 @@ impl Live {
         d
     }
 
-    /// Called by the io core after each commit.
+    /// Called by the io core after each commit: the commit's duration, and the latency of every
+    /// record it made visible.
     pub fn committed(
         &self,
         offsets: &Offsets,
@@ -247,7 +253,6 @@ impl Live {
         now_ms: i64,
     ) {
         let mut io = self.io();
-        io.commits += 1;
         let _ = io.commit_us.record(commit_us.max(1));
         for s in sketches {
             s.settle(now_ms, &mut io.latency_ms);
@@ -306,7 +311,7 @@ mod tests {
         );
         l.committed(&[(0, 100)].into_iter().collect(), 1500, &[], 7);
         assert_eq!(l.partitions()[0].lag(), Some(0));
-        assert_eq!(l.io().commits, 1);
+        assert_eq!(l.io().commits(), 1);
         assert_eq!(l.io().last_commit_ms, Some(7));
     }
 

@@ -11,7 +11,6 @@ use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::record::ToShard;
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
-use crate::sink::SinkError;
 use crate::sink::encode::FileEncoder;
 use crate::sink::upload::ToIo;
 
@@ -81,14 +80,9 @@ impl ShardCore {
                     stats.rows += batch.records.len() as u64;
                     self.encoder
                         .append(batch.partition, &batch.records, &mut self.rejected)?;
-                    if let Some(bad) = self.rejected.pop() {
+                    if let Some(bad) = self.rejected.drain(..).next() {
                         // No dead-letter destination: the run stops on the first bad record.
-                        return Err(SinkError::Undecodable {
-                            partition: batch.partition,
-                            offset: batch.records[bad.index].offset,
-                            reason: bad.reason,
-                        }
-                        .into());
+                        return Err(bad.into_error(batch.partition, &batch.records).into());
                     }
                     let step = self.state.after_append(
                         self.encoder.buffered_rows(),

@@ -10,6 +10,7 @@ use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::SchemaRef;
 
+use super::SinkError;
 use crate::record::Record;
 
 /// Why a record could not be decoded; its offset is the caller's to add.
@@ -18,6 +19,17 @@ pub struct Rejected {
     /// Index of the record in the batch given to [`JsonValues::decode`].
     pub index: usize,
     pub reason: String,
+}
+
+impl Rejected {
+    /// The error that stops a run with no dead-letter destination, naming the record.
+    pub fn into_error(self, partition: i32, records: &[Record]) -> SinkError {
+        SinkError::Undecodable {
+            partition,
+            offset: records.get(self.index).map_or(-1, |r| r.offset),
+            reason: self.reason,
+        }
+    }
 }
 
 /// One shard core's JSON decoder for the value fields of its table.
@@ -87,24 +99,15 @@ impl JsonValues {
             self.capacity = records.len().next_power_of_two();
             self.decoder = decoder(&self.schema, self.capacity).ok()?;
         }
-        let mut ok = true;
-        for (i, r) in records.iter().enumerate() {
-            let Ok(v) = precheck(self.max_record_bytes, r) else {
-                ok = false;
-                break;
-            };
-            match self.decoder.decode(v) {
-                Ok(n) if n == v.len() && self.decoder.len() == i + 1 => {}
-                _ => {
-                    ok = false;
-                    break;
-                }
-            }
-            if self.decoder.has_partial_record() {
-                ok = false;
-                break;
-            }
-        }
+        let (max, d) = (self.max_record_bytes, &mut self.decoder);
+        // Each value must be exactly one complete JSON value: one more buffered row, nothing left.
+        let ok = records.iter().enumerate().all(|(i, r)| {
+            precheck(max, r).is_ok_and(|v| {
+                matches!(d.decode(v), Ok(n) if n == v.len())
+                    && d.len() == i + 1
+                    && !d.has_partial_record()
+            })
+        });
         if ok && let Ok(batch) = self.decoder.flush() {
             return Some(batch);
         }

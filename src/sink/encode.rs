@@ -304,7 +304,12 @@ impl FileEncoder {
             .map_err(|source| SinkError::Arrow { core, source })?;
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|source| SinkError::Arrow { core, source })?;
-        self.cols = Columns::with_capacity(std::mem::take(&mut self.sizes), &self.layout);
+        let mut sizes = std::mem::take(&mut self.sizes);
+        if self.json.is_some() {
+            // Typed tables decode values into other columns: the bytes builder stays empty.
+            sizes.value_bytes = 0;
+        }
+        self.cols = Columns::with_capacity(sizes, &self.layout);
         if self.writer.is_none() {
             let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
                 .map_err(|source| SinkError::Encode { core, source })?;

@@ -38,21 +38,22 @@ impl Shape {
     /// "name":"id","required":true,"type":"long"},…]}`. Ids are renumbered after the Kafka columns.
     pub fn parse_typed(json: &str) -> Result<Self, String> {
         let st: StructType = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        if st.fields().is_empty() {
+        Self::typed(st)
+    }
+
+    /// A typed shape, checked: some fields, none named like a Kafka column, a valid schema.
+    fn typed(value: StructType) -> Result<Self, String> {
+        if value.fields().is_empty() {
             return Err("the struct has no fields".into());
         }
-        for f in st.fields() {
-            if kafka_column(&f.name) {
-                return Err(format!("field {:?} collides with a Kafka column", f.name));
-            }
+        if let Some(f) = value.fields().iter().find(|f| kafka_column(&f.name)) {
+            return Err(format!("field {:?} collides with a Kafka column", f.name));
         }
-        let shape = Shape::Typed(st);
+        let shape = Shape::Typed(value);
         shape.iceberg_schema().map_err(|e| e.to_string())?;
         Ok(shape)
     }
-}
 
-impl Shape {
     /// The shape of an existing table: raw if it has a `value` column, else its non-Kafka columns.
     pub fn of_table(schema: &Schema) -> Self {
         if schema.field_by_name(VALUE).is_some() {
@@ -76,14 +77,7 @@ impl Shape {
             .iter()
             .map(|f| inferred_field(f, &mut next))
             .collect::<Result<Vec<_>, String>>()?;
-        for f in &fields {
-            if kafka_column(&f.name) {
-                return Err(format!("field {:?} collides with a Kafka column", f.name));
-            }
-        }
-        let shape = Shape::Typed(StructType::new(fields));
-        shape.iceberg_schema().map_err(|e| e.to_string())?;
-        Ok(shape)
+        Self::typed(StructType::new(fields))
     }
 }
 

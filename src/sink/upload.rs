@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use hdrhistogram::Histogram;
 use iceberg::spec::{DataFile, Schema};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -27,7 +26,7 @@ use super::stats;
 use super::storage::MEMORY_ROOT;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
-use crate::metrics::{EpochLatency, IoStats, latency_histogram, now_ms};
+use crate::metrics::{EpochLatency, IoStats, now_ms};
 use crate::offsets::{EpochTracker, LedgerKind};
 use crate::record::{Offsets, Progress};
 use crate::runtime::bridge::Fan;
@@ -279,9 +278,6 @@ impl IoRole {
             live,
         } = self;
         let mut stats = IoStats::default();
-        let mut latency =
-            Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
-        let mut record_latency = latency_histogram();
         let mut sketches: std::collections::BTreeMap<u64, Vec<Box<EpochLatency>>> =
             Default::default();
         let mut committer = Some(committer);
@@ -352,11 +348,6 @@ impl IoRole {
                     stats.files += 1;
                     stats.bytes += u.bytes;
                     stats.rows += u.rows;
-                    {
-                        let mut io = live.io();
-                        io.files += 1;
-                        io.bytes += u.bytes;
-                    }
                     tracker.on_file_uploaded(u.epoch, u.file);
                 }
                 (c, epoch, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
@@ -365,13 +356,9 @@ impl IoRole {
                     let done = result?;
                     let now = now_ms();
                     let epoch_sketches = sketches.remove(&epoch).unwrap_or_default();
-                    for s in &epoch_sketches {
-                        s.settle(now, &mut record_latency);
-                        stats.late_timestamps += s.late;
-                    }
+                    stats.late_timestamps += epoch_sketches.iter().map(|s| s.late).sum::<u64>();
                     stats.commits += 1;
                     stats.commit_attempts += u64::from(done.attempts);
-                    let _ = latency.record(done.elapsed.as_micros().max(1) as u64);
                     tracing::debug!(snapshot = ?done.snapshot_id, attempts = done.attempts, ms = done.elapsed.as_millis() as u64, "committed");
                     tracker.committed_as(offsets);
                     live.committed(
@@ -384,8 +371,10 @@ impl IoRole {
                 _ = ticker.tick() => clock.tick(),
             }
         }
-        stats.commit_latency_us = Some(latency);
-        stats.record_latency_ms = Some(record_latency);
+        // The commit and record latency histograms live where /metrics reads them.
+        let io = live.io();
+        stats.commit_latency_us = Some(io.commit_us.clone());
+        stats.record_latency_ms = Some(io.latency_ms.clone());
         stats.committed = tracker.committed().clone();
         Ok(stats)
     }

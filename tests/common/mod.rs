@@ -95,25 +95,22 @@ impl Broker {
 
     /// Produces `records` sample records with the default shape (plus `keys` distinct keys).
     pub fn produce(&self, topic: &str, records: u64, keys: u64) {
-        let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-            .args(["--brokers", &self.addr, "--topic", topic])
-            .args([
+        self.loadgen(
+            topic,
+            &[
                 "--records",
                 &records.to_string(),
                 "--keys",
                 &keys.to_string(),
-            ])
-            .output()
-            .expect("run icefall-loadgen");
-        assert!(
-            out.status.success(),
-            "loadgen failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
     }
-}
 
-impl Broker {
+    /// Runs `icefall-loadgen` against this broker with `args`; its stdout (the summary line).
+    pub fn loadgen(&self, topic: &str, args: &[&str]) -> String {
+        loadgen(&self.addr, topic, args)
+    }
+
     /// Produces records with exactly these values (and no key) to one partition, in order.
     pub fn produce_values(&self, topic: &str, partition: i32, values: &[Option<Vec<u8>>]) {
         use rskafka::client::ClientBuilder;
@@ -191,6 +188,22 @@ pub fn icefall_command() -> Command {
     c
 }
 
+/// Runs `icefall-loadgen --brokers ADDR --topic TOPIC ARGS…`, asserts it succeeded and returns
+/// its stdout.
+pub fn loadgen(addr: &str, topic: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+        .args(["--brokers", addr, "--topic", topic])
+        .args(args)
+        .output()
+        .expect("run icefall-loadgen");
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `icefall run` with the given extra flags and waits for it.
 pub fn icefall(args: &[&str]) -> Output {
     icefall_command()
@@ -203,10 +216,14 @@ pub fn icefall(args: &[&str]) -> Output {
 
 /// Starts `icefall run` in the background, output piped, and returns at once.
 pub fn spawn_icefall(args: &[&str]) -> Child {
+    spawn_run(args, "warn")
+}
+
+fn spawn_run(args: &[&str], log: &str) -> Child {
     icefall_command()
         .arg("run")
         .args(args)
-        .env("ICEFALL_LOG", "warn")
+        .env("ICEFALL_LOG", log)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -537,14 +554,7 @@ pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Ve
 /// Starts `icefall run` with info logs; stderr is collected into the returned buffer.
 pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
     use std::io::BufRead;
-    let mut child = icefall_command()
-        .arg("run")
-        .args(args)
-        .env("ICEFALL_LOG", "info,rskafka=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn icefall");
+    let mut child = spawn_run(args, "info,rskafka=warn");
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let stderr = child.stderr.take().expect("stderr");
     let sink = log.clone();
