@@ -58,8 +58,12 @@ fn stop_mid_run(signal: i32, broker: &Broker) {
     let rows: i64 = counts.values().sum();
     assert!(rows > 0, "nothing landed");
     assert_eq!(rows as u64, routed, "every routed record is flushed");
+    // A partition whose first fetch had not come back before the signal is committed at
+    // offset 0 and has no rows: compare the partitions that hold something.
+    let held: std::collections::BTreeMap<i32, i64> =
+        offsets.into_iter().filter(|&(_, next)| next > 0).collect();
     assert_eq!(
-        counts, offsets,
+        counts, held,
         "committed offsets = rows in the table, per partition"
     );
 }
