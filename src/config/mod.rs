@@ -15,9 +15,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::routing::overload::OverloadMode;
 
+mod formats;
 pub mod layers;
 mod values;
 
+pub use formats::DeadLetterDest;
 pub use values::{
     ByteSize, CatalogKind, CoreList, LogFormat, StartAt, TableIdent, ValueFormat,
     WarehouseLocation, fmt_cores, parse_duration,
@@ -185,8 +187,12 @@ pub struct RunArgs {
     /// holding one of its records.
     #[arg(long, hide = true)]
     pub debug_slow_shard: Option<String>,
-    /// How record values land: raw (a binary `value` column) or json (decoded into the fields
-    /// `--schema` declares, in place of `value`).
+    /// Test hook: the process exits (code 137, as if killed) right after its first commit to the
+    /// dead-letter table, before the main table's commit of the same epoch.
+    #[arg(long, hide = true)]
+    pub debug_die_after_dlq_commit: bool,
+    /// How record values land: raw (a binary `value` column), json or avro (decoded into the
+    /// fields `--schema` declares or the registry gives, in place of `value`).
     #[arg(long, default_value = "raw")]
     pub format: String,
     /// `--format json`: the value's fields as an Iceberg struct in the spec's JSON form,
@@ -198,9 +204,22 @@ pub struct RunArgs {
     /// are used as they are.
     #[arg(long)]
     pub infer_schema: Option<String>,
+    /// `--format avro` with Confluent's wire format (magic byte, 4-byte schema id): the schema
+    /// registry to fetch writer schemas from, e.g. http://127.0.0.1:8081.
+    #[arg(long)]
+    pub schema_registry: Option<String>,
     /// Values larger than this are not decoded (the record is rejected, naming its offset).
     #[arg(long, default_value = "1MiB")]
     pub max_record_bytes: String,
+    /// Set records that cannot be decoded aside in this Iceberg table (NAMESPACE.NAME; created
+    /// on first use), committed with the main table. Without --dlq-table or --dlq-topic such a
+    /// record fails the run (exit 7).
+    #[arg(long)]
+    pub dlq_table: Option<String>,
+    /// Set records that cannot be decoded aside in this Kafka topic (key, value and headers as
+    /// they were, plus icefall.error and icefall.source.{topic,partition,offset} headers).
+    #[arg(long)]
+    pub dlq_topic: Option<String>,
     /// Rows per Arrow record batch handed to the Parquet encoder.
     #[arg(long, default_value = "8192")]
     pub batch_rows: String,
@@ -268,6 +287,7 @@ pub struct RunConfig {
     pub overload: OverloadMode,
     pub live_threshold: u64,
     pub slow_shard: Option<(u32, Duration)>,
+    pub die_after_dlq_commit: bool,
     pub batch_rows: NonZeroUsize,
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
@@ -282,6 +302,8 @@ pub struct RunConfig {
     pub schema: Option<PathBuf>,
     pub infer_schema: Option<NonZeroUsize>,
     pub max_record_bytes: ByteSize,
+    /// Where undecodable records go; `None`: they fail the run.
+    pub dead_letters: Option<DeadLetterDest>,
     pub drain_timeout: Duration,
     /// `None`: no HTTP endpoint.
     pub http_addr: Option<std::net::SocketAddr>,
@@ -462,43 +484,8 @@ impl RunArgs {
             })?),
         };
         let progress_interval = duration("--progress-interval", &self.progress_interval)?;
-        let format: ValueFormat = field("--format", &self.format)?;
-        let infer_schema: Option<NonZeroUsize> = self
-            .infer_schema
-            .as_deref()
-            .map(|n| field("--infer-schema", n))
-            .transpose()?;
-        match (format, &self.schema, &self.infer_schema) {
-            (ValueFormat::Json, None, None) => {
-                return Err(ConfigError::invalid(
-                    "--format",
-                    &self.format,
-                    "needs --schema FILE (the value's fields as an Iceberg struct in JSON) or --infer-schema N",
-                ));
-            }
-            (ValueFormat::Json, Some(p), Some(_)) => {
-                return Err(ConfigError::invalid(
-                    "--schema",
-                    p.display(),
-                    "give --schema or --infer-schema, not both",
-                ));
-            }
-            (ValueFormat::Raw, Some(p), _) => {
-                return Err(ConfigError::invalid(
-                    "--schema",
-                    p.display(),
-                    "applies to --format json only",
-                ));
-            }
-            (ValueFormat::Raw, _, Some(n)) => {
-                return Err(ConfigError::invalid(
-                    "--infer-schema",
-                    n,
-                    "applies to --format json only",
-                ));
-            }
-            _ => {}
-        }
+        let (format, infer_schema) = self.value_format()?;
+        let dead_letters = self.dead_letters(format, &table, &topic)?;
         let max_record_bytes: ByteSize = field("--max-record-bytes", &self.max_record_bytes)?;
         ensure(
             max_record_bytes.0 > 0,
@@ -534,6 +521,7 @@ impl RunArgs {
             overload: field("--overload", &self.overload)?,
             live_threshold: field("--live-threshold", &self.live_threshold)?,
             slow_shard,
+            die_after_dlq_commit: self.debug_die_after_dlq_commit,
             batch_rows: field("--batch-rows", &self.batch_rows)?,
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
@@ -547,6 +535,7 @@ impl RunArgs {
             schema: self.schema.clone(),
             infer_schema,
             max_record_bytes,
+            dead_letters,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
             http_addr,
             log_format: field("--log-format", &self.log_format)?,

@@ -279,6 +279,7 @@ impl FromStr for CatalogKind {
 pub enum ValueFormat {
     Raw,
     Json,
+    Avro,
 }
 
 impl FromStr for ValueFormat {
@@ -287,7 +288,8 @@ impl FromStr for ValueFormat {
         match s {
             "raw" => Ok(Self::Raw),
             "json" => Ok(Self::Json),
-            _ => Err("expected raw or json".into()),
+            "avro" => Ok(Self::Avro),
+            _ => Err("expected raw, json or avro".into()),
         }
     }
 }

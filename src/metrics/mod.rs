@@ -106,6 +106,10 @@ pub struct ShardStats {
     pub payload_bytes: u64,
     /// Per shard id: rows written.
     pub per_shard: BTreeMap<u32, u64>,
+    /// Records set aside as undecodable (to the dead-letter table or topic).
+    pub dead_letters: u64,
+    /// Undecodable records an earlier run had already set aside: not written again.
+    pub dead_letters_skipped: u64,
 }
 
 /// What the io core did.
@@ -114,6 +118,8 @@ pub struct IoStats {
     pub files: u64,
     pub bytes: u64,
     pub rows: u64,
+    /// Dead letters written (rows of the dead-letter table, or records produced to its topic).
+    pub dead_letter_rows: u64,
     pub commits: u64,
     pub commit_attempts: u64,
     /// Commit latency in microseconds.
@@ -148,6 +154,9 @@ pub struct RunSummary {
     pub dropped: u64,
     pub dropped_per_partition: BTreeMap<i32, u64>,
     pub dropped_per_shard: BTreeMap<u32, u64>,
+    /// Undecodable records set aside in this run, and those an earlier run had already set aside.
+    pub dead_letters: u64,
+    pub dead_letters_skipped: u64,
     /// Per shard core: the deepest any fetch core saw its ring (records).
     pub max_queue_depth: Vec<usize>,
 }
@@ -186,6 +195,8 @@ impl RunSummary {
         for sh in shards {
             s.rows_written += sh.rows;
             s.payload_bytes += sh.payload_bytes;
+            s.dead_letters += sh.dead_letters;
+            s.dead_letters_skipped += sh.dead_letters_skipped;
             add(&mut s.per_shard, &sh.per_shard);
         }
         s
@@ -209,9 +220,11 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} dropped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0}",
+            "summary records={} dropped={} dead_letters={} dead_letters_skipped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0}",
             self.records,
             self.dropped,
+            self.dead_letters,
+            self.dead_letters_skipped,
             self.files,
             self.file_bytes,
             self.payload_bytes,
@@ -260,7 +273,9 @@ mod tests {
         assert_eq!(s.records, 5);
         assert_eq!(s.per_partition[&0], 4);
         assert_eq!(s.records_per_sec(), 2.5);
-        assert!(s.line().contains("records=5 dropped=0 files=2 bytes=100"));
+        assert!(s.line().contains(
+            "records=5 dropped=0 dead_letters=0 dead_letters_skipped=0 files=2 bytes=100"
+        ));
         let mut sh = ShardStats::default();
         sh.per_shard.insert(3, 7);
         sh.per_shard.insert(1, 2);

@@ -35,6 +35,25 @@ pub enum OffsetsError {
     },
 }
 
+/// Dead letters an earlier run already wrote: met again after a restart, they are skipped, so a
+/// crash between the dead-letter write and the table commit never writes one twice.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// The dead-letter table's committed offsets: every dead letter below them is written.
+    pub below: Offsets,
+    /// Dead letters found in the dead-letter topic past the table's last record of it.
+    pub exact: std::collections::HashSet<(i32, i64)>,
+}
+
+impl SetAside {
+    pub fn contains(&self, partition: i32, offset: i64) -> bool {
+        self.below
+            .get(&partition)
+            .is_some_and(|&next| offset < next)
+            || self.exact.contains(&(partition, offset))
+    }
+}
+
 pub fn offsets_key(topic: &str) -> String {
     format!("{OFFSETS_PREFIX}{topic}")
 }

@@ -5,14 +5,16 @@
 //! carrying the barriers' offsets, and the rings resume. So every file holds records of exactly
 //! one epoch, and the io role learns an epoch is complete only after all of its files.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
-use crate::record::ToShard;
+use crate::offsets::SetAside;
+use crate::record::{DeadLetter, Record, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
 use crate::sink::encode::FileEncoder;
-use crate::sink::upload::ToIo;
+use crate::sink::upload::{Target, ToIo};
 
 use super::{Alignment, ShardError, ShardState, Step};
 
@@ -36,6 +38,26 @@ impl FileNames {
     }
 }
 
+/// Where a shard core sets aside the records its encoder rejects (`--dlq-table`, `--dlq-topic`).
+pub struct DeadLetters {
+    pub out: DeadLetterOut,
+    /// Written by an earlier run that crashed before its table commit: not written again.
+    pub set_aside: Arc<SetAside>,
+}
+
+pub enum DeadLetterOut {
+    /// Encoded on this core into files of the dead-letter table, one per epoch.
+    Table {
+        encoder: Box<FileEncoder>,
+        names: FileNames,
+    },
+    /// Collected for the epoch and handed to the io role, which produces them before the commit.
+    Topic(Vec<DeadLetter>),
+}
+
+/// Rows a dead-letter file buffers before they go to its Parquet writer.
+const DEAD_LETTER_BATCH: usize = 4096;
+
 /// Everything one shard core owns.
 pub struct ShardCore {
     pub core_index: usize,
@@ -51,6 +73,8 @@ pub struct ShardCore {
     pub slow: Option<(u32, Duration)>,
     /// Records the encoder could not decode, from the last append.
     pub rejected: Vec<crate::sink::decode::Rejected>,
+    /// `None`: a record that cannot be decoded fails the run.
+    pub dead: Option<DeadLetters>,
 }
 
 impl ShardCore {
@@ -80,9 +104,8 @@ impl ShardCore {
                     stats.rows += batch.records.len() as u64;
                     self.encoder
                         .append(batch.partition, &batch.records, &mut self.rejected)?;
-                    if let Some(bad) = self.rejected.drain(..).next() {
-                        // No dead-letter destination: the run stops on the first bad record.
-                        return Err(bad.into_error(batch.partition, &batch.records).into());
+                    if !self.rejected.is_empty() {
+                        self.set_aside(batch.partition, &batch.records, &mut stats)?;
                     }
                     let step = self.state.after_append(
                         self.encoder.buffered_rows(),
@@ -123,6 +146,78 @@ impl ShardCore {
         Ok(stats)
     }
 
+    /// Sends what the last append rejected to the dead letters, or fails the run naming the first
+    /// of them when there is no dead-letter destination.
+    fn set_aside(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        stats: &mut ShardStats,
+    ) -> Result<(), ShardError> {
+        let Some(dead) = &mut self.dead else {
+            let first = self.rejected.swap_remove(0);
+            return Err(first.into_error(partition, records).into());
+        };
+        let before = self.rejected.len();
+        self.rejected.retain(|bad| {
+            records
+                .get(bad.index)
+                .is_some_and(|r| !dead.set_aside.contains(partition, r.offset))
+        });
+        stats.dead_letters_skipped += (before - self.rejected.len()) as u64;
+        stats.dead_letters += self.rejected.len() as u64;
+        match &mut dead.out {
+            DeadLetterOut::Table { encoder, .. } => {
+                encoder.append_dead_letters(partition, records, &self.rejected)?;
+                if encoder.buffered_rows() >= DEAD_LETTER_BATCH {
+                    encoder.encode_buffered()?;
+                }
+            }
+            DeadLetterOut::Topic(letters) => {
+                letters.extend(self.rejected.iter().map(|bad| DeadLetter {
+                    partition,
+                    record: records[bad.index].clone(),
+                    error: bad.reason.clone(),
+                }));
+            }
+        }
+        self.rejected.clear();
+        Ok(())
+    }
+
+    /// Hands the epoch's dead letters to the io role, ahead of the epoch's end.
+    async fn flush_dead_letters(&mut self, epoch: u64) -> Result<(), ShardError> {
+        let msg = match &mut self.dead {
+            None => return Ok(()),
+            Some(DeadLetters {
+                out: DeadLetterOut::Table { encoder, names },
+                ..
+            }) => match encoder.finish_file()? {
+                None => return Ok(()),
+                Some(file) => ToIo::File {
+                    epoch,
+                    path: names.next(),
+                    file: Box::new(file),
+                    target: Target::DeadLetters,
+                },
+            },
+            Some(DeadLetters {
+                out: DeadLetterOut::Topic(letters),
+                ..
+            }) => {
+                if letters.is_empty() {
+                    return Ok(());
+                }
+                ToIo::DeadLetters {
+                    epoch,
+                    letters: std::mem::take(letters),
+                }
+            }
+        };
+        self.send(msg, || format!("the dead letters of epoch {epoch}"))
+            .await
+    }
+
     fn next_latency(&self) -> EpochLatency {
         EpochLatency::new(now_ms().saturating_add(self.latency_horizon.as_millis() as i64))
     }
@@ -136,6 +231,7 @@ impl ShardCore {
             return Ok(0);
         };
         self.roll(end.epoch).await?;
+        self.flush_dead_letters(end.epoch).await?;
         let epoch = end.epoch;
         let latency = std::mem::replace(latency, self.next_latency());
         self.send(
@@ -163,6 +259,7 @@ impl ShardCore {
                 epoch,
                 path,
                 file: Box::new(file),
+                target: Target::Table,
             },
             || what,
         )

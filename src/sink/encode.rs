@@ -61,6 +61,8 @@ struct Columns {
     value: BinaryBuilder,
     /// Typed tables: the decoded value fields, one batch per appended run of records.
     decoded: Vec<RecordBatch>,
+    /// Dead-letter tables: why each record was set aside.
+    error: StringBuilder,
 }
 
 /// Sizes of one batch, used to pre-size the next one's builders: `finish()` hands the buffers
@@ -125,13 +127,44 @@ impl Columns {
             .with_values_field(l.value_field.clone()),
             value: BinaryBuilder::with_capacity(rows, s.value_bytes),
             decoded: Vec::new(),
+            error: StringBuilder::new(),
         }
     }
 
-    /// The columns in table order: the Kafka columns, then the value bytes or decoded fields.
+    /// Appends one record's Kafka columns and, unless `typed`, its value bytes.
+    fn push(
+        &mut self,
+        z: &mut Sizes,
+        partition: i32,
+        r: &Record,
+        typed: bool,
+    ) -> Result<(), arrow_schema::ArrowError> {
+        self.partition.append_value(partition);
+        self.offset.append_value(r.offset);
+        self.timestamp
+            .append_value(r.timestamp_ms.saturating_mul(1_000));
+        self.key.append_option(r.key.as_deref());
+        if !typed {
+            self.value.append_option(r.value.as_deref());
+        }
+        z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
+        z.value_bytes += r.value.as_ref().map_or(0, Vec::len);
+        for (k, v) in &r.headers {
+            self.headers.keys().append_value(k);
+            self.headers.values().append_value(v);
+            z.header_key_bytes += k.len();
+            z.header_value_bytes += v.len();
+        }
+        z.header_entries += r.headers.len();
+        self.headers.append(true)
+    }
+
+    /// The columns in table order: the Kafka columns, then the value bytes or decoded fields,
+    /// then (dead-letter tables) the reasons.
     fn finish(
         &mut self,
         typed: Option<&SchemaRef>,
+        dead_letters: bool,
     ) -> Result<Vec<ArrayRef>, arrow_schema::ArrowError> {
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(self.partition.finish()),
@@ -147,6 +180,9 @@ impl Columns {
                 self.decoded.clear();
                 cols.extend(values.columns().iter().cloned());
             }
+        }
+        if dead_letters {
+            cols.push(Arc::new(self.error.finish()));
         }
         Ok(cols)
     }
@@ -169,6 +205,8 @@ pub struct FileEncoder {
     /// Typed tables: the decoder of the value fields.
     json: Option<JsonValues>,
     good: Vec<bool>,
+    /// A dead-letter table's encoder: rows come from [`Self::append_dead_letters`].
+    dead_letters: bool,
 }
 
 impl FileEncoder {
@@ -177,6 +215,7 @@ impl FileEncoder {
         let layout = Layout::of(&schema).ok_or_else(|| SinkError::Schema {
             reason: "the table's Arrow schema lacks the timestamp or headers column".into(),
         })?;
+        let dead_letters = schema.field_with_name(schema::ERROR).is_ok();
         let json = match schema.field_with_name(schema::VALUE) {
             Ok(_) => None,
             Err(_) => {
@@ -212,6 +251,7 @@ impl FileEncoder {
             payload_bytes: 0,
             json,
             good: Vec::new(),
+            dead_letters,
         })
     }
 
@@ -233,39 +273,49 @@ impl FileEncoder {
         {
             self.cols.decoded.push(b);
         }
-        let c = &mut self.cols;
         let z = &mut self.sizes;
         let before = z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes;
         for (i, r) in records.iter().enumerate() {
             if typed && !self.good[i] {
                 continue;
             }
-            c.partition.append_value(partition);
-            c.offset.append_value(r.offset);
-            c.timestamp
-                .append_value(r.timestamp_ms.saturating_mul(1_000));
-            c.key.append_option(r.key.as_deref());
-            if !typed {
-                c.value.append_option(r.value.as_deref());
-            }
-            z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
-            z.value_bytes += r.value.as_ref().map_or(0, Vec::len);
-            for (k, v) in &r.headers {
-                c.headers.keys().append_value(k);
-                c.headers.values().append_value(v);
-                z.header_key_bytes += k.len();
-                z.header_value_bytes += v.len();
-            }
-            z.header_entries += r.headers.len();
-            c.headers.append(true).map_err(|source| SinkError::Arrow {
-                core: self.core,
-                source,
-            })?;
+            self.cols
+                .push(z, partition, r, typed)
+                .map_err(|source| SinkError::Arrow {
+                    core: self.core,
+                    source,
+                })?;
             self.buffered += 1;
         }
         z.rows = self.buffered;
         let after = z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes;
         self.payload_bytes += (after - before) as u64;
+        Ok(())
+    }
+
+    /// Dead-letter tables: appends the records `rejected` names, as they came from Kafka, each
+    /// with its reason.
+    pub fn append_dead_letters(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        rejected: &[Rejected],
+    ) -> Result<(), SinkError> {
+        debug_assert!(self.dead_letters, "a dead-letter table's encoder");
+        for bad in rejected {
+            let Some(r) = records.get(bad.index) else {
+                continue;
+            };
+            self.cols
+                .push(&mut self.sizes, partition, r, false)
+                .map_err(|source| SinkError::Arrow {
+                    core: self.core,
+                    source,
+                })?;
+            self.cols.error.append_value(&bad.reason);
+            self.buffered += 1;
+        }
+        self.sizes.rows = self.buffered;
         Ok(())
     }
 
@@ -300,7 +350,7 @@ impl FileEncoder {
         let values = self.json.as_ref().map(JsonValues::schema);
         let cols = self
             .cols
-            .finish(values)
+            .finish(values, self.dead_letters)
             .map_err(|source| SinkError::Arrow { core, source })?;
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|source| SinkError::Arrow { core, source })?;

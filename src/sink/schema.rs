@@ -15,6 +15,8 @@ pub const TIMESTAMP: &str = "_kafka_timestamp";
 pub const KEY: &str = "_kafka_key";
 pub const HEADERS: &str = "_kafka_headers";
 pub const VALUE: &str = "value";
+/// The dead-letter table's reason column.
+pub const ERROR: &str = "error";
 
 /// What a table holds besides the Kafka columns: the value's bytes, or its decoded fields.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +25,8 @@ pub enum Shape {
     Raw,
     /// The value's fields, decoded (`--format json` with `--schema`).
     Typed(StructType),
+    /// A dead-letter table (`--dlq-table`): the raw columns and why the record was set aside.
+    DeadLetters,
 }
 
 impl Shape {
@@ -31,6 +35,12 @@ impl Shape {
         match self {
             Shape::Raw => Ok(iceberg_schema()),
             Shape::Typed(value) => typed_iceberg_schema(value),
+            Shape::DeadLetters => {
+                let mut fields = iceberg_schema().as_struct().fields().to_vec();
+                let error = NestedField::required(9, ERROR, Type::Primitive(PrimitiveType::String));
+                fields.push(error.into());
+                Schema::builder().with_fields(fields).build()
+            }
         }
     }
 
@@ -57,7 +67,10 @@ impl Shape {
     /// The shape of an existing table: raw if it has a `value` column, else its non-Kafka columns.
     pub fn of_table(schema: &Schema) -> Self {
         if schema.field_by_name(VALUE).is_some() {
-            return Shape::Raw;
+            return match schema.field_by_name(ERROR) {
+                Some(_) => Shape::DeadLetters,
+                None => Shape::Raw,
+            };
         }
         let fields: Vec<NestedFieldRef> = schema
             .as_struct()
@@ -330,6 +343,26 @@ mod tests {
         assert_eq!(v.data_type(), &DataType::Binary);
     }
 
+    fn top_names(schema: &Schema) -> Vec<&str> {
+        let fields = schema.as_struct().fields();
+        fields.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    #[test]
+    fn the_dead_letter_table_is_the_raw_table_and_a_required_error() {
+        let schema = Shape::DeadLetters.iceberg_schema().unwrap();
+        let names = top_names(&schema);
+        assert_eq!(
+            names,
+            [PARTITION, OFFSET, TIMESTAMP, KEY, HEADERS, VALUE, ERROR]
+        );
+        assert!(schema.field_by_name(ERROR).unwrap().required);
+        assert_eq!(Shape::of_table(&schema), Shape::DeadLetters);
+        assert_eq!(Shape::of_table(&iceberg_schema()), Shape::Raw);
+        let a = arrow_schema(&schema).unwrap();
+        assert_eq!(field_id(a.field_with_name(ERROR).unwrap()), Some(9));
+    }
+
     #[test]
     fn incompatible_tables_are_named() {
         let raw = iceberg_schema();
@@ -365,12 +398,7 @@ mod typed_tests {
     fn a_declared_struct_replaces_value_with_fresh_unique_ids() {
         let shape = Shape::parse_typed(ORDERS).unwrap();
         let schema = shape.iceberg_schema().unwrap();
-        let names: Vec<&str> = schema
-            .as_struct()
-            .fields()
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect();
+        let names = top_names(&schema);
         assert_eq!(
             names,
             [

@@ -31,14 +31,28 @@ use crate::offsets::{EpochTracker, LedgerKind};
 use crate::record::{Offsets, Progress};
 use crate::runtime::bridge::Fan;
 
+/// Which table a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Table,
+    /// `--dlq-table`.
+    DeadLetters,
+}
+
 /// What a shard core sends the io role.
 #[derive(Debug)]
 pub enum ToIo {
-    /// A finished file of `epoch`, `path` relative to the table location.
+    /// A finished file of `epoch`, `path` relative to the location of the `target` table.
     File {
         epoch: u64,
         path: String,
         file: Box<EncodedFile>,
+        target: Target,
+    },
+    /// Records of `epoch` that could not be decoded, for the dead-letter topic.
+    DeadLetters {
+        epoch: u64,
+        letters: Vec<crate::record::DeadLetter>,
     },
     /// The shard core has sent every file of `epoch`; the barriers' reports, and the latency
     /// sketch of the epoch's records on this core.
@@ -111,6 +125,7 @@ pub struct TableFiles {
 struct Uploaded {
     epoch: u64,
     file: DataFile,
+    target: Target,
     rows: u64,
     bytes: u64,
 }
@@ -165,7 +180,7 @@ impl TableFiles {
 
     /// Uploads one finished file (`rel` to the table location) and describes it for a commit.
     pub async fn upload(&self, rel: String, file: Box<EncodedFile>) -> Result<DataFile, SinkError> {
-        Ok(self.put(0, rel, file).await?.file)
+        Ok(self.put(0, rel, file, Target::Table).await?.file)
     }
 
     async fn put(
@@ -173,6 +188,7 @@ impl TableFiles {
         epoch: u64,
         rel: String,
         file: Box<EncodedFile>,
+        target: Target,
     ) -> Result<Uploaded, SinkError> {
         let size = file.bytes.len() as u64;
         let location = self.put_bytes(&rel, file.bytes.clone()).await?;
@@ -186,6 +202,7 @@ impl TableFiles {
         Ok(Uploaded {
             epoch,
             file: data_file,
+            target,
             rows: file.rows,
             bytes: size,
         })
@@ -241,12 +258,30 @@ impl EpochClock {
     }
 }
 
+/// The dead-letter table, committed before the main table in every epoch that has dead letters,
+/// with the same offsets: after a crash between the two commits, the dead letters below its
+/// offsets are known to be written (`offsets::SetAside`).
+pub struct DeadLetterTable {
+    pub files: TableFiles,
+    pub committer: Committer,
+    /// Test hook (`--debug-die-after-dlq-commit`).
+    pub die_after_commit: bool,
+}
+
+/// The commit side of the io role, moved into each commit and back.
+struct Committers {
+    table: Committer,
+    dead: Option<Committer>,
+    die_after_dead_commit: bool,
+}
+
 /// Everything the io role owns.
 pub struct IoRole {
     pub inputs: Fan<ToIo>,
     pub files: TableFiles,
     pub committer: Committer,
-    pub tracker: EpochTracker<DataFile>,
+    pub dead_letters: Option<DeadLetterTable>,
+    pub tracker: EpochTracker<(Target, DataFile)>,
     pub clock: Arc<EpochClock>,
     pub commit_interval: Duration,
     pub max_in_flight: usize,
@@ -254,7 +289,7 @@ pub struct IoRole {
     pub live: Arc<crate::metrics::live::Live>,
 }
 
-type CommitOutcome = (Committer, u64, Offsets, Result<Committed, SinkError>);
+type CommitOutcome = (Committers, u64, Offsets, Result<Committed, SinkError>);
 type CommitFuture = Pin<Box<dyn Future<Output = CommitOutcome>>>;
 
 async fn run_commit(fut: &mut Option<CommitFuture>) -> CommitOutcome {
@@ -271,6 +306,7 @@ impl IoRole {
             mut inputs,
             files,
             committer,
+            dead_letters,
             mut tracker,
             clock,
             commit_interval,
@@ -280,7 +316,15 @@ impl IoRole {
         let mut stats = IoStats::default();
         let mut sketches: std::collections::BTreeMap<u64, Vec<Box<EpochLatency>>> =
             Default::default();
-        let mut committer = Some(committer);
+        let (dead_files, dead_committer, die) = match dead_letters {
+            Some(d) => (Some(d.files), Some(d.committer), d.die_after_commit),
+            None => (None, None, false),
+        };
+        let mut committer = Some(Committers {
+            table: committer,
+            dead: dead_committer,
+            die_after_dead_commit: die,
+        });
         let mut committing: Option<CommitFuture> = None;
         let mut uploads = FuturesUnordered::new();
         let mut open = true;
@@ -301,24 +345,38 @@ impl IoRole {
                 let mut c = committer
                     .take()
                     .expect("committer is home when nothing is committing");
-                let (epoch, offsets, data_files) = (ready.epoch, ready.offsets, ready.files);
+                let (epoch, offsets) = (ready.epoch, ready.offsets);
+                let (data_files, dead_files): (Vec<_>, Vec<_>) = ready
+                    .files
+                    .into_iter()
+                    .partition(|(t, _)| *t == Target::Table);
+                let data_files: Vec<DataFile> = data_files.into_iter().map(|(_, f)| f).collect();
+                let dead_files: Vec<DataFile> = dead_files.into_iter().map(|(_, f)| f).collect();
                 let dropped = ready.dropped;
                 stats.dropped_ranges += dropped.range_count() as u64;
                 let name = format!("{epoch:08}-{}", uuid::Uuid::new_v4().simple());
                 let table_files = files.clone();
                 committing = Some(Box::pin(async move {
-                    let r = match commit::ledger_entries(
-                        &table_files,
-                        LedgerKind::Dropped,
-                        c.topic(),
-                        &dropped,
-                        &name,
-                    )
-                    .await
-                    {
-                        Ok(extra) => c.commit(epoch, data_files, &offsets, extra).await,
-                        Err(e) => Err(e),
-                    };
+                    let r = async {
+                        // Dead letters first: once the table's offsets pass them they must be in.
+                        if let Some(dead) = c.dead.as_mut().filter(|_| !dead_files.is_empty()) {
+                            dead.commit(epoch, dead_files, &offsets, Vec::new()).await?;
+                            if c.die_after_dead_commit {
+                                tracing::warn!(epoch, "--debug-die-after-dlq-commit: exiting before the table's commit");
+                                std::process::exit(137);
+                            }
+                        }
+                        let extra = commit::ledger_entries(
+                            &table_files,
+                            LedgerKind::Dropped,
+                            c.table.topic(),
+                            &dropped,
+                            &name,
+                        )
+                        .await?;
+                        c.table.commit(epoch, data_files, &offsets, extra).await
+                    }
+                    .await;
                     (c, epoch, offsets, r)
                 }));
             }
@@ -333,9 +391,18 @@ impl IoRole {
             }
             tokio::select! {
                 next = inputs.recv(), if open && uploads.len() < max_in_flight => match next {
-                    Some((_, ToIo::File { epoch, path, file })) => {
+                    Some((_, ToIo::File { epoch, path, file, target })) => {
                         tracker.on_file_sent(epoch);
-                        uploads.push(files.put(epoch, path, file));
+                        let to = match target {
+                            Target::Table => &files,
+                            Target::DeadLetters => dead_files.as_ref().ok_or_else(|| SinkError::Schema {
+                                reason: "a dead-letter file without --dlq-table".into(),
+                            })?,
+                        };
+                        uploads.push(to.put(epoch, path, file, target));
+                    }
+                    Some((_, ToIo::DeadLetters { epoch, .. })) => {
+                        return Err(SinkError::Schema { reason: format!("dead letters of epoch {epoch} without --dlq-topic") });
                     }
                     Some((_, ToIo::EpochDone { epoch, progress, latency: sketch, .. })) => {
                         tracker.on_epoch_done(epoch, &progress);
@@ -347,8 +414,11 @@ impl IoRole {
                     let u = done?;
                     stats.files += 1;
                     stats.bytes += u.bytes;
-                    stats.rows += u.rows;
-                    tracker.on_file_uploaded(u.epoch, u.file);
+                    match u.target {
+                        Target::Table => stats.rows += u.rows,
+                        Target::DeadLetters => stats.dead_letter_rows += u.rows,
+                    }
+                    tracker.on_file_uploaded(u.epoch, (u.target, u.file));
                 }
                 (c, epoch, offsets, result) = run_commit(&mut committing), if committing.is_some() => {
                     committing = None;

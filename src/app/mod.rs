@@ -4,30 +4,29 @@
 //! create rings, start roles) and of shut-down (join every role, pick the root cause of a failure,
 //! merge per-core counters). It holds no per-record logic.
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
+use crate::config::{ConfigError, DeadLetterDest, RunConfig};
 use crate::metrics::live::{FetchLive, Live};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
-use crate::offsets::EpochTracker;
+use crate::offsets::{EpochTracker, SetAside};
 use crate::record::{Offsets, ToShard};
 use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
 use crate::runtime::{self, Control, RuntimeError};
-use crate::shard::driver::{FileNames, ShardCore};
+use crate::shard::driver::{DeadLetterOut, DeadLetters, FileNames, ShardCore};
 use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
-use crate::sink::commit::{self, CatalogSpec, Committer, RetryPolicy};
-use crate::sink::encode::{EncodeOptions, FileEncoder};
+use crate::sink::commit::{self, Committer, RetryPolicy};
+use crate::sink::encode::FileEncoder;
 use crate::sink::schema::Shape;
-use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
+use crate::sink::upload::{self, DeadLetterTable, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::emit::Emitter;
 use crate::source::fetch::FetchCore;
 use crate::source::memory::{MemoryInput, MemorySource};
-use crate::source::{self, PartitionPlan, SourceConfig, SourceError};
+use crate::source::{self, PartitionPlan, SourceError};
 
 /// Files the io role writes at once.
 const UPLOADS_IN_FLIGHT: usize = 4;
@@ -35,6 +34,11 @@ const UPLOADS_IN_FLIGHT: usize = 4;
 const BARRIER_SLOTS: usize = 8;
 /// Capacity of each shard→io ring, in messages (files and end-of-epoch markers).
 const FILE_RING: usize = 4;
+
+mod setup;
+
+pub(crate) use setup::{catalog_spec, encode_options, setup_runtime, source_config, table_shape};
+use setup::{infer_shape, listen};
 
 /// Why a run failed. Each kind has its own exit code (see [`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]
@@ -80,105 +84,6 @@ impl Error {
     fn is_secondary(&self) -> bool {
         matches!(self, Error::Source(e) if e.is_secondary())
             || matches!(self, Error::Shard(ShardError::IoGone { .. }))
-    }
-}
-
-/// Binds `--http-addr` before anything starts, so a taken port fails the run at once.
-fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Error> {
-    let bad = |e: std::io::Error| {
-        ConfigError::invalid("--http-addr", addr, format!("cannot listen: {e}"))
-    };
-    let l = std::net::TcpListener::bind(addr).map_err(bad)?;
-    l.set_nonblocking(true).map_err(bad)?;
-    let bound = l.local_addr().map_err(bad)?;
-    tracing::info!(addr = %bound, "http: serving /metrics /health /ready /status");
-    Ok(l)
-}
-
-/// What the table holds besides the Kafka columns, from `--format` and `--schema`; `None` when
-/// it is to be inferred (`--infer-schema`): from the table if it exists, else from Kafka.
-pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Option<Shape>, Error> {
-    if cfg.format == ValueFormat::Raw {
-        return Ok(Some(Shape::Raw));
-    }
-    let Some(path) = &cfg.schema else {
-        return Ok(None);
-    };
-    let bad = |reason: String| ConfigError::invalid("--schema", path.display(), reason);
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    Ok(Some(Shape::parse_typed(&text).map_err(bad)?))
-}
-
-/// `--infer-schema N`: the value fields of the first N records (all optional).
-fn infer_shape(
-    setup: &tokio::runtime::Runtime,
-    source_cfg: &SourceConfig,
-    plans: &[PartitionPlan],
-    n: usize,
-) -> Result<Shape, Error> {
-    let records = setup.block_on(source::sample(source_cfg, plans, n))?;
-    let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
-    let bad = |reason: String| ConfigError::invalid("--infer-schema", n, reason);
-    let fields = crate::sink::decode::infer_fields(&values).map_err(bad)?;
-    let shape = Shape::from_arrow(&fields).map_err(bad)?;
-    tracing::info!(records = records.len(), fields = ?fields.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>(), "inferred the value's fields");
-    Ok(shape)
-}
-
-pub(crate) fn setup_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Error::Runtime(RuntimeError::Spawn {
-                role: "setup",
-                core: 0,
-                reason: e.to_string(),
-            })
-        })
-}
-
-/// Kafka settings of a run.
-pub(crate) fn source_config(cfg: &RunConfig) -> SourceConfig {
-    SourceConfig {
-        brokers: cfg.brokers.clone(),
-        topic: cfg.topic.clone(),
-        fetch_max_bytes: cfg.fetch_max_bytes.0 as i32,
-        fetch_max_wait: cfg.fetch_max_wait,
-        timeout: cfg.kafka_timeout,
-    }
-}
-
-/// The catalog a run uses: `--catalog`, or SQLite in a local warehouse.
-pub(crate) fn catalog_spec(cfg: &RunConfig, warehouse_url: String) -> Result<CatalogSpec, Error> {
-    let uri = match (&cfg.catalog, &cfg.warehouse) {
-        (Some(CatalogKind::Sqlite(u) | CatalogKind::Postgres(u) | CatalogKind::Rest(u)), _) => {
-            u.clone()
-        }
-        (None, WarehouseLocation::Local(_)) => {
-            let dir = warehouse_url.trim_start_matches("file://");
-            format!("sqlite://{dir}/catalog.db?mode=rwc")
-        }
-        (None, WarehouseLocation::S3 { .. } | WarehouseLocation::Memory) => {
-            return Err(ConfigError::invalid(
-                "--catalog",
-                "",
-                "an s3:// or memory:// warehouse needs --catalog",
-            )
-            .into());
-        }
-    };
-    Ok(CatalogSpec { uri, warehouse_url })
-}
-
-pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
-    EncodeOptions {
-        zstd_level: cfg.zstd_level,
-        row_group_rows: (cfg
-            .file_max_rows
-            .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
-            .get()) as usize,
-        max_record_bytes: usize::try_from(cfg.max_record_bytes.0).unwrap_or(usize::MAX),
     }
 }
 
@@ -282,6 +187,26 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         }
     };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
+    // `--dlq-table`: created like the main table; what it holds below its offsets is written.
+    let dead_table = match &cfg.dead_letters {
+        Some(DeadLetterDest::Table(ident)) => {
+            let t = setup.block_on(commit::ensure_table(
+                catalog.as_ref(),
+                ident,
+                &Shape::DeadLetters,
+            ))?;
+            let below = commit::checkpoint(&t, &cfg.topic)?
+                .map(|c| c.offsets)
+                .unwrap_or_default();
+            let (files, schema) = TableFiles::for_table(&t, ident, &storage)?;
+            let set_aside = Arc::new(SetAside {
+                below,
+                ..Default::default()
+            });
+            Some((ident.clone(), files, schema, set_aside))
+        }
+        _ => None,
+    };
     drop(catalog);
     drop(setup);
     let planned = started.elapsed();
@@ -378,6 +303,20 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             },
             latency_horizon: cfg.commit_interval,
             rejected: Vec::new(),
+            dead: match &dead_table {
+                Some((_, _, schema, set_aside)) => Some(DeadLetters {
+                    out: DeadLetterOut::Table {
+                        encoder: Box::new(FileEncoder::new(i, schema.clone(), &encode)?),
+                        names: FileNames {
+                            run_id: run_id.clone(),
+                            core_index: i,
+                            next_seq: 0,
+                        },
+                    },
+                    set_aside: set_aside.clone(),
+                }),
+                None => None,
+            },
             slow: cfg
                 .slow_shard
                 .filter(|(shard, _)| *shard < shards && router.core_of(*shard) == i),
@@ -412,6 +351,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         };
         let (clock, interval) = (clock.clone(), cfg.commit_interval);
         let (live, progress) = (live.clone(), cfg.progress_interval);
+        let die_after_dlq_commit = cfg.die_after_dlq_commit;
         runtime::spawn_tokio("io", placement.io, move || async move {
             if let Some(l) = listener {
                 runtime::detach(crate::metrics::http::serve(l, live.clone()));
@@ -423,8 +363,31 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 // The catalog's connection pool belongs to this runtime: open it here.
                 let catalog = commit::open_catalog(&spec, table_files.storage.clone()).await?;
                 let table = commit::ensure_table(catalog.as_ref(), &ident, &shape).await?;
+                let dead_letters = match dead_table {
+                    Some((dead_ident, files, ..)) => {
+                        let t = commit::ensure_table(
+                            catalog.as_ref(),
+                            &dead_ident,
+                            &Shape::DeadLetters,
+                        )
+                        .await?;
+                        Some(DeadLetterTable {
+                            files,
+                            committer: Committer::new(
+                                catalog.clone(),
+                                dead_ident,
+                                topic.clone(),
+                                retry,
+                                t,
+                            ),
+                            die_after_commit: die_after_dlq_commit,
+                        })
+                    }
+                    None => None,
+                };
                 let role = IoRole {
                     inputs,
+                    dead_letters,
                     committer: Committer::new(catalog, ident, topic, retry, table),
                     files: table_files,
                     tracker: EpochTracker::new(shard_cores, start_offsets),
@@ -585,12 +548,15 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         );
     }
     let kept = summary.records - summary.dropped;
-    if summary.rows_written != kept || io_stats.rows != kept {
+    let landed = io_stats.rows + io_stats.dead_letter_rows + summary.dead_letters_skipped;
+    if summary.rows_written != kept || landed != kept {
         tracing::error!(
             routed = summary.records,
             dropped = summary.dropped,
             encoded = summary.rows_written,
             uploaded = io_stats.rows,
+            dead_letters = io_stats.dead_letter_rows,
+            dead_letters_skipped = summary.dead_letters_skipped,
             "record counts disagree"
         );
     }
