@@ -343,7 +343,7 @@ mod tests {
         assert_eq!(v.data_type(), &DataType::Binary);
     }
 
-    fn top_names(schema: &Schema) -> Vec<&str> {
+    pub(super) fn top_names(schema: &Schema) -> Vec<&str> {
         let fields = schema.as_struct().fields();
         fields.iter().map(|f| f.name.as_str()).collect()
     }
@@ -398,7 +398,7 @@ mod typed_tests {
     fn a_declared_struct_replaces_value_with_fresh_unique_ids() {
         let shape = Shape::parse_typed(ORDERS).unwrap();
         let schema = shape.iceberg_schema().unwrap();
-        let names = top_names(&schema);
+        let names = super::tests::top_names(&schema);
         assert_eq!(
             names,
             [
