@@ -63,12 +63,28 @@ fn pyiceberg_reads_typed_json_columns() {
             "0",
         ],
     );
+    // Three records no schema can take, for the dead-letter table.
+    let bad: Vec<Option<Vec<u8>>> = [
+        &b"{not json"[..],
+        br#"{"user":"no seq"}"#,
+        br#"{"seq":"x","user":"u"}"#,
+    ]
+    .iter()
+    .map(|v| Some(v.to_vec()))
+    .collect();
+    broker.produce_values("events", 1, &bad);
     let wh = tempfile::tempdir().unwrap();
     let w = std::fs::canonicalize(wh.path()).unwrap();
     let w = w.to_str().unwrap();
     let schema = repo().join("tests/data/sample-json.schema.json");
     let mut args = base_args(&broker.addr, "events", w);
-    args.extend(["--stop-at-end", "--format", "json"]);
+    args.extend([
+        "--stop-at-end",
+        "--format",
+        "json",
+        "--dlq-table",
+        "ns.dead",
+    ]);
     args.extend(["--schema", schema.to_str().unwrap()]);
     let out = icefall(&args);
     assert!(
@@ -91,6 +107,17 @@ seqs = sorted(d["seq"].to_pylist())
 assert seqs == list(range(n)), "every record once"
 assert all(u.startswith("user-") for u in d["user"].to_pylist())
 print(f"typed rows={d.num_rows} types={types['seq']},{types['user']},{types['amount']},{types['ok']}")
+dlq = SqlCatalog("icefall", uri=f"sqlite:///{w}/catalog.db", warehouse=f"file://{w}").load_table("ns.dead")
+dtypes = {f.name: str(f.field_type) for f in dlq.schema().fields}
+for name, want in [("_kafka_partition", "int"), ("_kafka_offset", "long"), ("_kafka_timestamp", "timestamptz"), ("_kafka_key", "binary"), ("value", "binary"), ("error", "string")]:
+    assert dtypes[name] == want, (name, dtypes)
+dd = dlq.scan().to_arrow().sort_by("_kafka_offset")
+values = dd["value"].to_pylist()
+assert values == [b"{not json", b'{"user":"no seq"}', b'{"seq":"x","user":"u"}'], values
+assert set(dd["_kafka_partition"].to_pylist()) == {1}
+errors = dd["error"].to_pylist()
+assert all(errors), errors
+print(f"dead rows={dd.num_rows} error={errors[1]}")
 "#;
     let out = Command::new(&python)
         .args(["-c", script, w, &n.to_string()])
@@ -106,4 +133,5 @@ print(f"typed rows={d.num_rows} types={types['seq']},{types['user']},{types['amo
         stdout.contains("typed rows=5000 types=long,string,double,boolean"),
         "{stdout}"
     );
+    assert!(stdout.contains("dead rows=3 error="), "{stdout}");
 }
