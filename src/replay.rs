@@ -53,10 +53,14 @@ impl ReplaySummary {
 /// Replays every outstanding drop of `cfg.topic` into `cfg.table`.
 pub fn replay(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let rt = app::setup_runtime()?;
-    rt.block_on(replay_async(cfg))
+    let avro = app::avro_schemas(&cfg, &rt)?;
+    rt.block_on(replay_async(cfg, avro))
 }
 
-async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
+async fn replay_async(
+    cfg: RunConfig,
+    avro: Option<crate::sink::avro::AvroSchemas>,
+) -> Result<ReplaySummary, Error> {
     let started = Instant::now();
     let (storage, warehouse_url) = upload::open_warehouse(&cfg.warehouse).await?;
     let spec = app::catalog_spec(&cfg, warehouse_url)?;
@@ -64,7 +68,7 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     let Some(table) = commit::load_existing(
         catalog.as_ref(),
         &cfg.table,
-        crate::app::table_shape(&cfg)?.as_ref(),
+        crate::app::table_shape(&cfg, avro.as_ref())?.as_ref(),
     )
     .await?
     else {
@@ -92,7 +96,7 @@ async fn replay_async(cfg: RunConfig) -> Result<ReplaySummary, Error> {
     }
     let epoch = commit::checkpoint(&table, &cfg.topic)?.map_or(0, |c| c.epoch);
     let (files, arrow_schema) = TableFiles::for_table(&table, &cfg.table, &storage)?;
-    let mut encoder = FileEncoder::new(0, arrow_schema, &app::encode_options(&cfg))?;
+    let mut encoder = FileEncoder::new(0, arrow_schema, &app::encode_options(&cfg, avro))?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut data_files = Vec::new();
     let source = app::source_config(&cfg);

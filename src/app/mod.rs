@@ -37,7 +37,9 @@ const FILE_RING: usize = 4;
 
 mod setup;
 
-pub(crate) use setup::{catalog_spec, encode_options, setup_runtime, source_config, table_shape};
+pub(crate) use setup::{
+    avro_schemas, catalog_spec, encode_options, setup_runtime, source_config, table_shape,
+};
 use setup::{infer_shape, listen};
 
 /// Why a run failed. Each kind has its own exit code (see [`Error::exit_code`]).
@@ -126,8 +128,9 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     );
 
     let source_cfg = Arc::new(source_config(&cfg));
-    let declared = table_shape(&cfg)?;
     let setup = setup_runtime()?;
+    let avro = avro_schemas(&cfg, &setup)?;
+    let declared = table_shape(&cfg, avro.as_ref())?;
     let (storage, warehouse_url) = setup.block_on(upload::open_warehouse(&cfg.warehouse))?;
     let catalog_spec = catalog_spec(&cfg, warehouse_url)?;
     // Read the checkpoint of an existing table, validate Kafka, and only then create anything.
@@ -283,7 +286,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         file_max_bytes: cfg.file_max_bytes.0,
         file_max_rows: cfg.file_max_rows,
     };
-    let encode = encode_options(&cfg);
+    let encode = encode_options(&cfg, avro);
 
     let mut errors: Vec<Error> = Vec::new();
     let mut shard_handles = Vec::new();

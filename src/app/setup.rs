@@ -6,6 +6,7 @@ use std::num::NonZeroU64;
 
 use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
 use crate::runtime::RuntimeError;
+use crate::sink::avro::AvroSchemas;
 use crate::sink::commit::CatalogSpec;
 use crate::sink::encode::EncodeOptions;
 use crate::sink::schema::Shape;
@@ -27,9 +28,21 @@ pub(super) fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener
 
 /// What the table holds besides the Kafka columns, from `--format` and `--schema`; `None` when
 /// it is to be inferred (`--infer-schema`): from the table if it exists, else from Kafka.
-pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Option<Shape>, Error> {
+pub(crate) fn table_shape(
+    cfg: &RunConfig,
+    avro: Option<&AvroSchemas>,
+) -> Result<Option<Shape>, Error> {
     if cfg.format == ValueFormat::Raw {
         return Ok(Some(Shape::Raw));
+    }
+    if let Some(schemas) = avro {
+        let (flag, value) = match (&cfg.schema, &cfg.schema_registry) {
+            (Some(p), _) => ("--schema", p.display().to_string()),
+            (None, r) => ("--schema-registry", r.clone().unwrap_or_default()),
+        };
+        let bad = |reason: String| ConfigError::invalid(flag, &value, reason);
+        let fields = schemas.arrow_schema().map_err(bad)?;
+        return Ok(Some(Shape::from_arrow(&fields).map_err(bad)?));
     }
     let Some(path) = &cfg.schema else {
         return Ok(None);
@@ -37,6 +50,36 @@ pub(crate) fn table_shape(cfg: &RunConfig) -> Result<Option<Shape>, Error> {
     let bad = |reason: String| ConfigError::invalid("--schema", path.display(), reason);
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     Ok(Some(Shape::parse_typed(&text).map_err(bad)?))
+}
+
+/// `--format avro`: the writer schemas, from the `.avsc` file or the registry.
+pub(crate) fn avro_schemas(
+    cfg: &RunConfig,
+    setup: &tokio::runtime::Runtime,
+) -> Result<Option<AvroSchemas>, Error> {
+    if cfg.format != ValueFormat::Avro {
+        return Ok(None);
+    }
+    let schemas = match (&cfg.schema, &cfg.schema_registry) {
+        (Some(path), _) => {
+            let bad = |reason: String| ConfigError::invalid("--schema", path.display(), reason);
+            let text =
+                std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            AvroSchemas::plain(&text).map_err(bad)?
+        }
+        (None, Some(url)) => setup
+            .block_on(crate::sink::registry::subject_versions(url, &cfg.topic))
+            .map_err(|reason| ConfigError::invalid("--schema-registry", url, reason))?,
+        (None, None) => {
+            return Err(ConfigError::invalid(
+                "--format",
+                "avro",
+                "needs --schema or --schema-registry",
+            )
+            .into());
+        }
+    };
+    Ok(Some(schemas))
 }
 
 /// `--infer-schema N`: the value fields of the first N records (all optional).
@@ -101,7 +144,7 @@ pub(crate) fn catalog_spec(cfg: &RunConfig, warehouse_url: String) -> Result<Cat
     Ok(CatalogSpec { uri, warehouse_url })
 }
 
-pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
+pub(crate) fn encode_options(cfg: &RunConfig, avro: Option<AvroSchemas>) -> EncodeOptions {
     EncodeOptions {
         zstd_level: cfg.zstd_level,
         row_group_rows: (cfg
@@ -109,5 +152,6 @@ pub(crate) fn encode_options(cfg: &RunConfig) -> EncodeOptions {
             .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
             .get()) as usize,
         max_record_bytes: usize::try_from(cfg.max_record_bytes.0).unwrap_or(usize::MAX),
+        avro,
     }
 }

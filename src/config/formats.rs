@@ -66,6 +66,18 @@ impl RunArgs {
                     "applies to --format avro only",
                 ))
             }
+            (ValueFormat::Avro, None, _)
+                if !self
+                    .schema_registry
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://")) =>
+            {
+                Err(ConfigError::invalid(
+                    "--schema-registry",
+                    self.schema_registry.as_deref().unwrap_or_default(),
+                    "expected an http:// or https:// URL",
+                ))
+            }
             _ => Ok((format, infer_schema)),
         }
     }

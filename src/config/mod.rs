@@ -301,6 +301,8 @@ pub struct RunConfig {
     /// `--format json`: the declared value fields (Iceberg struct JSON).
     pub schema: Option<PathBuf>,
     pub infer_schema: Option<NonZeroUsize>,
+    /// `--format avro` in Confluent's wire format: the registry's base URL.
+    pub schema_registry: Option<String>,
     pub max_record_bytes: ByteSize,
     /// Where undecodable records go; `None`: they fail the run.
     pub dead_letters: Option<DeadLetterDest>,
@@ -534,6 +536,7 @@ impl RunArgs {
             format,
             schema: self.schema.clone(),
             infer_schema,
+            schema_registry: self.schema_registry.clone(),
             max_record_bytes,
             dead_letters,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,

@@ -42,7 +42,7 @@ pub struct JsonValues {
 }
 
 /// What disqualifies a value before decoding.
-fn precheck(max_record_bytes: usize, r: &Record) -> Result<&[u8], String> {
+pub(super) fn precheck(max_record_bytes: usize, r: &Record) -> Result<&[u8], String> {
     let v = r.value.as_deref().ok_or("the record has no value (null)")?;
     if v.len() > max_record_bytes {
         return Err(format!(

@@ -20,6 +20,7 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
+use super::avro::{AvroSchemas, AvroValues};
 use super::decode::{JsonValues, Rejected};
 use super::schema;
 use crate::record::Record;
@@ -31,6 +32,8 @@ pub struct EncodeOptions {
     pub row_group_rows: usize,
     /// Values larger than this are rejected (typed tables).
     pub max_record_bytes: usize,
+    /// Typed tables of `--format avro`: the writer schemas (else values are JSON).
+    pub avro: Option<AvroSchemas>,
 }
 
 impl Default for EncodeOptions {
@@ -39,6 +42,7 @@ impl Default for EncodeOptions {
             zstd_level: 1,
             row_group_rows: 256 * 1024,
             max_record_bytes: 1 << 20,
+            avro: None,
         }
     }
 }
@@ -188,6 +192,33 @@ impl Columns {
     }
 }
 
+/// A typed table's value decoder.
+enum Values {
+    Json(JsonValues),
+    Avro(Box<AvroValues>),
+}
+
+impl Values {
+    fn schema(&self) -> &SchemaRef {
+        match self {
+            Values::Json(j) => j.schema(),
+            Values::Avro(a) => a.schema(),
+        }
+    }
+
+    fn decode(
+        &mut self,
+        records: &[Record],
+        good: &mut Vec<bool>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Option<RecordBatch> {
+        match self {
+            Values::Json(j) => j.decode(records, good, rejected),
+            Values::Avro(a) => a.decode(records, good, rejected),
+        }
+    }
+}
+
 /// One shard core's encoder: at most one open file at a time.
 pub struct FileEncoder {
     core: usize,
@@ -203,7 +234,7 @@ pub struct FileEncoder {
     /// Key, value and header bytes of every record appended.
     payload_bytes: u64,
     /// Typed tables: the decoder of the value fields.
-    json: Option<JsonValues>,
+    json: Option<Values>,
     good: Vec<bool>,
     /// A dead-letter table's encoder: rows come from [`Self::append_dead_letters`].
     dead_letters: bool,
@@ -221,13 +252,18 @@ impl FileEncoder {
             Err(_) => {
                 let fields: Vec<FieldRef> = schema.fields().iter().skip(5).cloned().collect();
                 let values = Arc::new(arrow_schema::Schema::new(fields));
-                Some(
-                    JsonValues::new(values, opts.max_record_bytes).map_err(|reason| {
-                        SinkError::Schema {
-                            reason: format!("the value fields cannot be read from JSON: {reason}"),
-                        }
-                    })?,
-                )
+                let fail = |reason| SinkError::Schema {
+                    reason: format!("the value fields cannot be decoded: {reason}"),
+                };
+                Some(match &opts.avro {
+                    None => {
+                        Values::Json(JsonValues::new(values, opts.max_record_bytes).map_err(fail)?)
+                    }
+                    Some(schemas) => Values::Avro(Box::new(
+                        AvroValues::new(values, schemas.clone(), opts.max_record_bytes)
+                            .map_err(fail)?,
+                    )),
+                })
             }
         };
         let level = ZstdLevel::try_new(opts.zstd_level)
@@ -347,7 +383,7 @@ impl FileEncoder {
             return Ok(());
         }
         let core = self.core;
-        let values = self.json.as_ref().map(JsonValues::schema);
+        let values = self.json.as_ref().map(Values::schema);
         let cols = self
             .cols
             .finish(values, self.dead_letters)

@@ -6,10 +6,12 @@
 //! that imports `object_store` and `parquet`. It does not decide *when* a file is closed (the shard
 //! state machine does) and knows nothing of Kafka clients or executors.
 
+pub mod avro;
 pub mod commit;
 pub mod decode;
 pub mod encode;
 pub mod guard;
+pub mod registry;
 pub mod schema;
 pub mod stats;
 pub mod storage;

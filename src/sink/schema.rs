@@ -104,10 +104,24 @@ fn inferred_field(f: &Field, next: &mut i32) -> Result<NestedFieldRef, String> {
 fn inferred_type(t: &DataType, next: &mut i32) -> Result<Type, String> {
     Ok(match t {
         DataType::Boolean => Type::Primitive(PrimitiveType::Boolean),
+        DataType::Int32 => Type::Primitive(PrimitiveType::Int),
         DataType::Int64 => Type::Primitive(PrimitiveType::Long),
+        DataType::Float32 => Type::Primitive(PrimitiveType::Float),
         DataType::Float64 => Type::Primitive(PrimitiveType::Double),
-        // A field only ever null in the sample: a string takes whatever comes.
-        DataType::Utf8 | DataType::Null => Type::Primitive(PrimitiveType::String),
+        DataType::Date32 => Type::Primitive(PrimitiveType::Date),
+        DataType::Timestamp(_, Some(_)) => Type::Primitive(PrimitiveType::Timestamptz),
+        DataType::Timestamp(_, None) => Type::Primitive(PrimitiveType::Timestamp),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+            Type::Primitive(PrimitiveType::Binary)
+        }
+        // A field only ever null in the sample: a string takes whatever comes. Avro enums
+        // arrive as dictionaries of their symbols.
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => {
+            Type::Primitive(PrimitiveType::String)
+        }
+        DataType::Dictionary(_, v) if v.as_ref() == &DataType::Utf8 => {
+            Type::Primitive(PrimitiveType::String)
+        }
         DataType::List(item) => {
             let id = *next;
             *next += 1;
