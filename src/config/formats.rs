@@ -126,7 +126,12 @@ impl RunArgs {
                 t,
                 "must be a topic other than --topic",
             )),
-            (None, Some(t)) => Ok(Some(DeadLetterDest::Topic(t.clone()))),
+            // The shard and io sides exist; producing with the restart scan does not yet.
+            (None, Some(t)) => Err(ConfigError::invalid(
+                "--dlq-topic",
+                t,
+                "is not available yet: use --dlq-table",
+            )),
             (None, None) => Ok(None),
         }
     }

@@ -1,0 +1,263 @@
+//! `--format avro`: bare Avro bodies with `--schema FILE.avsc`, and Confluent's wire format with
+//! `--schema-registry` (two versions of the subject, resolved to the latest), against a real
+//! broker; undecodable values go to the dead-letter table.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use common::{Broker, base_args, icefall, read_table, table_view};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const V1: &str = r#"{"type":"record","name":"Event","fields":[{"name":"seq","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":["null","double"],"default":null}]}"#;
+const V2: &str = r#"{"type":"record","name":"Event","fields":[{"name":"seq","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":["null","double"],"default":null},{"name":"note","type":"string","default":"-"}]}"#;
+
+fn zigzag(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// The Avro body of an `Event` (V1; V2 when `note` is given).
+fn body(seq: i64, note: Option<&str>) -> Vec<u8> {
+    let user = format!("user-{}", seq % 7);
+    let mut b = Vec::new();
+    zigzag(seq, &mut b);
+    zigzag(user.len() as i64, &mut b);
+    b.extend_from_slice(user.as_bytes());
+    if seq % 2 == 0 {
+        zigzag(0, &mut b);
+    } else {
+        zigzag(1, &mut b);
+        b.extend_from_slice(&(seq as f64 / 2.0).to_le_bytes());
+    }
+    if let Some(n) = note {
+        zigzag(n.len() as i64, &mut b);
+        b.extend_from_slice(n.as_bytes());
+    }
+    b
+}
+
+fn framed(id: u32, body: Vec<u8>) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend(body);
+    v
+}
+
+/// seq → note of every row of the typed table (note `None` when the table has no such column).
+fn rows(warehouse: &std::path::Path) -> BTreeMap<i64, Option<String>> {
+    let mut out = BTreeMap::new();
+    for f in table_view(warehouse, "ns.events").files {
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f).unwrap()).unwrap();
+        for b in reader.build().unwrap() {
+            let b = b.unwrap();
+            assert!(b.column_by_name("value").is_none());
+            let seq = b.column_by_name("seq").unwrap().as_primitive::<Int64Type>();
+            let note = b
+                .column_by_name("note")
+                .map(|c| c.as_string::<i32>().clone());
+            for i in 0..b.num_rows() {
+                let n = note.as_ref().map(|n| n.value(i).to_string());
+                assert!(
+                    out.insert(seq.value(i), n).is_none(),
+                    "seq {} twice",
+                    seq.value(i)
+                );
+            }
+        }
+    }
+    out
+}
+
+fn dead_letters(warehouse: &std::path::Path) -> Vec<(i32, i64, Vec<u8>)> {
+    let (_, files) = read_table(warehouse, "ns.dead");
+    let mut out: Vec<_> = files
+        .into_iter()
+        .flat_map(|(_, rows)| rows)
+        .map(|r| (r.partition, r.offset, r.value.unwrap_or_default()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn bare_avro_bodies_land_as_typed_columns_and_bad_ones_as_dead_letters() {
+    let broker = Broker::start();
+    broker.create_topic("events", 2);
+    let n = 4_000i64;
+    for p in 0..2 {
+        let values: Vec<Option<Vec<u8>>> = (0..n / 2)
+            .map(|i| {
+                let seq = i * 2 + p as i64;
+                Some(match seq {
+                    // A truncated body and one with trailing bytes.
+                    100 => body(seq, None)[..2].to_vec(),
+                    301 => [body(seq, None), b"zz".to_vec()].concat(),
+                    _ => body(seq, None),
+                })
+            })
+            .collect();
+        broker.produce_values("events", p, &values);
+    }
+    let wh = tempfile::tempdir().unwrap();
+    let avsc = wh.path().join("event.avsc");
+    std::fs::write(&avsc, V1).unwrap();
+    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+    args.extend([
+        "--stop-at-end",
+        "--format",
+        "avro",
+        "--dlq-table",
+        "ns.dead",
+    ]);
+    args.extend(["--schema", avsc.to_str().unwrap()]);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = rows(wh.path());
+    assert_eq!(table.len() as i64, n - 2);
+    assert!(
+        (0..n)
+            .filter(|s| *s != 100 && *s != 301)
+            .all(|s| table.contains_key(&s))
+    );
+    let dead = dead_letters(wh.path());
+    // seq = offset * 2 + partition.
+    assert_eq!(
+        dead.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+        [(0, 50), (1, 150)]
+    );
+    assert_eq!(
+        dead[0].2,
+        body(100, None)[..2].to_vec(),
+        "the value as it came"
+    );
+}
+
+/// A directory served over HTTP holding the registry's answers for `events-value`.
+struct Registry {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(versions: &[(u32, u32, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().join("subjects/events-value/versions");
+        std::fs::create_dir_all(&at).unwrap();
+        for (i, (version, id, schema)) in versions.iter().enumerate() {
+            let doc = serde_json::json!({"subject": "events-value", "version": version, "id": id, "schema": schema});
+            std::fs::write(at.join(version.to_string()), doc.to_string()).unwrap();
+            if i + 1 == versions.len() {
+                std::fs::write(at.join("latest"), doc.to_string()).unwrap();
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .arg("--directory")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn confluent_wire_format_with_two_schema_versions_and_an_unknown_id() {
+    let registry = Registry::start(&[(1, 21, V1), (2, 22, V2)]);
+    let broker = Broker::start();
+    broker.create_topic("events", 1);
+    let values: Vec<Option<Vec<u8>>> = (0..3_000i64)
+        .map(|seq| {
+            Some(match seq {
+                // Written with a schema the registry does not have.
+                777 => framed(99, body(seq, None)),
+                s if s % 3 == 0 => framed(22, body(s, Some("v2"))),
+                s => framed(21, body(s, None)),
+            })
+        })
+        .collect();
+    broker.produce_values("events", 0, &values);
+    let wh = tempfile::tempdir().unwrap();
+    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+    args.extend([
+        "--stop-at-end",
+        "--format",
+        "avro",
+        "--dlq-table",
+        "ns.dead",
+    ]);
+    args.extend(["--schema-registry", &registry.url]);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = rows(wh.path());
+    assert_eq!(table.len(), 2_999);
+    for (seq, note) in &table {
+        let want = if seq % 3 == 0 { "v2" } else { "-" };
+        assert_eq!(
+            note.as_deref(),
+            Some(want),
+            "seq {seq}: V1 records take V2's default"
+        );
+    }
+    let dead = dead_letters(wh.path());
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].0, dead[0].1), (0, 777));
+
+    // Without a dead-letter table the unknown id fails the run, naming partition and offset.
+    let wh2 = tempfile::tempdir().unwrap();
+    let mut args = base_args(&broker.addr, "events", wh2.path().to_str().unwrap());
+    args.extend(["--stop-at-end", "--format", "avro"]);
+    args.extend(["--schema-registry", &registry.url]);
+    common::assert_clean_failure(
+        &icefall(&args),
+        7,
+        &["partition 0 offset 777", "unknown schema id 99"],
+    );
+}
