@@ -176,6 +176,13 @@ pub fn prometheus(live: &Live) -> String {
         "Iceberg snapshots committed.",
     );
     let _ = writeln!(out, "icefall_commits_total {}", io.commits());
+    header(
+        &mut out,
+        "icefall_dead_letters_total",
+        "counter",
+        "Records that could not be decoded, committed to the dead-letter table.",
+    );
+    let _ = writeln!(out, "icefall_dead_letters_total {}", io.dead_letters);
     histogram(
         &mut out,
         "icefall_commit_duration_seconds",
@@ -311,7 +318,7 @@ mod tests {
     #[test]
     fn prometheus_text_has_the_named_series() {
         let l = live();
-        l.committed(&[(0, 6)].into_iter().collect(), 2_000, &[], 0);
+        l.committed(&[(0, 6)].into_iter().collect(), 2_000, &[], 3, 0);
         let t = prometheus(&l);
         for line in [
             "icefall_records_total{topic=\"events\",partition=\"0\"} 10",
@@ -323,6 +330,7 @@ mod tests {
             "icefall_commit_duration_seconds_count 1",
             "icefall_record_latency_seconds_count 0",
             "icefall_ready 0",
+            "icefall_dead_letters_total 3",
         ] {
             assert!(t.lines().any(|l| l == line), "{line:?} missing in\n{t}");
         }

@@ -117,6 +117,8 @@ pub struct IoLive {
     /// Offsets in the table (the resumed checkpoint or the start until the first commit).
     pub committed: Offsets,
     pub last_commit_ms: Option<i64>,
+    /// Undecodable records committed to the dead-letter table.
+    pub dead_letters: u64,
 }
 
 impl IoLive {
@@ -169,6 +171,7 @@ impl Live {
             latency_ms: latency_histogram(),
             committed,
             last_commit_ms: None,
+            dead_letters: 0,
         })
     }
 
@@ -250,9 +253,11 @@ impl Live {
         offsets: &Offsets,
         commit_us: u64,
         sketches: &[Box<EpochLatency>],
+        dead_letters: u64,
         now_ms: i64,
     ) {
         let mut io = self.io();
+        io.dead_letters += dead_letters;
         let _ = io.commit_us.record(commit_us.max(1));
         for s in sketches {
             s.settle(now_ms, &mut io.latency_ms);
@@ -309,7 +314,7 @@ mod tests {
             Some(95),
             "high watermark 100 minus committed 5"
         );
-        l.committed(&[(0, 100)].into_iter().collect(), 1500, &[], 7);
+        l.committed(&[(0, 100)].into_iter().collect(), 1500, &[], 0, 7);
         assert_eq!(l.partitions()[0].lag(), Some(0));
         assert_eq!(l.io().commits(), 1);
         assert_eq!(l.io().last_commit_ms, Some(7));

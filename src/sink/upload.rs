@@ -326,6 +326,8 @@ impl IoRole {
             die_after_dead_commit: die,
         });
         let mut committing: Option<CommitFuture> = None;
+        // Per epoch in commit: rows of its dead-letter files, published once it is committed.
+        let mut dead_rows: std::collections::BTreeMap<u64, u64> = Default::default();
         let mut uploads = FuturesUnordered::new();
         let mut open = true;
         let mut ticker = tokio::time::interval_at(
@@ -352,6 +354,7 @@ impl IoRole {
                     .partition(|(t, _)| *t == Target::Table);
                 let data_files: Vec<DataFile> = data_files.into_iter().map(|(_, f)| f).collect();
                 let dead_files: Vec<DataFile> = dead_files.into_iter().map(|(_, f)| f).collect();
+                dead_rows.insert(epoch, dead_files.iter().map(DataFile::record_count).sum());
                 let dropped = ready.dropped;
                 stats.dropped_ranges += dropped.range_count() as u64;
                 let name = format!("{epoch:08}-{}", uuid::Uuid::new_v4().simple());
@@ -435,6 +438,7 @@ impl IoRole {
                         tracker.committed(),
                         done.elapsed.as_micros() as u64,
                         &epoch_sketches,
+                        dead_rows.remove(&epoch).unwrap_or(0),
                         now,
                     );
                 }
