@@ -138,55 +138,42 @@ fn kernels(c: &mut Criterion) {
             .expect("schema file");
     let typed = Shape::parse_typed(&declared).expect("schema");
     let typed = arrow_schema(&typed.iceberg_schema().expect("iceberg schema")).expect("arrow");
-    let mut g = c.benchmark_group("decode_json");
-    g.throughput(throughput(&json));
-    g.bench_function("typed_columns", |b| {
-        b.iter_batched(
-            || FileEncoder::new(0, typed.clone(), &opts).expect("encoder"),
-            |mut enc| {
-                let mut rejected = Vec::new();
-                enc.append(3, &json, &mut rejected).expect("append");
-                assert!(rejected.is_empty());
-                enc
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("typed_parquet_zstd1", |b| {
-        b.iter_batched(
-            || FileEncoder::new(0, typed.clone(), &opts).expect("encoder"),
-            |mut enc| {
-                enc.append(3, &json, &mut Vec::new()).expect("append");
-                enc.finish_file().expect("encode").expect("a file")
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.finish();
+    decode_group(c, "decode_json", &json, &typed, &opts);
 
-    // --format avro: the same values as bare Avro bodies (sample.avsc), into the same columns.
-    let avsc = std::fs::read_to_string(common::repo().join("tests/data/sample.avsc"))
-        .expect("avsc file");
-    let schemas = AvroSchemas::plain(&avsc).expect("avsc");
+    // --format avro: the same events as bare Avro bodies (sample.avsc), into the same columns.
+    let avsc =
+        std::fs::read_to_string(common::repo().join("tests/data/sample.avsc")).expect("avsc file");
     let avro: Vec<Record> = json
         .iter()
-        .map(|r| Record {
-            value: r.value.as_deref().map(avro_of_json),
+        .enumerate()
+        .map(|(i, r)| Record {
+            value: Some(json_shape.avro_value(i as u64)),
             ..r.clone()
         })
         .collect();
     let avro_opts = EncodeOptions {
-        avro: Some(schemas),
+        avro: Some(AvroSchemas::plain(&avsc).expect("avsc")),
         ..opts.clone()
     };
-    let mut g = c.benchmark_group("decode_avro");
-    g.throughput(throughput(&avro));
+    decode_group(c, "decode_avro", &avro, &typed, &avro_opts);
+}
+
+/// Decoding `records`' values into the typed columns of `schema`, then into a Parquet file.
+fn decode_group(
+    c: &mut Criterion,
+    name: &str,
+    records: &[Record],
+    schema: &arrow_schema::SchemaRef,
+    opts: &EncodeOptions,
+) {
+    let mut g = c.benchmark_group(name);
+    g.throughput(throughput(records));
     g.bench_function("typed_columns", |b| {
         b.iter_batched(
-            || FileEncoder::new(0, typed.clone(), &avro_opts).expect("encoder"),
+            || FileEncoder::new(0, schema.clone(), opts).expect("encoder"),
             |mut enc| {
                 let mut rejected = Vec::new();
-                enc.append(3, &avro, &mut rejected).expect("append");
+                enc.append(3, records, &mut rejected).expect("append");
                 assert!(rejected.is_empty(), "{:?}", rejected.first());
                 enc
             },
@@ -195,65 +182,15 @@ fn kernels(c: &mut Criterion) {
     });
     g.bench_function("typed_parquet_zstd1", |b| {
         b.iter_batched(
-            || FileEncoder::new(0, typed.clone(), &avro_opts).expect("encoder"),
+            || FileEncoder::new(0, schema.clone(), opts).expect("encoder"),
             |mut enc| {
-                enc.append(3, &avro, &mut Vec::new()).expect("append");
+                enc.append(3, records, &mut Vec::new()).expect("append");
                 enc.finish_file().expect("encode").expect("a file")
             },
             BatchSize::LargeInput,
         )
     });
     g.finish();
-}
-
-/// A sample JSON value as the Avro body of `tests/data/sample.avsc` (setup, not measured).
-fn avro_of_json(v: &[u8]) -> Vec<u8> {
-    fn long(n: i64, out: &mut Vec<u8>) {
-        let mut z = ((n << 1) ^ (n >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-    fn string(s: &str, out: &mut Vec<u8>) {
-        long(s.len() as i64, out);
-        out.extend_from_slice(s.as_bytes());
-    }
-    let j: serde_json::Value = serde_json::from_slice(v).expect("sample JSON");
-    let mut b = Vec::new();
-    long(j["seq"].as_i64().expect("seq"), &mut b);
-    string(j["user"].as_str().expect("user"), &mut b);
-    // Unions ["null", T]: branch 0 is null.
-    match j["amount"].as_f64() {
-        Some(a) => {
-            long(1, &mut b);
-            b.extend_from_slice(&a.to_le_bytes());
-        }
-        None => long(0, &mut b),
-    }
-    match j["ok"].as_bool() {
-        Some(x) => {
-            long(1, &mut b);
-            b.push(u8::from(x));
-        }
-        None => long(0, &mut b),
-    }
-    match j["ts"].as_i64() {
-        Some(t) => {
-            long(1, &mut b);
-            long(t, &mut b);
-        }
-        None => long(0, &mut b),
-    }
-    match j["note"].as_str() {
-        Some(n) => {
-            long(1, &mut b);
-            string(n, &mut b);
-        }
-        None => long(0, &mut b),
-    }
-    b
 }
 
 fn config() -> Criterion {

@@ -79,11 +79,3 @@ impl ToShard {
         }
     }
 }
-
-/// A record that could not be decoded, on its way to the dead-letter topic.
-#[derive(Debug, Clone)]
-pub struct DeadLetter {
-    pub partition: i32,
-    pub record: Record,
-    pub error: String,
-}

@@ -10,37 +10,26 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
+use common::sample::{avro_long, avro_string};
 use common::{Broker, base_args, icefall, read_table, table_view};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const V1: &str = r#"{"type":"record","name":"Event","fields":[{"name":"seq","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":["null","double"],"default":null}]}"#;
 const V2: &str = r#"{"type":"record","name":"Event","fields":[{"name":"seq","type":"long"},{"name":"user","type":"string"},{"name":"amount","type":["null","double"],"default":null},{"name":"note","type":"string","default":"-"}]}"#;
 
-fn zigzag(n: i64, out: &mut Vec<u8>) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 /// The Avro body of an `Event` (V1; V2 when `note` is given).
 fn body(seq: i64, note: Option<&str>) -> Vec<u8> {
-    let user = format!("user-{}", seq % 7);
     let mut b = Vec::new();
-    zigzag(seq, &mut b);
-    zigzag(user.len() as i64, &mut b);
-    b.extend_from_slice(user.as_bytes());
+    avro_long(seq, &mut b);
+    avro_string(&format!("user-{}", seq % 7), &mut b);
     if seq % 2 == 0 {
-        zigzag(0, &mut b);
+        avro_long(0, &mut b);
     } else {
-        zigzag(1, &mut b);
+        avro_long(1, &mut b);
         b.extend_from_slice(&(seq as f64 / 2.0).to_le_bytes());
     }
     if let Some(n) = note {
-        zigzag(n.len() as i64, &mut b);
-        b.extend_from_slice(n.as_bytes());
+        avro_string(n, &mut b);
     }
     b
 }
@@ -89,6 +78,26 @@ fn dead_letters(warehouse: &std::path::Path) -> Vec<(i32, i64, Vec<u8>)> {
     out
 }
 
+/// `--format avro` with `schema` (the schema flag and its value) and `--dlq-table ns.dead`, to the
+/// end of the topic.
+fn run_to_end(broker: &Broker, warehouse: &std::path::Path, schema: &[&str]) {
+    let mut args = base_args(&broker.addr, "events", warehouse.to_str().unwrap());
+    args.extend([
+        "--stop-at-end",
+        "--format",
+        "avro",
+        "--dlq-table",
+        "ns.dead",
+    ]);
+    args.extend(schema);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn bare_avro_bodies_land_as_typed_columns_and_bad_ones_as_dead_letters() {
     let broker = Broker::start();
@@ -111,21 +120,7 @@ fn bare_avro_bodies_land_as_typed_columns_and_bad_ones_as_dead_letters() {
     let wh = tempfile::tempdir().unwrap();
     let avsc = wh.path().join("event.avsc");
     std::fs::write(&avsc, V1).unwrap();
-    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
-    args.extend([
-        "--stop-at-end",
-        "--format",
-        "avro",
-        "--dlq-table",
-        "ns.dead",
-    ]);
-    args.extend(["--schema", avsc.to_str().unwrap()]);
-    let out = icefall(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_end(&broker, wh.path(), &["--schema", avsc.to_str().unwrap()]);
     let table = rows(wh.path());
     assert_eq!(table.len() as i64, n - 2);
     assert!(
@@ -221,21 +216,7 @@ fn confluent_wire_format_with_two_schema_versions_and_an_unknown_id() {
         .collect();
     broker.produce_values("events", 0, &values);
     let wh = tempfile::tempdir().unwrap();
-    let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
-    args.extend([
-        "--stop-at-end",
-        "--format",
-        "avro",
-        "--dlq-table",
-        "ns.dead",
-    ]);
-    args.extend(["--schema-registry", &registry.url]);
-    let out = icefall(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_to_end(&broker, wh.path(), &["--schema-registry", &registry.url]);
     let table = rows(wh.path());
     assert_eq!(table.len(), 2_999);
     for (seq, note) in &table {

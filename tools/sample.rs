@@ -145,6 +145,32 @@ impl Shape {
         v.into_bytes()
     }
 
+    /// The event of [`Self::json_value`] as a bare Avro body of `tests/data/sample.avsc`,
+    /// padded with its `note` to at least `value_bytes`.
+    pub fn avro_value(&self, i: u64) -> Vec<u8> {
+        let x = mix(i ^ 0x5eed);
+        let mut v = Vec::with_capacity(self.value_bytes + 16);
+        avro_long(i as i64, &mut v);
+        avro_string(&format!("user-{:06}", self.key_index(i)), &mut v);
+        // The optional fields are ["null", T] unions: branch 1 holds the value.
+        avro_long(1, &mut v);
+        let amount = (x % 100_000) as f64 + ((x >> 20) % 100) as f64 / 100.0;
+        v.extend_from_slice(&amount.to_le_bytes());
+        avro_long(1, &mut v);
+        v.push(u8::from(x & 1 == 0));
+        avro_long(1, &mut v);
+        avro_long(1_700_000_000_000 + i as i64, &mut v);
+        let mut note = String::new();
+        let mut y = x;
+        while v.len() + note.len() + 3 < self.value_bytes {
+            y = mix(y);
+            note.push(char::from_digit((y & 0xf) as u32, 16).unwrap_or('0'));
+        }
+        avro_long(1, &mut v);
+        avro_string(&note, &mut v);
+        v
+    }
+
     /// Headers, sorted by name. Always carries [`SEQ_HEADER`].
     pub fn headers(&self, i: u64) -> Vec<(String, Vec<u8>)> {
         let mut h = Vec::with_capacity(3);
@@ -195,4 +221,20 @@ pub fn murmur2(data: &[u8]) -> u32 {
     h = h.wrapping_mul(M);
     h ^= h >> 15;
     h
+}
+
+/// Avro's `long` (and `int`): zig-zag, then a little-endian base-128 varint.
+pub fn avro_long(n: i64, out: &mut Vec<u8>) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// Avro's `string` (and `bytes`): the length as a `long`, then the bytes.
+pub fn avro_string(s: &str, out: &mut Vec<u8>) {
+    avro_long(s.len() as i64, out);
+    out.extend_from_slice(s.as_bytes());
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{ConfigError, DeadLetterDest, RunConfig};
+use crate::config::{ConfigError, RunConfig};
 use crate::metrics::live::{FetchLive, Live};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
 use crate::offsets::{EpochTracker, SetAside};
@@ -16,7 +16,7 @@ use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
 use crate::runtime::{self, Control, RuntimeError};
-use crate::shard::driver::{DeadLetterOut, DeadLetters, FileNames, ShardCore};
+use crate::shard::driver::{DeadLetters, FileNames, ShardCore};
 use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
 use crate::sink::commit::{self, Committer, RetryPolicy};
@@ -191,8 +191,8 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
     // `--dlq-table`: created like the main table; what it holds below its offsets is written.
-    let dead_table = match &cfg.dead_letters {
-        Some(DeadLetterDest::Table(ident)) => {
+    let dead_table = match &cfg.dlq_table {
+        Some(ident) => {
             let t = setup.block_on(commit::ensure_table(
                 catalog.as_ref(),
                 ident,
@@ -202,13 +202,10 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 .map(|c| c.offsets)
                 .unwrap_or_default();
             let (files, schema) = TableFiles::for_table(&t, ident, &storage)?;
-            let set_aside = Arc::new(SetAside {
-                below,
-                ..Default::default()
-            });
+            let set_aside = Arc::new(SetAside { below });
             Some((ident.clone(), files, schema, set_aside))
         }
-        _ => None,
+        None => None,
     };
     drop(catalog);
     drop(setup);
@@ -293,29 +290,25 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     for (i, inputs) in shard_inputs.into_iter().enumerate() {
         let (tx, rx) = bridge::channel::<ToIo>(FILE_RING);
         file_rings.push(rx);
+        // Data and dead-letter files share the name scheme, in their own tables' folders.
+        let names = FileNames {
+            run_id: run_id.clone(),
+            core_index: i,
+            next_seq: 0,
+        };
         let core = ShardCore {
             core_index: i,
             inputs: Fan::new(inputs),
             to_io: tx,
             encoder: FileEncoder::new(i, arrow_schema.clone(), &encode)?,
             state: ShardState::new(policy, shards, shard_cores as u32),
-            names: FileNames {
-                run_id: run_id.clone(),
-                core_index: i,
-                next_seq: 0,
-            },
+            names: names.clone(),
             latency_horizon: cfg.commit_interval,
             rejected: Vec::new(),
             dead: match &dead_table {
                 Some((_, _, schema, set_aside)) => Some(DeadLetters {
-                    out: DeadLetterOut::Table {
-                        encoder: Box::new(FileEncoder::new(i, schema.clone(), &encode)?),
-                        names: FileNames {
-                            run_id: run_id.clone(),
-                            core_index: i,
-                            next_seq: 0,
-                        },
-                    },
+                    encoder: FileEncoder::new(i, schema.clone(), &encode)?,
+                    names: names.clone(),
                     set_aside: set_aside.clone(),
                 }),
                 None => None,

@@ -6,15 +6,6 @@ use std::num::NonZeroUsize;
 
 use super::{ConfigError, RunArgs, TableIdent, ValueFormat, field};
 
-/// Where records that cannot be decoded go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeadLetterDest {
-    /// `--dlq-table`: an Iceberg table committed in step with the main one.
-    Table(TableIdent),
-    /// `--dlq-topic`: a Kafka topic, produced before each commit.
-    Topic(String),
-}
-
 impl RunArgs {
     /// `--format` and where the value's fields come from.
     pub(super) fn value_format(&self) -> Result<(ValueFormat, Option<NonZeroUsize>), ConfigError> {
@@ -82,13 +73,13 @@ impl RunArgs {
         }
     }
 
-    /// `--dlq-table` or `--dlq-topic`, if any.
+    /// `--dlq-table`, if given (`--dlq-topic` is refused until it is built).
     pub(super) fn dead_letters(
         &self,
         format: ValueFormat,
         table: &str,
         topic: &str,
-    ) -> Result<Option<DeadLetterDest>, ConfigError> {
+    ) -> Result<Option<TableIdent>, ConfigError> {
         let (flag, value) = match (&self.dlq_table, &self.dlq_topic) {
             (None, None) => return Ok(None),
             (Some(t), Some(_)) => {
@@ -119,7 +110,7 @@ impl RunArgs {
                         "must differ from --table",
                     ));
                 }
-                Ok(Some(DeadLetterDest::Table(ident)))
+                Ok(Some(ident))
             }
             (None, Some(t)) if t.is_empty() || t == topic => Err(ConfigError::invalid(
                 "--dlq-topic",

@@ -19,7 +19,6 @@ mod formats;
 pub mod layers;
 mod values;
 
-pub use formats::DeadLetterDest;
 pub use values::{
     ByteSize, CatalogKind, CoreList, LogFormat, StartAt, TableIdent, ValueFormat,
     WarehouseLocation, fmt_cores, parse_duration,
@@ -304,8 +303,8 @@ pub struct RunConfig {
     /// `--format avro` in Confluent's wire format: the registry's base URL.
     pub schema_registry: Option<String>,
     pub max_record_bytes: ByteSize,
-    /// Where undecodable records go; `None`: they fail the run.
-    pub dead_letters: Option<DeadLetterDest>,
+    /// `--dlq-table`: where undecodable records go; `None`: they fail the run.
+    pub dlq_table: Option<TableIdent>,
     pub drain_timeout: Duration,
     /// `None`: no HTTP endpoint.
     pub http_addr: Option<std::net::SocketAddr>,
@@ -538,7 +537,7 @@ impl RunArgs {
             infer_schema,
             schema_registry: self.schema_registry.clone(),
             max_record_bytes,
-            dead_letters,
+            dlq_table: dead_letters,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
             http_addr,
             log_format: field("--log-format", &self.log_format)?,

@@ -41,8 +41,6 @@ pub enum OffsetsError {
 pub struct SetAside {
     /// The dead-letter table's committed offsets: every dead letter below them is written.
     pub below: Offsets,
-    /// Dead letters found in the dead-letter topic past the table's last record of it.
-    pub exact: std::collections::HashSet<(i32, i64)>,
 }
 
 impl SetAside {
@@ -50,7 +48,6 @@ impl SetAside {
         self.below
             .get(&partition)
             .is_some_and(|&next| offset < next)
-            || self.exact.contains(&(partition, offset))
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::offsets::SetAside;
-use crate::record::{DeadLetter, Record, ToShard};
+use crate::record::{Record, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
 use crate::sink::encode::FileEncoder;
@@ -38,21 +38,13 @@ impl FileNames {
     }
 }
 
-/// Where a shard core sets aside the records its encoder rejects (`--dlq-table`, `--dlq-topic`).
+/// Where a shard core sets aside the records its encoder rejects (`--dlq-table`): files of the
+/// dead-letter table, one per epoch, encoded on this core.
 pub struct DeadLetters {
-    pub out: DeadLetterOut,
+    pub encoder: FileEncoder,
+    pub names: FileNames,
     /// Written by an earlier run that crashed before its table commit: not written again.
     pub set_aside: Arc<SetAside>,
-}
-
-pub enum DeadLetterOut {
-    /// Encoded on this core into files of the dead-letter table, one per epoch.
-    Table {
-        encoder: Box<FileEncoder>,
-        names: FileNames,
-    },
-    /// Collected for the epoch and handed to the io role, which produces them before the commit.
-    Topic(Vec<DeadLetter>),
 }
 
 /// Rows a dead-letter file buffers before they go to its Parquet writer.
@@ -166,53 +158,28 @@ impl ShardCore {
         });
         stats.dead_letters_skipped += (before - self.rejected.len()) as u64;
         stats.dead_letters += self.rejected.len() as u64;
-        match &mut dead.out {
-            DeadLetterOut::Table { encoder, .. } => {
-                encoder.append_dead_letters(partition, records, &self.rejected)?;
-                if encoder.buffered_rows() >= DEAD_LETTER_BATCH {
-                    encoder.encode_buffered()?;
-                }
-            }
-            DeadLetterOut::Topic(letters) => {
-                letters.extend(self.rejected.iter().map(|bad| DeadLetter {
-                    partition,
-                    record: records[bad.index].clone(),
-                    error: bad.reason.clone(),
-                }));
-            }
+        dead.encoder
+            .append_dead_letters(partition, records, &self.rejected)?;
+        if dead.encoder.buffered_rows() >= DEAD_LETTER_BATCH {
+            dead.encoder.encode_buffered()?;
         }
         self.rejected.clear();
         Ok(())
     }
 
-    /// Hands the epoch's dead letters to the io role, ahead of the epoch's end.
+    /// Sends the epoch's dead-letter file to the io role, ahead of the epoch's end.
     async fn flush_dead_letters(&mut self, epoch: u64) -> Result<(), ShardError> {
-        let msg = match &mut self.dead {
-            None => return Ok(()),
-            Some(DeadLetters {
-                out: DeadLetterOut::Table { encoder, names },
-                ..
-            }) => match encoder.finish_file()? {
-                None => return Ok(()),
-                Some(file) => ToIo::File {
-                    epoch,
-                    path: names.next(),
-                    file: Box::new(file),
-                    target: Target::DeadLetters,
-                },
-            },
-            Some(DeadLetters {
-                out: DeadLetterOut::Topic(letters),
-                ..
-            }) => {
-                if letters.is_empty() {
-                    return Ok(());
-                }
-                ToIo::DeadLetters {
-                    epoch,
-                    letters: std::mem::take(letters),
-                }
-            }
+        let Some(dead) = &mut self.dead else {
+            return Ok(());
+        };
+        let Some(file) = dead.encoder.finish_file()? else {
+            return Ok(());
+        };
+        let msg = ToIo::File {
+            epoch,
+            path: dead.names.next(),
+            file: Box::new(file),
+            target: Target::DeadLetters,
         };
         self.send(msg, || format!("the dead letters of epoch {epoch}"))
             .await

@@ -23,6 +23,8 @@ use crate::record::Record;
 
 /// The id bare bodies are framed with (they carry none).
 const PLAIN_ID: u32 = 0;
+/// Confluent's prefix naming [`PLAIN_ID`].
+const PLAIN_PREFIX: [u8; 5] = [0, 0, 0, 0, 0];
 /// Rows the decoder holds before a flush.
 const BATCH: usize = 8192;
 
@@ -88,8 +90,6 @@ pub struct AvroValues {
     schemas: AvroSchemas,
     decoder: Decoder,
     max_record_bytes: usize,
-    /// A bare body behind a synthetic prefix (reused, no allocation per record).
-    framed: Vec<u8>,
     /// Records decoded since the last flush (replayed after a failure).
     pending: Vec<usize>,
     /// The writer schema id of the open batch's rows.
@@ -111,7 +111,6 @@ impl AvroValues {
             decoder,
             schemas,
             max_record_bytes,
-            framed: Vec::new(),
             pending: Vec::new(),
             active: None,
             out: Vec::new(),
@@ -173,7 +172,8 @@ impl AvroValues {
     /// Decodes one value into the decoder's open batch.
     fn one(&mut self, r: &Record) -> Result<(), String> {
         let v = precheck(self.max_record_bytes, r)?;
-        let bytes: &[u8] = if self.schemas.framed {
+        let room = self.decoder.capacity();
+        if self.schemas.framed {
             if v.len() < 5 || v[..1] != CONFLUENT_MAGIC {
                 return Err("not Confluent's wire format (magic byte 0 and a schema id)".into());
             }
@@ -181,22 +181,27 @@ impl AvroValues {
             if self.schemas.store.lookup(&Fingerprint::Id(id)).is_none() {
                 return Err(format!("unknown schema id {id}"));
             }
-            v
         } else {
-            self.framed.clear();
-            self.framed.extend_from_slice(&CONFLUENT_MAGIC);
-            self.framed.extend_from_slice(&PLAIN_ID.to_be_bytes());
-            self.framed.extend_from_slice(v);
-            &self.framed
-        };
+            // A bare body: the decoder takes a prefix naming the one schema, then the body as it
+            // lies in the record (no copy).
+            self.decode_all(&PLAIN_PREFIX)?;
+        }
+        self.decode_all(v)?;
+        // Exactly one row: an empty body decodes nothing and leaves the decoder waiting.
+        if self.decoder.capacity() + 1 != room {
+            return Err("malformed Avro: the value holds no complete record".into());
+        }
+        Ok(())
+    }
+
+    fn decode_all(&mut self, bytes: &[u8]) -> Result<(), String> {
         let n = self
             .decoder
             .decode(bytes)
             .map_err(|e| format!("malformed Avro: {e}"))?;
         if n != bytes.len() {
             return Err(format!(
-                "malformed Avro: {} of {} bytes decoded",
-                n,
+                "malformed Avro: {n} of {} bytes decoded",
                 bytes.len()
             ));
         }
@@ -211,11 +216,13 @@ impl AvroValues {
         };
         self.decoder = d;
         self.active = None;
-        for &i in &self.pending.clone() {
+        let pending = std::mem::take(&mut self.pending);
+        for &i in &pending {
             if self.one(&records[i]).is_ok() {
                 self.active = self.id_of(&records[i]);
             }
         }
+        self.pending = pending;
     }
 
     /// The open batch, in the table's types, onto the output; if that fails, its records are
@@ -265,8 +272,14 @@ fn conform(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch, Strin
         .map_err(|e| e.to_string())
 }
 
+/// The sample stream's Avro helpers (shared with the integration tests and benches).
+#[cfg(test)]
+#[path = "../../tools/sample.rs"]
+mod sample;
+
 #[cfg(test)]
 mod tests {
+    use super::sample::{avro_long, avro_string};
     use super::*;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
@@ -280,31 +293,20 @@ mod tests {
         {"name":"amount","type":["null","double"],"default":null},
         {"name":"note","type":"string","default":"-"}]}"#;
 
-    fn zigzag(n: i64, out: &mut Vec<u8>) {
-        let mut z = ((n << 1) ^ (n >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
-
     /// An Avro body of V1 (and of V2 with `note`).
     fn body(seq: i64, user: &str, amount: Option<f64>, note: Option<&str>) -> Vec<u8> {
         let mut b = Vec::new();
-        zigzag(seq, &mut b);
-        zigzag(user.len() as i64, &mut b);
-        b.extend_from_slice(user.as_bytes());
+        avro_long(seq, &mut b);
+        avro_string(user, &mut b);
         match amount {
-            None => zigzag(0, &mut b),
+            None => avro_long(0, &mut b),
             Some(a) => {
-                zigzag(1, &mut b);
+                avro_long(1, &mut b);
                 b.extend_from_slice(&a.to_le_bytes());
             }
         }
         if let Some(n) = note {
-            zigzag(n.len() as i64, &mut b);
-            b.extend_from_slice(n.as_bytes());
+            avro_string(n, &mut b);
         }
         b
     }

@@ -131,7 +131,7 @@ impl Columns {
             .with_values_field(l.value_field.clone()),
             value: BinaryBuilder::with_capacity(rows, s.value_bytes),
             decoded: Vec::new(),
-            error: StringBuilder::new(),
+            error: StringBuilder::with_capacity(0, 0),
         }
     }
 

@@ -49,11 +49,6 @@ pub enum ToIo {
         file: Box<EncodedFile>,
         target: Target,
     },
-    /// Records of `epoch` that could not be decoded, for the dead-letter topic.
-    DeadLetters {
-        epoch: u64,
-        letters: Vec<crate::record::DeadLetter>,
-    },
     /// The shard core has sent every file of `epoch`; the barriers' reports, and the latency
     /// sketch of the epoch's records on this core.
     EpochDone {
@@ -403,9 +398,6 @@ impl IoRole {
                             })?,
                         };
                         uploads.push(to.put(epoch, path, file, target));
-                    }
-                    Some((_, ToIo::DeadLetters { epoch, .. })) => {
-                        return Err(SinkError::Schema { reason: format!("dead letters of epoch {epoch} without --dlq-topic") });
                     }
                     Some((_, ToIo::EpochDone { epoch, progress, latency: sketch, .. })) => {
                         tracker.on_epoch_done(epoch, &progress);
