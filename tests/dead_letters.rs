@@ -12,7 +12,8 @@ use std::time::Duration;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use common::{
-    Broker, base_args, icefall, read_table, repo, spawn_icefall, table_view, wait_for_committed,
+    Broker, base_args, icefall, read_table, repo, spawn_icefall, stdout_field, table_view,
+    wait_for_committed,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -113,15 +114,6 @@ fn errors_of(file: &Path) -> Vec<String> {
     out
 }
 
-fn summary_value(stdout: &[u8], key: &str) -> u64 {
-    String::from_utf8_lossy(stdout)
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in the summary"))
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     let broker = Broker::start();
@@ -185,11 +177,14 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     assert!(out.status.success(), "run 3: {stderr}");
     // Run 3 re-reads the epoch run 2 died in: its dead letters are already in the DLQ table.
     assert_eq!(
-        summary_value(&out.stdout, "dead_letters_skipped"),
+        stdout_field(
+            &String::from_utf8_lossy(&out.stdout),
+            "dead_letters_skipped"
+        ),
         ahead as u64,
         "the dead letters committed before the crash are not written again"
     );
-    assert!(summary_value(&out.stdout, "dead_letters") > 0);
+    assert!(stdout_field(&String::from_utf8_lossy(&out.stdout), "dead_letters") > 0);
     assert!(!stderr.contains("record counts disagree"), "{stderr}");
 
     // Every produced record is in exactly one of the two tables, where its kind says.

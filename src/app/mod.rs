@@ -16,11 +16,12 @@ use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
 use crate::runtime::bridge::{self, Fan};
 use crate::runtime::{self, Control, RuntimeError};
-use crate::shard::driver::{DeadLetters, FileNames, ShardCore};
+use crate::shard::driver::{DeadLetters, Evolving, FileNames, ShardCore};
 use crate::shard::{RollPolicy, ShardError, ShardState};
 use crate::sink::SinkError;
 use crate::sink::commit::{self, Committer, RetryPolicy};
 use crate::sink::encode::FileEncoder;
+use crate::sink::evolve::Evolution;
 use crate::sink::schema::Shape;
 use crate::sink::upload::{self, DeadLetterTable, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::emit::Emitter;
@@ -213,7 +214,19 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
     for p in &plans {
         tracing::info!(partition = p.partition, start = p.start, high_watermark = p.high_watermark, stop_at = ?p.stop_at, "partition");
     }
-    let (table_files, arrow_schema) = TableFiles::for_table(&table, &cfg.table, &storage)?;
+    let (mut table_files, arrow_schema) = TableFiles::for_table(&table, &cfg.table, &storage)?;
+    let evolution = match cfg.evolve {
+        true => {
+            let meta = table.metadata();
+            let e = Evolution::new(
+                meta.current_schema().as_ref().clone(),
+                meta.last_column_id(),
+            )?;
+            Some(Arc::new(e))
+        }
+        false => None,
+    };
+    table_files.evolution = evolution.clone();
     let start_offsets: Offsets = plans.iter().map(|p| (p.partition, p.start)).collect();
     let clock = EpochClock::new(first_epoch);
 
@@ -245,6 +258,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 (placement.shard[i], hosted)
             })
             .collect(),
+        unknown_fields: Live::per_shard_core(shard_cores),
         io_cpu: placement.io,
         io: Live::new_io(start_offsets.clone()),
     });
@@ -302,6 +316,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             to_io: tx,
             encoder: FileEncoder::new(i, arrow_schema.clone(), &encode)?,
             state: ShardState::new(policy, shards, shard_cores as u32),
+            first_epoch,
             names: names.clone(),
             latency_horizon: cfg.commit_interval,
             rejected: Vec::new(),
@@ -313,6 +328,11 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 }),
                 None => None,
             },
+            evolve: evolution.clone().map(|evolution| Evolving {
+                evolution,
+                encode: encode.clone(),
+            }),
+            live: live.clone(),
             slow: cfg
                 .slow_shard
                 .filter(|(shard, _)| *shard < shards && router.core_of(*shard) == i),
@@ -348,6 +368,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         let (clock, interval) = (clock.clone(), cfg.commit_interval);
         let (live, progress) = (live.clone(), cfg.progress_interval);
         let die_after_dlq_commit = cfg.die_after_dlq_commit;
+        let evolution = evolution.clone();
         runtime::spawn_tokio("io", placement.io, move || async move {
             if let Some(l) = listener {
                 runtime::detach(crate::metrics::http::serve(l, live.clone()));
@@ -381,10 +402,14 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                     }
                     None => None,
                 };
+                let mut committer = Committer::new(catalog, ident, topic, retry, table);
+                if let Some(e) = evolution {
+                    committer = committer.with_evolution(e);
+                }
                 let role = IoRole {
                     inputs,
                     dead_letters,
-                    committer: Committer::new(catalog, ident, topic, retry, table),
+                    committer,
                     files: table_files,
                     tracker: EpochTracker::new(shard_cores, start_offsets),
                     clock,

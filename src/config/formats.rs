@@ -15,6 +15,13 @@ impl RunArgs {
             .as_deref()
             .map(|n| field("--infer-schema", n))
             .transpose()?;
+        if self.evolve && (format != ValueFormat::Json || infer_schema.is_none()) {
+            return Err(ConfigError::invalid(
+                "--evolve",
+                "true",
+                "applies to --format json --infer-schema N (a declared --schema is the table's contract)",
+            ));
+        }
         match (format, &self.schema, &self.infer_schema) {
             (ValueFormat::Json, None, None) => Err(ConfigError::invalid(
                 "--format",

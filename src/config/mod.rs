@@ -203,6 +203,12 @@ pub struct RunArgs {
     /// are used as they are.
     #[arg(long)]
     pub infer_schema: Option<String>,
+    /// With --infer-schema: a top-level JSON field the table has no column for becomes an
+    /// optional column (its type inferred from the records that carry it), added in the same
+    /// commit as the first files holding it. Without it such fields are ignored and counted
+    /// (icefall_unknown_fields_total).
+    #[arg(long)]
+    pub evolve: bool,
     /// `--format avro` with Confluent's wire format (magic byte, 4-byte schema id): the schema
     /// registry to fetch writer schemas from, e.g. http://127.0.0.1:8081.
     #[arg(long)]
@@ -300,6 +306,8 @@ pub struct RunConfig {
     /// `--format json`: the declared value fields (Iceberg struct JSON).
     pub schema: Option<PathBuf>,
     pub infer_schema: Option<NonZeroUsize>,
+    /// `--evolve`: new JSON fields become columns.
+    pub evolve: bool,
     /// `--format avro` in Confluent's wire format: the registry's base URL.
     pub schema_registry: Option<String>,
     pub max_record_bytes: ByteSize,
@@ -535,6 +543,7 @@ impl RunArgs {
             format,
             schema: self.schema.clone(),
             infer_schema,
+            evolve: self.evolve,
             schema_registry: self.schema_registry.clone(),
             max_record_bytes,
             dlq_table: dead_letters,

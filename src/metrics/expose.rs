@@ -183,6 +183,14 @@ pub fn prometheus(live: &Live) -> String {
         "Records that could not be decoded, committed to the dead-letter table.",
     );
     let _ = writeln!(out, "icefall_dead_letters_total {}", io.dead_letters);
+    header(
+        &mut out,
+        "icefall_unknown_fields_total",
+        "counter",
+        "Top-level JSON fields the table has no column for, ignored (--evolve adds them).",
+    );
+    let unknown: i64 = live.unknown_fields.iter().map(|g| g.get()).sum();
+    let _ = writeln!(out, "icefall_unknown_fields_total {unknown}");
     histogram(
         &mut out,
         "icefall_commit_duration_seconds",
@@ -310,6 +318,7 @@ mod tests {
             started: Instant::now(),
             fetch: vec![Arc::new(CachePadded::new(f))],
             shard_cores: vec![(1, vec![0, 1])],
+            unknown_fields: Live::per_shard_core(1),
             io_cpu: 0,
             io: Live::new_io([(0, 0), (1, 0)].into_iter().collect()),
         }
@@ -319,6 +328,7 @@ mod tests {
     fn prometheus_text_has_the_named_series() {
         let l = live();
         l.committed(&[(0, 6)].into_iter().collect(), 2_000, &[], 3, 0);
+        l.unknown_fields[0].set(12);
         let t = prometheus(&l);
         for line in [
             "icefall_records_total{topic=\"events\",partition=\"0\"} 10",
@@ -331,6 +341,7 @@ mod tests {
             "icefall_record_latency_seconds_count 0",
             "icefall_ready 0",
             "icefall_dead_letters_total 3",
+            "icefall_unknown_fields_total 12",
         ] {
             assert!(t.lines().any(|l| l == line), "{line:?} missing in\n{t}");
         }

@@ -138,6 +138,9 @@ pub struct Live {
     pub fetch: Vec<std::sync::Arc<CachePadded<FetchLive>>>,
     /// CPU of each shard core, and the shards it hosts.
     pub shard_cores: Vec<(usize, Vec<u32>)>,
+    /// Per shard core (its only writer): top-level JSON fields the table has no column for,
+    /// ignored so far.
+    pub unknown_fields: Vec<CachePadded<Gauge>>,
     pub io_cpu: usize,
     pub io: Mutex<IoLive>,
 }
@@ -173,6 +176,11 @@ impl Live {
             last_commit_ms: None,
             dead_letters: 0,
         })
+    }
+
+    /// One zeroed gauge per shard core.
+    pub fn per_shard_core(n: usize) -> Vec<CachePadded<Gauge>> {
+        (0..n).map(|_| CachePadded::new(Gauge::new(0))).collect()
     }
 
     /// Locks the io state; a panicked holder left it usable (it only holds counters).
@@ -284,6 +292,7 @@ mod tests {
             started: Instant::now(),
             fetch: vec![Arc::new(CachePadded::new(f))],
             shard_cores: vec![(1, vec![0]), (2, vec![1])],
+            unknown_fields: Live::per_shard_core(2),
             io_cpu: 0,
             io: Live::new_io([(0, 5), (1, 0)].into_iter().collect()),
         }

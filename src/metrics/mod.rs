@@ -110,6 +110,10 @@ pub struct ShardStats {
     pub dead_letters: u64,
     /// Undecodable records an earlier run had already set aside: not written again.
     pub dead_letters_skipped: u64,
+    /// Top-level JSON fields the table has no column for, ignored.
+    pub unknown_fields: u64,
+    /// Columns this core added to the table's schema (`--evolve`).
+    pub columns_added: u64,
 }
 
 /// What the io core did.
@@ -157,6 +161,8 @@ pub struct RunSummary {
     /// Undecodable records set aside in this run, and those an earlier run had already set aside.
     pub dead_letters: u64,
     pub dead_letters_skipped: u64,
+    pub unknown_fields: u64,
+    pub columns_added: u64,
     /// Per shard core: the deepest any fetch core saw its ring (records).
     pub max_queue_depth: Vec<usize>,
 }
@@ -197,6 +203,8 @@ impl RunSummary {
             s.payload_bytes += sh.payload_bytes;
             s.dead_letters += sh.dead_letters;
             s.dead_letters_skipped += sh.dead_letters_skipped;
+            s.unknown_fields += sh.unknown_fields;
+            s.columns_added += sh.columns_added;
             add(&mut s.per_shard, &sh.per_shard);
         }
         s
@@ -220,7 +228,7 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} dropped={} dead_letters={} dead_letters_skipped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0}",
+            "summary records={} dropped={} dead_letters={} dead_letters_skipped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0} unknown_fields={} columns_added={}",
             self.records,
             self.dropped,
             self.dead_letters,
@@ -235,7 +243,9 @@ impl RunSummary {
             self.latency_p50_ms,
             self.latency_p99_ms,
             self.seconds,
-            self.records_per_sec()
+            self.records_per_sec(),
+            self.unknown_fields,
+            self.columns_added,
         )
     }
 }

@@ -8,13 +8,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::metrics::live::Live;
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::offsets::SetAside;
 use crate::record::{Record, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
-use crate::sink::encode::FileEncoder;
+use crate::sink::decode::infer_fields;
+use crate::sink::encode::{EncodeOptions, FileEncoder};
+use crate::sink::evolve::Evolution;
 use crate::sink::upload::{Target, ToIo};
+use arrow_schema::DataType;
 
 use super::{Alignment, ShardError, ShardState, Step};
 
@@ -47,6 +51,12 @@ pub struct DeadLetters {
     pub set_aside: Arc<SetAside>,
 }
 
+/// `--evolve`: where a shard core grows the table's schema, and how it rebuilds its encoder.
+pub struct Evolving {
+    pub evolution: Arc<Evolution>,
+    pub encode: EncodeOptions,
+}
+
 /// Rows a dead-letter file buffers before they go to its Parquet writer.
 const DEAD_LETTER_BATCH: usize = 4096;
 
@@ -57,6 +67,8 @@ pub struct ShardCore {
     pub to_io: Sender<ToIo>,
     pub encoder: FileEncoder,
     pub state: ShardState,
+    /// The epoch the table was resumed at: the first open epoch is the one after it.
+    pub first_epoch: u64,
     pub names: FileNames,
     /// How far past an epoch's start its commit is expected (the commit interval): the
     /// reference the epoch's record latencies are measured against.
@@ -67,6 +79,10 @@ pub struct ShardCore {
     pub rejected: Vec<crate::sink::decode::Rejected>,
     /// `None`: a record that cannot be decoded fails the run.
     pub dead: Option<DeadLetters>,
+    /// `Some`: new JSON fields become columns.
+    pub evolve: Option<Evolving>,
+    /// Published for /metrics: this core's count of ignored unknown fields.
+    pub live: Arc<Live>,
 }
 
 impl ShardCore {
@@ -75,7 +91,8 @@ impl ShardCore {
     pub async fn run(mut self, control: &Control) -> Result<ShardStats, ShardError> {
         let mut stats = ShardStats::default();
         let mut align = Alignment::new(self.core_index);
-        let mut epoch = 0u64;
+        // The last epoch ended: files rolled before the next barrier belong to the one after.
+        let mut epoch = self.first_epoch;
         let mut latency = self.next_latency();
         loop {
             let next = self.inputs.recv().await;
@@ -94,8 +111,14 @@ impl ShardCore {
                         latency.record(r.timestamp_ms);
                     }
                     stats.rows += batch.records.len() as u64;
+                    if self.evolve.is_some() {
+                        self.evolve(&batch.records, epoch + 1, &mut stats).await?;
+                    }
                     self.encoder
                         .append(batch.partition, &batch.records, &mut self.rejected)?;
+                    if let Some(g) = self.live.unknown_fields.get(self.core_index) {
+                        g.set(self.encoder.unknown_fields() as i64);
+                    }
                     if !self.rejected.is_empty() {
                         self.set_aside(batch.partition, &batch.records, &mut stats)?;
                     }
@@ -114,12 +137,18 @@ impl ShardCore {
                     align.on_barrier(&b)?;
                     self.inputs.pause(ring);
                     if self.inputs.all_open_paused() {
-                        epoch = self.end_epoch(&mut align, &mut latency).await?;
+                        epoch = self
+                            .end_epoch(&mut align, &mut latency)
+                            .await?
+                            .unwrap_or(epoch);
                     }
                 }
                 // Every ring that is not paused is closed: an epoch in alignment ends now.
                 None if align.is_aligning() => {
-                    epoch = self.end_epoch(&mut align, &mut latency).await?
+                    epoch = self
+                        .end_epoch(&mut align, &mut latency)
+                        .await?
+                        .unwrap_or(epoch);
                 }
                 None => break,
             }
@@ -135,7 +164,54 @@ impl ShardCore {
         }
         stats.per_shard = self.state.per_shard(self.core_index).collect();
         stats.payload_bytes = self.encoder.payload_bytes();
+        stats.unknown_fields = self.encoder.unknown_fields();
         Ok(stats)
+    }
+
+    /// `--evolve`: when `records` hold top-level fields the table lacks, infers their types from
+    /// these records, grows the schema (or takes what another core added), finishes the open
+    /// file and goes on in the new schema. Fields only ever null here wait for a value.
+    async fn evolve(
+        &mut self,
+        records: &[Record],
+        epoch: u64,
+        stats: &mut ShardStats,
+    ) -> Result<(), ShardError> {
+        let names = self.encoder.new_fields(records);
+        let Some(ev) = self.evolve.as_ref().filter(|_| !names.is_empty()) else {
+            return Ok(());
+        };
+        let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
+        // Values that disagree on a new field's type leave it out: the decoder rejects the
+        // ones that do not fit what the table then has.
+        let Ok(inferred) = infer_fields(&values) else {
+            return Ok(());
+        };
+        let fields: Vec<_> = inferred
+            .fields()
+            .iter()
+            .filter(|f| names.contains(f.name()) && *f.data_type() != DataType::Null)
+            .cloned()
+            .collect();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let grown = ev.evolution.extend(&arrow_schema::Schema::new(fields))?;
+        let encode = ev.encode.clone();
+        for (field, ty) in &grown.added {
+            tracing::info!(
+                core = self.core_index,
+                field,
+                r#type = ty,
+                "--evolve: adding a column"
+            );
+        }
+        stats.columns_added += grown.added.len() as u64;
+        if grown.arrow.as_ref() != self.encoder.schema().as_ref() {
+            self.roll(epoch).await?;
+            self.encoder.reshape(grown.arrow, &encode)?;
+        }
+        Ok(())
     }
 
     /// Sends what the last append rejected to the dead letters, or fails the run naming the first
@@ -193,9 +269,9 @@ impl ShardCore {
         &mut self,
         align: &mut Alignment,
         latency: &mut EpochLatency,
-    ) -> Result<u64, ShardError> {
+    ) -> Result<Option<u64>, ShardError> {
         let Some(end) = align.finish() else {
-            return Ok(0);
+            return Ok(None);
         };
         self.roll(end.epoch).await?;
         self.flush_dead_letters(end.epoch).await?;
@@ -212,7 +288,7 @@ impl ShardCore {
         )
         .await?;
         self.inputs.resume_all();
-        Ok(epoch)
+        Ok(Some(epoch))
     }
 
     async fn roll(&mut self, epoch: u64) -> Result<(), ShardError> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation};
 use iceberg_catalog_rest::{
     REST_CATALOG_PROP_URI, REST_CATALOG_PROP_WAREHOUSE, RestCatalogBuilder,
@@ -20,6 +20,7 @@ use iceberg_catalog_rest::{
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use super::SinkError;
+use super::evolve::{self, Evolution};
 use super::guard::GuardedCatalog;
 use super::schema;
 use super::storage::{ObjectStoreStorage, ObjectStoreStorageFactory};
@@ -337,6 +338,8 @@ pub struct Committer {
     retry: RetryPolicy,
     table: Table,
     jitter: Jitter,
+    /// `--evolve`: columns the files need are added in the epoch's own commit.
+    evolution: Option<Arc<Evolution>>,
 }
 
 impl Committer {
@@ -355,7 +358,14 @@ impl Committer {
             retry,
             table,
             jitter: Jitter(seed),
+            evolution: None,
         }
+    }
+
+    /// Commits also add the columns `evolution` grew (`--evolve`).
+    pub fn with_evolution(mut self, evolution: Arc<Evolution>) -> Self {
+        self.evolution = Some(evolution);
+        self
     }
 
     async fn reload(&mut self) -> Result<(), SinkError> {
@@ -407,13 +417,30 @@ impl Committer {
                 (COMMIT_ID_KEY.to_string(), id.clone()),
             ]);
             props.extend(extra.iter().cloned());
-            let tx = Transaction::new(&self.table);
-            let action = tx
-                .fast_append()
-                .with_check_duplicate(false)
-                .add_data_files(files.iter().cloned())
-                .set_snapshot_properties(props);
-            let result = match action.apply(tx) {
+            // The schema every file so far was written in; columns the table lacks are added
+            // in this same transaction, before the append.
+            let want = self.evolution.as_ref().map(|e| e.schema());
+            let adds = want.as_ref().map_or_else(Vec::new, |w| {
+                evolve::missing(self.table.metadata().current_schema(), w)
+            });
+            let mut tx = Ok(Transaction::new(&self.table));
+            if !adds.is_empty() {
+                tx = tx.and_then(|tx| {
+                    let mut update = tx.update_schema();
+                    for f in &adds {
+                        update = update
+                            .add_column(AddColumn::optional(&f.name, (*f.field_type).clone()));
+                    }
+                    update.apply(tx)
+                });
+            }
+            let result = match tx.and_then(|tx| {
+                tx.fast_append()
+                    .with_check_duplicate(false)
+                    .add_data_files(files.iter().cloned())
+                    .set_snapshot_properties(props)
+                    .apply(tx)
+            }) {
                 Ok(tx) => tx.commit(&self.catalog).await,
                 Err(e) => Err(e),
             };
@@ -421,6 +448,15 @@ impl Committer {
             let err = match result {
                 Ok(table) => {
                     let snapshot_id = table.metadata().current_snapshot_id();
+                    if let Some(w) = want.filter(|_| !adds.is_empty()) {
+                        evolve::check_ids(table.metadata().current_schema(), &w).map_err(
+                            |reason| SinkError::Schema {
+                                reason: format!("--evolve on {table_name}: {reason}"),
+                            },
+                        )?;
+                        let names: Vec<&str> = adds.iter().map(|f| f.name.as_str()).collect();
+                        tracing::info!(epoch, columns = ?names, schema_id = table.metadata().current_schema_id(), "--evolve: the table's schema grew");
+                    }
                     self.table = table;
                     return Ok(Committed {
                         snapshot_id,

@@ -11,6 +11,7 @@ use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::SchemaRef;
 
 use super::SinkError;
+use super::fields::KnownFields;
 use crate::record::Record;
 
 /// Why a record could not be decoded; its offset is the caller's to add.
@@ -39,7 +40,15 @@ pub struct JsonValues {
     /// Rows the decoder's tape is sized for (the largest batch so far).
     capacity: usize,
     max_record_bytes: usize,
+    known: KnownFields,
+    /// Top-level fields the table has no column for, in values decoded so far.
+    unknown: u64,
+    /// Unknown names already logged (at most [`REPORTED`]).
+    reported: ahash::AHashSet<Box<[u8]>>,
 }
+
+/// How many distinct unknown field names a core logs; the count goes on past it.
+const REPORTED: usize = 64;
 
 /// What disqualifies a value before decoding.
 pub(super) fn precheck(max_record_bytes: usize, r: &Record) -> Result<&[u8], String> {
@@ -67,8 +76,11 @@ impl JsonValues {
         Ok(Self {
             decoder: decoder(&schema, 1024)?,
             capacity: 1024,
+            known: KnownFields::new(schema.fields().iter().map(|f| f.name().as_str())),
             schema,
             max_record_bytes,
+            unknown: 0,
+            reported: Default::default(),
         })
     }
 
@@ -77,8 +89,39 @@ impl JsonValues {
         &self.schema
     }
 
+    /// Top-level fields the table has no column for, met so far (ignored by the decoder).
+    pub fn unknown_fields(&self) -> u64 {
+        self.unknown
+    }
+
+    /// Takes over the counts of the decoder this one replaces.
+    pub fn carry_counts(&mut self, old: &JsonValues) {
+        self.unknown = old.unknown;
+        self.reported.clone_from(&old.reported);
+    }
+
+    /// The distinct top-level field names of `records` the table has no column for (`--evolve`
+    /// asks before decoding).
+    pub fn new_fields(&self, records: &[Record]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for v in records
+            .iter()
+            .filter_map(|r| precheck(self.max_record_bytes, r).ok())
+        {
+            self.known.unknown(v, |raw| {
+                if let Some(n) = super::fields::unescape(raw)
+                    && !names.contains(&n)
+                {
+                    names.push(n);
+                }
+            });
+        }
+        names
+    }
+
     /// Decodes the values of `records`: the decoded rows of the good ones (in order) and the
-    /// bad ones, each with its reason. `good[i]` says whether record `i` was decoded.
+    /// bad ones, each with its reason. `good[i]` says whether record `i` was decoded. Fields the
+    /// table has no column for are ignored and counted.
     pub fn decode(
         &mut self,
         records: &[Record],
@@ -86,6 +129,7 @@ impl JsonValues {
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
         good.clear();
+        self.count_unknown(records);
         if let Some(batch) = self.fast(records) {
             good.resize(records.len(), true);
             return batch;
@@ -114,6 +158,24 @@ impl JsonValues {
         // The tape may hold half a value: start clean.
         self.decoder = decoder(&self.schema, self.capacity).ok()?;
         None
+    }
+
+    fn count_unknown(&mut self, records: &[Record]) {
+        let (known, reported) = (&self.known, &mut self.reported);
+        for v in records
+            .iter()
+            .filter_map(|r| precheck(self.max_record_bytes, r).ok())
+        {
+            self.unknown += known.unknown(v, |raw| {
+                if reported.len() < REPORTED && !reported.contains(raw) {
+                    reported.insert(raw.into());
+                    tracing::warn!(
+                        field = %String::from_utf8_lossy(raw),
+                        "a field the table has no column for: ignored and counted (icefall_unknown_fields_total); --evolve adds such fields as columns"
+                    );
+                }
+            }) as u64;
+        }
     }
 
     fn one_by_one(

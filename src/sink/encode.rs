@@ -194,7 +194,7 @@ impl Columns {
 
 /// A typed table's value decoder.
 enum Values {
-    Json(JsonValues),
+    Json(Box<JsonValues>),
     Avro(Box<AvroValues>),
 }
 
@@ -256,9 +256,9 @@ impl FileEncoder {
                     reason: format!("the value fields cannot be decoded: {reason}"),
                 };
                 Some(match &opts.avro {
-                    None => {
-                        Values::Json(JsonValues::new(values, opts.max_record_bytes).map_err(fail)?)
-                    }
+                    None => Values::Json(Box::new(
+                        JsonValues::new(values, opts.max_record_bytes).map_err(fail)?,
+                    )),
                     Some(schemas) => Values::Avro(Box::new(
                         AvroValues::new(values, schemas.clone(), opts.max_record_bytes)
                             .map_err(fail)?,
@@ -289,6 +289,41 @@ impl FileEncoder {
             good: Vec::new(),
             dead_letters,
         })
+    }
+
+    /// The schema of the files this encoder writes.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Top-level JSON fields the table has no column for, ignored so far.
+    pub fn unknown_fields(&self) -> u64 {
+        match &self.json {
+            Some(Values::Json(j)) => j.unknown_fields(),
+            _ => 0,
+        }
+    }
+
+    /// `--evolve`: the top-level JSON fields of `records` the table has no column for, looked
+    /// for before [`Self::append`] so the schema can grow first.
+    pub fn new_fields(&self, records: &[Record]) -> Vec<String> {
+        match &self.json {
+            Some(Values::Json(j)) => j.new_fields(records),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The same encoder for files of another `schema` (the table's, grown by `--evolve`); only
+    /// between files. Its counters carry over.
+    pub fn reshape(&mut self, schema: SchemaRef, opts: &EncodeOptions) -> Result<(), SinkError> {
+        debug_assert!(self.writer.is_none() && self.buffered == 0, "between files");
+        let mut next = FileEncoder::new(self.core, schema, opts)?;
+        next.payload_bytes = self.payload_bytes;
+        if let (Some(Values::Json(old)), Some(Values::Json(new))) = (&self.json, &mut next.json) {
+            new.carry_counts(old);
+        }
+        *self = next;
+        Ok(())
     }
 
     /// Appends one partition's records (in offset order) to the open file. The records stay the

@@ -10,6 +10,8 @@ pub mod avro;
 pub mod commit;
 pub mod decode;
 pub mod encode;
+pub mod evolve;
+pub mod fields;
 pub mod guard;
 pub mod registry;
 pub mod schema;

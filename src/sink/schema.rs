@@ -94,7 +94,9 @@ impl Shape {
     }
 }
 
-fn inferred_field(f: &Field, next: &mut i32) -> Result<NestedFieldRef, String> {
+/// An inferred Arrow field as an optional Iceberg field: its id is `next`, then its children's,
+/// depth first (the order Iceberg's schema update assigns ids in).
+pub(super) fn inferred_field(f: &Field, next: &mut i32) -> Result<NestedFieldRef, String> {
     let id = *next;
     *next += 1;
     let t = inferred_type(f.data_type(), next).map_err(|t| format!("field {:?}: {t}", f.name()))?;

@@ -115,6 +115,8 @@ pub struct TableFiles {
     pub location: String,
     pub schema: Schema,
     pub partition_spec_id: i32,
+    /// `--evolve`: the schema grows while the run goes; files are described in the latest.
+    pub evolution: Option<Arc<super::evolve::Evolution>>,
 }
 
 struct Uploaded {
@@ -144,6 +146,7 @@ impl TableFiles {
             location: meta.location().to_string(),
             schema: table_schema,
             partition_spec_id: meta.default_partition_spec_id(),
+            evolution: None,
         };
         Ok((files, arrow_schema))
     }
@@ -187,11 +190,12 @@ impl TableFiles {
     ) -> Result<Uploaded, SinkError> {
         let size = file.bytes.len() as u64;
         let location = self.put_bytes(&rel, file.bytes.clone()).await?;
+        let grown = self.evolution.as_ref().map(|e| e.schema());
         let data_file = stats::data_file(
             location,
             size,
             &file.metadata,
-            &self.schema,
+            grown.as_deref().unwrap_or(&self.schema),
             self.partition_spec_id,
         )?;
         Ok(Uploaded {
