@@ -79,3 +79,29 @@ impl ToShard {
         }
     }
 }
+
+/// A record set aside for `--dlq-topic`: as it came from Kafka, and why it was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, Vec<u8>>,
+    pub error: String,
+}
+
+impl DeadLetter {
+    pub fn of(partition: i32, r: &Record, error: &str) -> Self {
+        Self {
+            partition,
+            offset: r.offset,
+            timestamp_ms: r.timestamp_ms,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r.headers.clone(),
+            error: error.to_owned(),
+        }
+    }
+}

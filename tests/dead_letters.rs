@@ -1,7 +1,7 @@
-//! `--dlq-table`: records that cannot be decoded (malformed JSON, a wrong type, a missing required
-//! field, a value over `--max-record-bytes`) land in the dead-letter table, every other record in
-//! the main table, each exactly once, also across a SIGKILL and a crash between the dead-letter
-//! commit and the table's commit of the same epoch.
+//! `--dlq-table` and `--dlq-topic`: records that cannot be decoded (malformed JSON, a wrong type,
+//! a missing required field, a value over `--max-record-bytes`) land in the dead-letter table or
+//! topic, every other record in the main table, each exactly once, also across a SIGKILL and a
+//! crash between the dead-letter write and the table's commit of the same epoch.
 
 mod common;
 
@@ -114,8 +114,98 @@ fn errors_of(file: &Path) -> Vec<String> {
     out
 }
 
+/// Where a scenario sends its dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Table,
+    Topic,
+}
+
+/// A dead letter as its destination holds it: source (partition, offset), value, reason.
+type Letter = ((i32, i64), Option<Vec<u8>>, String);
+
+const DLQ_TOPIC: &str = "events-dlq";
+/// Fewer than the source's partitions: source partitions share dead-letter partitions.
+const DLQ_PARTITIONS: i32 = 3;
+
+fn dead_letters(dest: Dest, wh: &Path, broker: &Broker) -> Vec<Letter> {
+    match dest {
+        Dest::Table => {
+            let mut out = Vec::new();
+            for (file, rows) in read_table(wh, "ns.dead").1 {
+                let errors = errors_of(&file);
+                assert_eq!(errors.len(), rows.len());
+                for (r, error) in rows.into_iter().zip(errors) {
+                    out.push(((r.partition, r.offset), r.value, error));
+                }
+            }
+            out
+        }
+        Dest::Topic => topic_letters(broker),
+    }
+}
+
+/// Every record of the dead-letter topic, by its `icefall.source.*` headers.
+fn topic_letters(broker: &Broker) -> Vec<Letter> {
+    use rskafka::client::ClientBuilder;
+    use rskafka::client::partition::UnknownTopicHandling;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ClientBuilder::new(vec![broker.addr.clone()])
+            .build()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for p in 0..DLQ_PARTITIONS {
+            let pc = client
+                .partition_client(DLQ_TOPIC, p, UnknownTopicHandling::Retry)
+                .await
+                .unwrap();
+            let mut at = 0;
+            loop {
+                let (records, hwm) = pc.fetch_records(at, 1..1_000_000, 0).await.unwrap();
+                for r in &records {
+                    let h = &r.record.headers;
+                    let text = |k: &str| String::from_utf8(h[k].clone()).unwrap();
+                    assert_eq!(text("icefall.source.topic"), "events");
+                    let sp: i32 = text("icefall.source.partition").parse().unwrap();
+                    let so: i64 = text("icefall.source.offset").parse().unwrap();
+                    assert_eq!(sp % DLQ_PARTITIONS, p, "source partition p goes to p mod n");
+                    out.push(((sp, so), r.record.value.clone(), text("icefall.error")));
+                }
+                at = records.iter().map(|r| r.offset + 1).max().unwrap_or(at);
+                if at >= hwm || records.is_empty() {
+                    break;
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The main table's committed offsets of `events` (empty before the first commit).
+fn committed(wh: &Path) -> BTreeMap<i32, i64> {
+    table_view(wh, "ns.events")
+        .summary
+        .get("icefall.offsets.events")
+        .map(|j| icefall::offsets::decode_offsets(j).unwrap())
+        .unwrap_or_default()
+}
+
 #[test]
 fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
+    exactly_once_across_crashes(Dest::Table);
+}
+
+#[test]
+fn bad_records_land_in_the_dead_letter_topic_exactly_once_across_crashes() {
+    exactly_once_across_crashes(Dest::Topic);
+}
+
+fn exactly_once_across_crashes(dest: Dest) {
     let broker = Broker::start();
     broker.create_topic("events", PARTITIONS as u32);
     let wh = tempfile::tempdir().unwrap();
@@ -126,8 +216,6 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
         "json",
         "--schema",
         schema.to_str().unwrap(),
-        "--dlq-table",
-        "ns.dead",
         "--max-record-bytes",
         "1KiB",
         "--commit-interval",
@@ -135,6 +223,13 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
         "--fetch-max-bytes",
         "32KiB",
     ]);
+    match dest {
+        Dest::Table => args.extend(["--dlq-table", "ns.dead"]),
+        Dest::Topic => {
+            broker.create_topic(DLQ_TOPIC, DLQ_PARTITIONS as u32);
+            args.extend(["--dlq-topic", DLQ_TOPIC]);
+        }
+    }
 
     // Run 1: killed at an arbitrary point once something is committed.
     produce_half(&broker, 0);
@@ -143,16 +238,8 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     child.kill().unwrap();
     child.wait().unwrap();
     let after_kill: BTreeSet<(i32, i64)> = main_rows(wh.path()).iter().map(|r| r.0).collect();
-    let dead_rows = |wh: &Path| -> usize {
-        read_table(wh, "ns.dead")
-            .1
-            .iter()
-            .map(|(_, rows)| rows.len())
-            .sum()
-    };
-    let dead_after_kill = dead_rows(wh.path());
 
-    // Run 2: dies right after committing dead letters the table's offsets do not yet cover.
+    // Run 2: dies right after writing dead letters the table's offsets do not yet cover.
     produce_half(&broker, 1);
     let mut dying = args.clone();
     dying.push("--debug-die-after-dlq-commit");
@@ -160,13 +247,17 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     assert_eq!(
         out.status.code(),
         Some(137),
-        "run 2 dies after its dead-letter commit: {}",
+        "run 2 dies after writing dead letters: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ahead = dead_rows(wh.path()) - dead_after_kill;
+    let table_offsets = committed(wh.path());
+    let ahead = dead_letters(dest, wh.path(), &broker)
+        .iter()
+        .filter(|((p, o), ..)| table_offsets.get(p).is_none_or(|c| o >= c))
+        .count();
     assert!(
         ahead > 0,
-        "the dead-letter table got a commit before the crash"
+        "dead letters were written past the table's offsets before the crash"
     );
 
     // Run 3: to the end.
@@ -175,21 +266,19 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     let out = icefall(&last);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run 3: {stderr}");
-    // Run 3 re-reads the epoch run 2 died in: its dead letters are already in the DLQ table.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Run 3 re-reads what run 2 (and run 1) wrote but did not commit: not written again.
     assert_eq!(
-        stdout_field(
-            &String::from_utf8_lossy(&out.stdout),
-            "dead_letters_skipped"
-        ),
+        stdout_field(&stdout, "dead_letters_skipped"),
         ahead as u64,
-        "the dead letters committed before the crash are not written again"
+        "the dead letters written before the crash are not written again"
     );
-    assert!(stdout_field(&String::from_utf8_lossy(&out.stdout), "dead_letters") > 0);
+    assert!(stdout_field(&stdout, "dead_letters") > 0);
     assert!(!stderr.contains("record counts disagree"), "{stderr}");
 
-    // Every produced record is in exactly one of the two tables, where its kind says.
+    // Every produced record is in exactly one of the table and the dead letters, where its kind
+    // says.
     let main = main_rows(wh.path());
-    let (dead_view, dead_files) = read_table(wh.path(), "ns.dead");
     let mut in_main = BTreeMap::new();
     for ((p, o), seq) in &main {
         assert!(
@@ -209,33 +298,27 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
     }
     assert!(after_kill.iter().all(|k| in_main.contains_key(k)));
     let mut in_dead = BTreeMap::new();
-    for (file, rows) in &dead_files {
-        let errors = errors_of(file);
-        assert_eq!(errors.len(), rows.len());
-        for (r, error) in rows.iter().zip(errors) {
-            let seq = seq_of(r.partition, r.offset);
-            let kind = kind_of(seq);
-            assert_ne!(
-                kind,
-                Kind::Good,
-                "a good record in the DLQ: seq {seq}: {error}"
-            );
-            assert_eq!(
-                r.value.as_deref(),
-                Some(&value_of(seq)[..]),
-                "the dead letter keeps the value's bytes"
-            );
-            assert!(!error.is_empty());
-            if kind == Kind::Oversized {
-                assert!(error.contains("1024"), "oversized names the limit: {error}");
-            }
-            assert!(
-                in_dead.insert((r.partition, r.offset), error).is_none(),
-                "({}, {}) twice in the dead-letter table",
-                r.partition,
-                r.offset
-            );
+    for ((p, o), value, error) in dead_letters(dest, wh.path(), &broker) {
+        let seq = seq_of(p, o);
+        let kind = kind_of(seq);
+        assert_ne!(
+            kind,
+            Kind::Good,
+            "a good record in the DLQ: seq {seq}: {error}"
+        );
+        assert_eq!(
+            value.as_deref(),
+            Some(&value_of(seq)[..]),
+            "the dead letter keeps the value's bytes"
+        );
+        assert!(!error.is_empty());
+        if kind == Kind::Oversized {
+            assert!(error.contains("1024"), "oversized names the limit: {error}");
         }
+        assert!(
+            in_dead.insert((p, o), error).is_none(),
+            "({p}, {o}) twice in the dead letters"
+        );
     }
     let mut missing = Vec::new();
     for p in 0..PARTITIONS {
@@ -243,7 +326,7 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
             let key = (p, o);
             match (in_main.contains_key(&key), in_dead.contains_key(&key)) {
                 (true, false) | (false, true) => {}
-                (true, true) => panic!("{key:?} in both tables"),
+                (true, true) => panic!("{key:?} in both the table and the dead letters"),
                 (false, false) => missing.push(key),
             }
         }
@@ -263,16 +346,49 @@ fn bad_records_land_in_the_dead_letter_table_exactly_once_across_crashes() {
         4,
         "every kind of bad record is set aside: {kinds:?}"
     );
-    // Both tables carry the same offsets: the dead-letter table's commit came first each epoch.
-    let offsets = icefall::offsets::decode_offsets(
-        &table_view(wh.path(), "ns.events").summary["icefall.offsets.events"],
-    )
-    .unwrap();
-    let dead_offsets =
-        icefall::offsets::decode_offsets(&dead_view.summary["icefall.offsets.events"]).unwrap();
+    let offsets = committed(wh.path());
     assert_eq!(
         offsets.values().sum::<i64>(),
         PARTITIONS as i64 * 2 * PER_PARTITION_HALF
     );
-    assert!(dead_offsets.iter().all(|(p, o)| offsets[p] >= *o));
+    match dest {
+        // Both tables carry the same offsets: the dead-letter table's commit came first each
+        // epoch.
+        Dest::Table => {
+            let dead_view = table_view(wh.path(), "ns.dead");
+            let dead_offsets =
+                icefall::offsets::decode_offsets(&dead_view.summary["icefall.offsets.events"])
+                    .unwrap();
+            assert!(dead_offsets.iter().all(|(p, o)| offsets[p] >= *o));
+        }
+        // The table records how far the topic was written when it committed.
+        Dest::Topic => {
+            let view = table_view(wh.path(), "ns.events");
+            let ends = icefall::offsets::decode_offsets(
+                &view.summary[&icefall::offsets::dead_letter_offsets_key(DLQ_TOPIC)],
+            )
+            .unwrap();
+            let total: i64 = ends.values().sum();
+            assert!(
+                total > 0 && total <= in_dead.len() as i64 + ahead as i64,
+                "{ends:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_dead_letter_topic_must_exist_and_differ_from_the_source() {
+    let broker = Broker::start();
+    broker.create_topic("events", 1);
+    let wh = tempfile::tempdir().unwrap();
+    let schema = repo().join("tests/data/sample-json.schema.json");
+    let run = |dlq: &str| {
+        let mut args = base_args(&broker.addr, "events", wh.path().to_str().unwrap());
+        args.extend(["--stop-at-end", "--format", "json"]);
+        args.extend(["--schema", schema.to_str().unwrap(), "--dlq-topic", dlq]);
+        icefall(&args)
+    };
+    common::assert_clean_failure(&run("events"), 2, &["--dlq-topic", "other than --topic"]);
+    common::assert_clean_failure(&run("nowhere"), 3, &["\"nowhere\"", "does not exist"]);
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::config::{ConfigError, RunConfig};
 use crate::metrics::live::{FetchLive, Live};
 use crate::metrics::{FetchStats, IoStats, RunSummary, ShardStats};
-use crate::offsets::{EpochTracker, SetAside};
+use crate::offsets::EpochTracker;
 use crate::record::{Offsets, ToShard};
 use crate::routing::overload::Overload;
 use crate::routing::{Router, assign_partitions};
@@ -23,7 +23,7 @@ use crate::sink::commit::{self, Committer, RetryPolicy};
 use crate::sink::encode::FileEncoder;
 use crate::sink::evolve::Evolution;
 use crate::sink::schema::Shape;
-use crate::sink::upload::{self, DeadLetterTable, EpochClock, IoRole, TableFiles, ToIo};
+use crate::sink::upload::{self, EpochClock, IoRole, TableFiles, ToIo};
 use crate::source::emit::Emitter;
 use crate::source::fetch::FetchCore;
 use crate::source::memory::{MemoryInput, MemorySource};
@@ -36,6 +36,7 @@ const BARRIER_SLOTS: usize = 8;
 /// Capacity of each shard→io ring, in messages (files and end-of-epoch markers).
 const FILE_RING: usize = 4;
 
+mod dead_letters;
 mod setup;
 
 pub(crate) use setup::{
@@ -69,7 +70,7 @@ impl Error {
                 | RuntimeError::TooFewShards { .. },
             ) => 2,
             Error::Runtime(_) => 1,
-            Error::Source(_) => 3,
+            Error::Source(_) | Error::Sink(SinkError::DeadLetterTopic { .. }) => 3,
             Error::Sink(SinkError::Undecodable { .. })
             | Error::Shard(ShardError::Sink(SinkError::Undecodable { .. })) => 7,
             Error::Sink(e) | Error::Shard(ShardError::Sink(e)) => {
@@ -191,23 +192,15 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         }
     };
     let table = setup.block_on(commit::ensure_table(catalog.as_ref(), &cfg.table, &shape))?;
-    // `--dlq-table`: created like the main table; what it holds below its offsets is written.
-    let dead_table = match &cfg.dlq_table {
-        Some(ident) => {
-            let t = setup.block_on(commit::ensure_table(
-                catalog.as_ref(),
-                ident,
-                &Shape::DeadLetters,
-            ))?;
-            let below = commit::checkpoint(&t, &cfg.topic)?
-                .map(|c| c.offsets)
-                .unwrap_or_default();
-            let (files, schema) = TableFiles::for_table(&t, ident, &storage)?;
-            let set_aside = Arc::new(SetAside { below });
-            Some((ident.clone(), files, schema, set_aside))
-        }
-        None => None,
-    };
+    let dead = dead_letters::prepare(
+        &cfg,
+        &setup,
+        catalog.as_ref(),
+        &storage,
+        &table,
+        &source_cfg,
+        &committed,
+    )?;
     drop(catalog);
     drop(setup);
     let planned = started.elapsed();
@@ -320,10 +313,9 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
             names: names.clone(),
             latency_horizon: cfg.commit_interval,
             rejected: Vec::new(),
-            dead: match &dead_table {
-                Some((_, _, schema, set_aside)) => Some(DeadLetters {
-                    encoder: FileEncoder::new(i, schema.clone(), &encode)?,
-                    names: names.clone(),
+            dead: match &dead {
+                Some((plan, set_aside)) => Some(DeadLetters {
+                    out: dead_letters::shard_out(plan, i, &encode, &names)?,
                     set_aside: set_aside.clone(),
                 }),
                 None => None,
@@ -369,6 +361,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         let (live, progress) = (live.clone(), cfg.progress_interval);
         let die_after_dlq_commit = cfg.die_after_dlq_commit;
         let evolution = evolution.clone();
+        let source_cfg = source_cfg.clone();
         runtime::spawn_tokio("io", placement.io, move || async move {
             if let Some(l) = listener {
                 runtime::detach(crate::metrics::http::serve(l, live.clone()));
@@ -380,26 +373,17 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
                 // The catalog's connection pool belongs to this runtime: open it here.
                 let catalog = commit::open_catalog(&spec, table_files.storage.clone()).await?;
                 let table = commit::ensure_table(catalog.as_ref(), &ident, &shape).await?;
-                let dead_letters = match dead_table {
-                    Some((dead_ident, files, ..)) => {
-                        let t = commit::ensure_table(
-                            catalog.as_ref(),
-                            &dead_ident,
-                            &Shape::DeadLetters,
+                let dead_letters = match dead {
+                    Some((plan, _)) => Some(
+                        dead_letters::io_sink(
+                            plan,
+                            catalog.clone(),
+                            &source_cfg,
+                            retry,
+                            die_after_dlq_commit,
                         )
-                        .await?;
-                        Some(DeadLetterTable {
-                            files,
-                            committer: Committer::new(
-                                catalog.clone(),
-                                dead_ident,
-                                topic.clone(),
-                                retry,
-                                t,
-                            ),
-                            die_after_commit: die_after_dlq_commit,
-                        })
-                    }
+                        .await?,
+                    ),
                     None => None,
                 };
                 let mut committer = Committer::new(catalog, ident, topic, retry, table);

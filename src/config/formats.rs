@@ -4,7 +4,7 @@
 
 use std::num::NonZeroUsize;
 
-use super::{ConfigError, RunArgs, TableIdent, ValueFormat, field};
+use super::{ConfigError, DeadLetterDest, RunArgs, TableIdent, ValueFormat, field};
 
 impl RunArgs {
     /// `--format` and where the value's fields come from.
@@ -80,13 +80,13 @@ impl RunArgs {
         }
     }
 
-    /// `--dlq-table`, if given (`--dlq-topic` is refused until it is built).
+    /// `--dlq-table` or `--dlq-topic`, if given.
     pub(super) fn dead_letters(
         &self,
         format: ValueFormat,
         table: &str,
         topic: &str,
-    ) -> Result<Option<TableIdent>, ConfigError> {
+    ) -> Result<Option<DeadLetterDest>, ConfigError> {
         let (flag, value) = match (&self.dlq_table, &self.dlq_topic) {
             (None, None) => return Ok(None),
             (Some(t), Some(_)) => {
@@ -117,19 +117,14 @@ impl RunArgs {
                         "must differ from --table",
                     ));
                 }
-                Ok(Some(ident))
+                Ok(Some(DeadLetterDest::Table(ident)))
             }
             (None, Some(t)) if t.is_empty() || t == topic => Err(ConfigError::invalid(
                 "--dlq-topic",
                 t,
                 "must be a topic other than --topic",
             )),
-            // The shard and io sides exist; producing with the restart scan does not yet.
-            (None, Some(t)) => Err(ConfigError::invalid(
-                "--dlq-topic",
-                t,
-                "is not available yet: use --dlq-table",
-            )),
+            (None, Some(t)) => Ok(Some(DeadLetterDest::Topic(t.clone()))),
             (None, None) => Ok(None),
         }
     }

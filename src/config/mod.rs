@@ -311,14 +311,23 @@ pub struct RunConfig {
     /// `--format avro` in Confluent's wire format: the registry's base URL.
     pub schema_registry: Option<String>,
     pub max_record_bytes: ByteSize,
-    /// `--dlq-table`: where undecodable records go; `None`: they fail the run.
-    pub dlq_table: Option<TableIdent>,
+    /// `--dlq-table` or `--dlq-topic`: where undecodable records go; `None`: they fail the run.
+    pub dead_letters: Option<DeadLetterDest>,
     pub drain_timeout: Duration,
     /// `None`: no HTTP endpoint.
     pub http_addr: Option<std::net::SocketAddr>,
     pub log_format: LogFormat,
     /// `None`: no periodic progress line.
     pub progress_interval: Option<Duration>,
+}
+
+/// Where records that cannot be decoded go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterDest {
+    /// `--dlq-table`: an Iceberg table, committed before the main table each epoch.
+    Table(TableIdent),
+    /// `--dlq-topic`: a Kafka topic, produced to before the main table's commit each epoch.
+    Topic(String),
 }
 
 /// Most shards a run may have; shard ids travel as `u32` but per-shard state is kept per id.
@@ -546,7 +555,7 @@ impl RunArgs {
             evolve: self.evolve,
             schema_registry: self.schema_registry.clone(),
             max_record_bytes,
-            dlq_table: dead_letters,
+            dead_letters,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,
             http_addr,
             log_format: field("--log-format", &self.log_format)?,

@@ -41,6 +41,8 @@ pub enum OffsetsError {
 pub struct SetAside {
     /// The dead-letter table's committed offsets: every dead letter below them is written.
     pub below: Offsets,
+    /// The dead-letter topic's records past the table's offsets: exactly these are written.
+    pub exact: ahash::AHashSet<(i32, i64)>,
 }
 
 impl SetAside {
@@ -48,7 +50,25 @@ impl SetAside {
         self.below
             .get(&partition)
             .is_some_and(|&next| offset < next)
+            || self.exact.contains(&(partition, offset))
     }
+}
+
+/// `icefall.dlq-offsets.<dead-letter topic>`: the topic's end offsets once this snapshot's
+/// dead letters were produced (same encoding as the offsets).
+pub fn dead_letter_offsets_key(dlq_topic: &str) -> String {
+    format!("icefall.dlq-offsets.{dlq_topic}")
+}
+
+#[cfg(test)]
+#[test]
+fn set_aside_holds_what_is_below_the_offsets_and_exactly_what_was_found() {
+    let s = SetAside {
+        below: [(0, 10)].into_iter().collect(),
+        exact: [(1, 4), (0, 12)].into_iter().collect(),
+    };
+    assert!(s.contains(0, 9) && !s.contains(0, 10) && s.contains(0, 12));
+    assert!(s.contains(1, 4) && !s.contains(1, 3) && !s.contains(2, 0));
 }
 
 pub fn offsets_key(topic: &str) -> String {

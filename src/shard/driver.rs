@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::metrics::live::Live;
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::offsets::SetAside;
-use crate::record::{Record, ToShard};
+use crate::record::{DeadLetter, Record, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
 use crate::sink::decode::infer_fields;
@@ -42,13 +42,23 @@ impl FileNames {
     }
 }
 
-/// Where a shard core sets aside the records its encoder rejects (`--dlq-table`): files of the
-/// dead-letter table, one per epoch, encoded on this core.
+/// Where a shard core sets aside the records its encoder rejects.
 pub struct DeadLetters {
-    pub encoder: FileEncoder,
-    pub names: FileNames,
+    pub out: DeadLetterOut,
     /// Written by an earlier run that crashed before its table commit: not written again.
     pub set_aside: Arc<SetAside>,
+}
+
+/// The dead letters of the open epoch, on their way out.
+pub enum DeadLetterOut {
+    /// `--dlq-table`: a file of the dead-letter table per epoch, encoded on this core.
+    Table {
+        encoder: Box<FileEncoder>,
+        names: FileNames,
+    },
+    /// `--dlq-topic`: the records themselves, handed to the io role (which produces them) at
+    /// the end of the epoch.
+    Topic(Vec<DeadLetter>),
 }
 
 /// `--evolve`: where a shard core grows the table's schema, and how it rebuilds its encoder.
@@ -234,28 +244,45 @@ impl ShardCore {
         });
         stats.dead_letters_skipped += (before - self.rejected.len()) as u64;
         stats.dead_letters += self.rejected.len() as u64;
-        dead.encoder
-            .append_dead_letters(partition, records, &self.rejected)?;
-        if dead.encoder.buffered_rows() >= DEAD_LETTER_BATCH {
-            dead.encoder.encode_buffered()?;
+        match &mut dead.out {
+            DeadLetterOut::Table { encoder, .. } => {
+                encoder.append_dead_letters(partition, records, &self.rejected)?;
+                if encoder.buffered_rows() >= DEAD_LETTER_BATCH {
+                    encoder.encode_buffered()?;
+                }
+            }
+            DeadLetterOut::Topic(letters) => {
+                for bad in &self.rejected {
+                    if let Some(r) = records.get(bad.index) {
+                        letters.push(DeadLetter::of(partition, r, &bad.reason));
+                    }
+                }
+            }
         }
         self.rejected.clear();
         Ok(())
     }
 
-    /// Sends the epoch's dead-letter file to the io role, ahead of the epoch's end.
+    /// Sends the epoch's dead letters to the io role, ahead of the epoch's end.
     async fn flush_dead_letters(&mut self, epoch: u64) -> Result<(), ShardError> {
-        let Some(dead) = &mut self.dead else {
-            return Ok(());
-        };
-        let Some(file) = dead.encoder.finish_file()? else {
-            return Ok(());
-        };
-        let msg = ToIo::File {
-            epoch,
-            path: dead.names.next(),
-            file: Box::new(file),
-            target: Target::DeadLetters,
+        let msg = match self.dead.as_mut().map(|d| &mut d.out) {
+            None => return Ok(()),
+            Some(DeadLetterOut::Table { encoder, names }) => {
+                let Some(file) = encoder.finish_file()? else {
+                    return Ok(());
+                };
+                ToIo::File {
+                    epoch,
+                    path: names.next(),
+                    file: Box::new(file),
+                    target: Target::DeadLetters,
+                }
+            }
+            Some(DeadLetterOut::Topic(letters)) if letters.is_empty() => return Ok(()),
+            Some(DeadLetterOut::Topic(letters)) => ToIo::DeadLetters {
+                epoch,
+                letters: std::mem::take(letters),
+            },
         };
         self.send(msg, || format!("the dead letters of epoch {epoch}"))
             .await

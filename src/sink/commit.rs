@@ -236,6 +236,12 @@ fn view(table: &Table, id: i64) -> Option<SnapshotView<'_>> {
     })
 }
 
+/// A property of the summary of the table's current snapshot.
+pub fn current_summary(table: &Table, key: &str) -> Option<String> {
+    let s = table.metadata().current_snapshot()?;
+    s.summary().additional_properties.get(key).cloned()
+}
+
 /// The newest checkpoint of `topic` in the table's current ancestry.
 pub fn checkpoint(table: &Table, topic: &str) -> Result<Option<Checkpoint>, SinkError> {
     offsets::recover(

@@ -69,6 +69,8 @@ pub enum SinkError {
         #[source]
         source: Box<iceberg::Error>,
     },
+    #[error("producing dead letters to topic {topic} failed: {reason}")]
+    DeadLetterTopic { topic: String, reason: String },
     #[error("reading the checkpoint: {0}")]
     Checkpoint(String),
     #[error("table schema: {reason}")]

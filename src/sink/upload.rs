@@ -27,8 +27,8 @@ use super::storage::MEMORY_ROOT;
 use super::storage::ObjectStoreStorage;
 use crate::config::WarehouseLocation;
 use crate::metrics::{EpochLatency, IoStats, now_ms};
-use crate::offsets::{EpochTracker, LedgerKind};
-use crate::record::{Offsets, Progress};
+use crate::offsets::{self, EpochTracker, LedgerKind};
+use crate::record::{DeadLetter, Offsets, Progress};
 use crate::runtime::bridge::Fan;
 
 /// Which table a file belongs to.
@@ -48,6 +48,11 @@ pub enum ToIo {
         path: String,
         file: Box<EncodedFile>,
         target: Target,
+    },
+    /// `--dlq-topic`: records of `epoch` that could not be decoded, to produce before its commit.
+    DeadLetters {
+        epoch: u64,
+        letters: Vec<DeadLetter>,
     },
     /// The shard core has sent every file of `epoch`; the barriers' reports, and the latency
     /// sketch of the epoch's records on this core.
@@ -267,10 +272,37 @@ pub struct DeadLetterTable {
     pub die_after_commit: bool,
 }
 
+/// `--dlq-topic`: where the io role produces dead letters (a Kafka client the app plugs in; this
+/// module knows no Kafka client).
+#[async_trait::async_trait(?Send)]
+pub trait LetterBox {
+    fn topic(&self) -> &str;
+    /// Produces `letters`, acknowledged; the end offsets of the partitions written to.
+    async fn produce(&self, letters: Vec<DeadLetter>) -> Result<Offsets, String>;
+}
+
+/// The dead-letter topic, produced to before the main table's commit of the same epoch; the
+/// topic's end offsets go into that commit's summary, so a restart knows where to look for dead
+/// letters whose epoch was not committed (`offsets::SetAside::exact`).
+pub struct DeadLetterTopic {
+    pub producer: Box<dyn LetterBox>,
+    /// End offsets recorded in the table so far.
+    pub ends: Offsets,
+    /// Test hook (`--debug-die-after-dlq-commit`).
+    pub die_after_produce: bool,
+}
+
+/// Where the io role writes dead letters.
+pub enum DeadLetterSink {
+    Table(Box<DeadLetterTable>),
+    Topic(DeadLetterTopic),
+}
+
 /// The commit side of the io role, moved into each commit and back.
 struct Committers {
     table: Committer,
     dead: Option<Committer>,
+    topic: Option<(Box<dyn LetterBox>, Offsets)>,
     die_after_dead_commit: bool,
 }
 
@@ -279,7 +311,7 @@ pub struct IoRole {
     pub inputs: Fan<ToIo>,
     pub files: TableFiles,
     pub committer: Committer,
-    pub dead_letters: Option<DeadLetterTable>,
+    pub dead_letters: Option<DeadLetterSink>,
     pub tracker: EpochTracker<(Target, DataFile)>,
     pub clock: Arc<EpochClock>,
     pub commit_interval: Duration,
@@ -315,15 +347,24 @@ impl IoRole {
         let mut stats = IoStats::default();
         let mut sketches: std::collections::BTreeMap<u64, Vec<Box<EpochLatency>>> =
             Default::default();
-        let (dead_files, dead_committer, die) = match dead_letters {
-            Some(d) => (Some(d.files), Some(d.committer), d.die_after_commit),
-            None => (None, None, false),
+        let (dead_files, dead_committer, topic, die) = match dead_letters {
+            Some(DeadLetterSink::Table(d)) => {
+                let d = *d;
+                (Some(d.files), Some(d.committer), None, d.die_after_commit)
+            }
+            Some(DeadLetterSink::Topic(t)) => {
+                (None, None, Some((t.producer, t.ends)), t.die_after_produce)
+            }
+            None => (None, None, None, false),
         };
         let mut committer = Some(Committers {
             table: committer,
             dead: dead_committer,
+            topic,
             die_after_dead_commit: die,
         });
+        // Per epoch: dead letters for the topic, produced when the epoch is committed.
+        let mut letters: std::collections::BTreeMap<u64, Vec<DeadLetter>> = Default::default();
         let mut committing: Option<CommitFuture> = None;
         // Per epoch in commit: rows of its dead-letter files, published once it is committed.
         let mut dead_rows: std::collections::BTreeMap<u64, u64> = Default::default();
@@ -353,7 +394,9 @@ impl IoRole {
                     .partition(|(t, _)| *t == Target::Table);
                 let data_files: Vec<DataFile> = data_files.into_iter().map(|(_, f)| f).collect();
                 let dead_files: Vec<DataFile> = dead_files.into_iter().map(|(_, f)| f).collect();
-                dead_rows.insert(epoch, dead_files.iter().map(DataFile::record_count).sum());
+                let epoch_letters = letters.remove(&epoch).unwrap_or_default();
+                let dead_count: u64 = dead_files.iter().map(DataFile::record_count).sum();
+                dead_rows.insert(epoch, dead_count + epoch_letters.len() as u64);
                 let dropped = ready.dropped;
                 stats.dropped_ranges += dropped.range_count() as u64;
                 let name = format!("{epoch:08}-{}", uuid::Uuid::new_v4().simple());
@@ -368,7 +411,7 @@ impl IoRole {
                                 std::process::exit(137);
                             }
                         }
-                        let extra = commit::ledger_entries(
+                        let mut extra = commit::ledger_entries(
                             &table_files,
                             LedgerKind::Dropped,
                             c.table.topic(),
@@ -376,6 +419,24 @@ impl IoRole {
                             &name,
                         )
                         .await?;
+                        if let Some((producer, ends)) = c.topic.as_mut() {
+                            if !epoch_letters.is_empty() {
+                                let reached = producer.produce(epoch_letters).await.map_err(|reason| {
+                                    SinkError::DeadLetterTopic { topic: producer.topic().to_owned(), reason }
+                                })?;
+                                for (p, end) in reached {
+                                    let e = ends.entry(p).or_insert(end);
+                                    *e = (*e).max(end);
+                                }
+                                if c.die_after_dead_commit {
+                                    tracing::warn!(epoch, "--debug-die-after-dlq-commit: exiting before the table's commit");
+                                    std::process::exit(137);
+                                }
+                            }
+                            if !ends.is_empty() {
+                                extra.push((offsets::dead_letter_offsets_key(producer.topic()), offsets::encode_offsets(ends)));
+                            }
+                        }
                         c.table.commit(epoch, data_files, &offsets, extra).await
                     }
                     .await;
@@ -402,6 +463,10 @@ impl IoRole {
                             })?,
                         };
                         uploads.push(to.put(epoch, path, file, target));
+                    }
+                    Some((_, ToIo::DeadLetters { epoch, letters: l })) => {
+                        stats.dead_letter_rows += l.len() as u64;
+                        letters.entry(epoch).or_default().extend(l);
                     }
                     Some((_, ToIo::EpochDone { epoch, progress, latency: sketch, .. })) => {
                         tracker.on_epoch_done(epoch, &progress);

@@ -7,6 +7,7 @@
 //! re-reading exact offset ranges for `replay-dropped` ([`ranges::RangeReader`]). It knows the
 //! router and the bridge's `Sender`, but not what shards do with records, nor any storage.
 
+pub mod dead_letters;
 pub mod emit;
 pub mod fetch;
 pub mod memory;
@@ -179,6 +180,26 @@ impl SourceConfig {
         }
     }
 
+    /// The topic's partitions, sorted; fails naming the topic when it does not exist.
+    pub(crate) async fn partitions(&self, client: &Client) -> Result<Vec<i32>, SourceError> {
+        let topics = client
+            .list_topics()
+            .await
+            .map_err(|source| SourceError::Connect {
+                brokers: self.brokers_str(),
+                source: Box::new(source),
+            })?;
+        let Some(topic) = topics.into_iter().find(|t| t.name == self.topic) else {
+            return Err(SourceError::UnknownTopic {
+                topic: self.topic.clone(),
+                brokers: self.brokers_str(),
+            });
+        };
+        let mut partitions: Vec<i32> = topic.partitions.into_iter().collect();
+        partitions.sort_unstable();
+        Ok(partitions)
+    }
+
     pub(crate) async fn partition_client(
         &self,
         client: &Client,
@@ -257,21 +278,7 @@ pub async fn plan(
     committed: &Offsets,
 ) -> Result<Vec<PartitionPlan>, SourceError> {
     let client = cfg.connect().await?;
-    let topics = client
-        .list_topics()
-        .await
-        .map_err(|source| SourceError::Connect {
-            brokers: cfg.brokers_str(),
-            source: Box::new(source),
-        })?;
-    let Some(topic) = topics.into_iter().find(|t| t.name == cfg.topic) else {
-        return Err(SourceError::UnknownTopic {
-            topic: cfg.topic.clone(),
-            brokers: cfg.brokers_str(),
-        });
-    };
-    let mut partitions: Vec<i32> = topic.partitions.into_iter().collect();
-    partitions.sort_unstable();
+    let mut partitions = cfg.partitions(&client).await?;
     if let Some(only) = only {
         if let Some(&missing) = only.iter().find(|p| partitions.binary_search(p).is_err()) {
             return Err(SourceError::UnknownPartition {
