@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use icefall::app::one_line;
 use icefall::config::layers::{self, LayerError};
 use icefall::config::{Command, LogFormat};
 use icefall::runtime::Control;
@@ -34,21 +35,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
     }
-}
-
-/// The error and its causes on one line.
-fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !line.contains(&s) {
-            line.push_str(": ");
-            line.push_str(&s);
-        }
-        cur = e.source();
-    }
-    line.replace('\n', " ")
 }
 
 fn install_signals(control: &Control) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use common::sample::{avro_long, avro_string};
+use common::sample::{avro_framed as framed, avro_long, avro_string};
 use common::{Broker, base_args, icefall, read_table, table_view};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -32,13 +32,6 @@ fn body(seq: i64, note: Option<&str>) -> Vec<u8> {
         avro_string(n, &mut b);
     }
     b
-}
-
-fn framed(id: u32, body: Vec<u8>) -> Vec<u8> {
-    let mut v = vec![0];
-    v.extend_from_slice(&id.to_be_bytes());
-    v.extend(body);
-    v
 }
 
 /// seq → note of every row of the typed table (note `None` when the table has no such column).

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Broker, base_args, icefall, spawn_icefall, stdout_field, wait_for_committed};
@@ -135,17 +134,8 @@ fn new_json_fields_become_columns_across_a_sigkill() {
     // `maybe` is only ever null: never typed, so ignored and counted in every record holding it.
     assert!(stdout_field(&String::from_utf8_lossy(&out.stdout), "unknown_fields") > 0);
 
-    let out = Command::new(&python)
-        .args(["-c", CHECK, w])
-        .args([PARTITIONS, PLAIN as i32, GROWN as i32].map(|n| n.to_string()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "PyIceberg: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let [parts, plain, grown] = [PARTITIONS, PLAIN as i32, GROWN as i32].map(|n| n.to_string());
+    let stdout = common::python_stdout(&python, &["-c", CHECK, w, &parts, &plain, &grown]);
     let fields: serde_json::Value = serde_json::from_str(
         stdout
             .lines()

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Broker, base_args, icefall, repo};
 
 #[test]
@@ -28,17 +26,9 @@ fn pyiceberg_reads_the_table() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let out = Command::new(&python)
-        .arg(repo().join("tests/pyiceberg_read.py"))
-        .args([w, "ns.events", "30000", "events"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "PyIceberg check failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = repo().join("tests/pyiceberg_read.py");
+    let script = script.to_str().unwrap();
+    let stdout = common::python_stdout(&python, &[script, w, "ns.events", "30000", "events"]);
     assert!(
         stdout.contains("pyiceberg rows=30000") && stdout.contains("resolved_by_id=yes"),
         "{stdout}"
@@ -119,16 +109,7 @@ errors = dd["error"].to_pylist()
 assert all(errors), errors
 print(f"dead rows={dd.num_rows} error={errors[1]}")
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script, w, &n.to_string()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "PyIceberg: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::python_stdout(&python, &["-c", script, w, &n.to_string()]);
     assert!(
         stdout.contains("typed rows=5000 types=long,string,double,boolean"),
         "{stdout}"

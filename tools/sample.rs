@@ -238,3 +238,11 @@ pub fn avro_string(s: &str, out: &mut Vec<u8>) {
     avro_long(s.len() as i64, out);
     out.extend_from_slice(s.as_bytes());
 }
+
+/// Confluent's wire format: magic byte 0, the schema id (4 bytes, big-endian), then the body.
+pub fn avro_framed(id: u32, body: Vec<u8>) -> Vec<u8> {
+    let mut v = vec![0];
+    v.extend_from_slice(&id.to_be_bytes());
+    v.extend(body);
+    v
+}

@@ -23,7 +23,7 @@ use crate::sink::upload::{
 use crate::source::SourceConfig;
 use crate::source::dead_letters::DeadLetterTopic;
 
-use super::Error;
+use super::{Error, one_line};
 
 /// Where the run's dead letters go, as the shard cores and the io role need it.
 pub(super) enum Plan {
@@ -139,7 +139,7 @@ pub(super) async fn io_sink(
             let producer = DeadLetterTopic::open(source, &topic).await.map_err(|e| {
                 SinkError::DeadLetterTopic {
                     topic: topic.clone(),
-                    reason: chain(&e),
+                    reason: one_line(&e),
                 }
             })?;
             DeadLetterSink::Topic(TopicSink {
@@ -160,18 +160,6 @@ impl LetterBox for Producer {
     }
 
     async fn produce(&self, letters: Vec<DeadLetter>) -> Result<Offsets, String> {
-        self.0.produce(letters).await.map_err(|e| chain(&e))
+        self.0.produce(letters).await.map_err(|e| one_line(&e))
     }
-}
-
-/// An error and its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -121,11 +121,12 @@ impl ShardCore {
                         latency.record(r.timestamp_ms);
                     }
                     stats.rows += batch.records.len() as u64;
-                    if self.evolve.is_some() {
-                        self.evolve(&batch.records, epoch + 1, &mut stats).await?;
+                    let (p, records) = (batch.partition, &batch.records);
+                    if self.evolve.is_some() && self.evolve(records, epoch + 1, &mut stats).await? {
+                        self.encoder.append_known(p, records, &mut self.rejected)?;
+                    } else {
+                        self.encoder.append(p, records, &mut self.rejected)?;
                     }
-                    self.encoder
-                        .append(batch.partition, &batch.records, &mut self.rejected)?;
                     if let Some(g) = self.live.unknown_fields.get(self.core_index) {
                         g.set(self.encoder.unknown_fields() as i64);
                     }
@@ -180,22 +181,26 @@ impl ShardCore {
 
     /// `--evolve`: when `records` hold top-level fields the table lacks, infers their types from
     /// these records, grows the schema (or takes what another core added), finishes the open
-    /// file and goes on in the new schema. Fields only ever null here wait for a value.
+    /// file and goes on in the new schema. Fields only ever null here wait for a value. `true`
+    /// when `records` hold no field the table lacks (nothing to count when appending them).
     async fn evolve(
         &mut self,
         records: &[Record],
         epoch: u64,
         stats: &mut ShardStats,
-    ) -> Result<(), ShardError> {
-        let names = self.encoder.new_fields(records);
-        let Some(ev) = self.evolve.as_ref().filter(|_| !names.is_empty()) else {
-            return Ok(());
+    ) -> Result<bool, ShardError> {
+        let Some(ev) = self.evolve.as_ref() else {
+            return Ok(false);
         };
+        let names = self.encoder.new_fields(records);
+        if names.is_empty() {
+            return Ok(true);
+        }
         let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
         // Values that disagree on a new field's type leave it out: the decoder rejects the
         // ones that do not fit what the table then has.
         let Ok(inferred) = infer_fields(&values) else {
-            return Ok(());
+            return Ok(false);
         };
         let fields: Vec<_> = inferred
             .fields()
@@ -204,7 +209,7 @@ impl ShardCore {
             .cloned()
             .collect();
         if fields.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let grown = ev.evolution.extend(&arrow_schema::Schema::new(fields))?;
         let encode = ev.encode.clone();
@@ -221,7 +226,7 @@ impl ShardCore {
             self.roll(epoch).await?;
             self.encoder.reshape(grown.arrow, &encode)?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Sends what the last append rejected to the dead letters, or fails the run naming the first

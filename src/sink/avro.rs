@@ -279,7 +279,7 @@ mod sample;
 
 #[cfg(test)]
 mod tests {
-    use super::sample::{avro_long, avro_string};
+    use super::sample::{avro_framed as framed, avro_long, avro_string};
     use super::*;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
@@ -309,13 +309,6 @@ mod tests {
             avro_string(n, &mut b);
         }
         b
-    }
-
-    fn framed(id: u32, body: Vec<u8>) -> Vec<u8> {
-        let mut v = vec![0];
-        v.extend_from_slice(&id.to_be_bytes());
-        v.extend(body);
-        v
     }
 
     fn rec(value: Option<Vec<u8>>) -> Record {

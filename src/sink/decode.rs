@@ -128,8 +128,18 @@ impl JsonValues {
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
-        good.clear();
         self.count_unknown(records);
+        self.decode_known(records, good, rejected)
+    }
+
+    /// [`Self::decode`] without looking for unknown fields (the caller just did).
+    pub fn decode_known(
+        &mut self,
+        records: &[Record],
+        good: &mut Vec<bool>,
+        rejected: &mut Vec<Rejected>,
+    ) -> Option<RecordBatch> {
+        good.clear();
         if let Some(batch) = self.fast(records) {
             good.resize(records.len(), true);
             return batch;

@@ -206,13 +206,16 @@ impl Values {
         }
     }
 
+    /// `walked`: the JSON keys of `records` were already looked at and none is unknown.
     fn decode(
         &mut self,
         records: &[Record],
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
+        walked: bool,
     ) -> Option<RecordBatch> {
         match self {
+            Values::Json(j) if walked => j.decode_known(records, good, rejected),
             Values::Json(j) => j.decode(records, good, rejected),
             Values::Avro(a) => a.decode(records, good, rejected),
         }
@@ -338,9 +341,30 @@ impl FileEncoder {
         records: &[Record],
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), SinkError> {
+        self.append_values(partition, records, rejected, false)
+    }
+
+    /// [`Self::append`] of records [`Self::new_fields`] just found no unknown field in: their
+    /// keys are not walked again.
+    pub fn append_known(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        rejected: &mut Vec<Rejected>,
+    ) -> Result<(), SinkError> {
+        self.append_values(partition, records, rejected, true)
+    }
+
+    fn append_values(
+        &mut self,
+        partition: i32,
+        records: &[Record],
+        rejected: &mut Vec<Rejected>,
+        walked: bool,
+    ) -> Result<(), SinkError> {
         let typed = self.json.is_some();
         if let Some(json) = &mut self.json
-            && let Some(b) = json.decode(records, &mut self.good, rejected)
+            && let Some(b) = json.decode(records, &mut self.good, rejected, walked)
         {
             self.cols.decoded.push(b);
         }

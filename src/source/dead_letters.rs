@@ -57,27 +57,27 @@ impl DeadLetterTopic {
         &self.cfg.topic
     }
 
-    fn client_for(&self, source_partition: i32) -> Option<&PartitionClient> {
-        let n = self.partitions.len() as i32;
-        (n > 0).then(|| &self.partitions[source_partition.rem_euclid(n) as usize])
-    }
-
     /// Produces `letters` (acknowledged by all in-sync replicas); returns the end offset each
     /// dead-letter partition written to has reached.
     pub async fn produce(&self, letters: Vec<DeadLetter>) -> Result<Offsets, SourceError> {
-        let mut by_target: BTreeMap<i32, Vec<rskafka::record::Record>> = BTreeMap::new();
+        // Source partition p goes to the dead-letter topic's partition p mod n, in order.
+        let n = self.partitions.len().max(1) as i32;
+        let mut by_target: BTreeMap<usize, Vec<rskafka::record::Record>> = BTreeMap::new();
         for l in letters {
-            let Some(pc) = self.client_for(l.partition) else {
-                continue;
-            };
-            by_target
-                .entry(pc.partition())
-                .or_default()
-                .push(self.record(l));
+            let target = l.partition.rem_euclid(n) as usize;
+            by_target.entry(target).or_default().push(self.record(l));
         }
         let mut ends = Offsets::new();
-        for (target, records) in by_target {
-            let pc = &self.partitions[self.index_of(target)];
+        for (index, records) in by_target {
+            // Only a topic without partitions has none to take them.
+            let pc = self
+                .partitions
+                .get(index)
+                .ok_or_else(|| SourceError::UnknownTopic {
+                    topic: self.cfg.topic.clone(),
+                    brokers: self.cfg.brokers_str(),
+                })?;
+            let target = pc.partition();
             let mut batch = Vec::new();
             let mut bytes = 0;
             let mut rest = records.into_iter().peekable();
@@ -102,13 +102,6 @@ impl DeadLetterTopic {
             }
         }
         Ok(ends)
-    }
-
-    fn index_of(&self, partition: i32) -> usize {
-        self.partitions
-            .iter()
-            .position(|p| p.partition() == partition)
-            .unwrap_or(0)
     }
 
     fn record(&self, l: DeadLetter) -> rskafka::record::Record {

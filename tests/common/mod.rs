@@ -168,6 +168,21 @@ pub fn assert_clean_failure(out: &Output, code: i32, needles: &[&str]) {
     }
 }
 
+/// Runs `python ARGS…`, asserts it succeeded (showing its output if not), returns its stdout.
+pub fn python_stdout<S: AsRef<std::ffi::OsStr>>(python: &str, args: &[S]) -> String {
+    let out = Command::new(python)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{python}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The Python interpreter `tools/test` prepared (`ICEFALL_PYTHON`), checked to import `modules`.
 pub fn python_with(modules: &str) -> String {
     let python = std::env::var("ICEFALL_PYTHON").unwrap_or_else(|_| "python3".into());
