@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod config;
+pub mod kafka;
 pub mod metrics;
 pub mod offsets;
 pub mod record;

@@ -5,6 +5,59 @@
 
 use std::collections::BTreeMap;
 
+/// A range of a shared buffer: a key, a value, a header key or value. `len == u32::MAX` is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Span {
+    pub const NULL: Span = Span {
+        start: 0,
+        len: u32::MAX,
+    };
+
+    pub fn is_null(self) -> bool {
+        self.len == u32::MAX
+    }
+
+    /// The bytes this span names in `buf`; `None` when null (or, defensively, out of range).
+    pub fn get(self, buf: &[u8]) -> Option<&[u8]> {
+        if self.is_null() {
+            return None;
+        }
+        let start = self.start as usize;
+        buf.get(start..start + self.len as usize)
+    }
+
+    /// Bytes named (0 when null).
+    pub fn bytes(self) -> usize {
+        if self.is_null() { 0 } else { self.len as usize }
+    }
+}
+
+/// One record as the fetch core decoded it: offsets and spans into its batch's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordView {
+    pub offset: i64,
+    /// Milliseconds since the Unix epoch (Kafka's CreateTime or LogAppendTime).
+    pub timestamp_ms: i64,
+    /// The shard the router picked.
+    pub shard: u32,
+    pub key: Span,
+    pub value: Span,
+    /// A range of the batch's header list (not of its buffer).
+    pub headers: Span,
+}
+
+/// One header, in the order the producer wrote it; keys may repeat, values may be null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeaderView {
+    pub key: Span,
+    pub value: Span,
+}
+
 /// One Kafka record, decoupled from the client library that fetched it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -20,6 +73,30 @@ pub struct Record {
 }
 
 impl Record {
+    /// The record `v` names in `buf`, with its headers from `headers` (copied out).
+    pub fn from_view(buf: &[u8], headers: &[HeaderView], v: &RecordView) -> Record {
+        let own = |s: Span| s.get(buf).map(<[u8]>::to_vec);
+        let hs = headers
+            .get(v.headers.start as usize..)
+            .and_then(|h| h.get(..v.headers.len as usize))
+            .unwrap_or_default();
+        Record {
+            offset: v.offset,
+            timestamp_ms: v.timestamp_ms,
+            shard: v.shard,
+            key: own(v.key),
+            value: own(v.value),
+            headers: hs
+                .iter()
+                .map(|h| {
+                    let k =
+                        String::from_utf8_lossy(h.key.get(buf).unwrap_or_default()).into_owned();
+                    (k, own(h.value).unwrap_or_default())
+                })
+                .collect(),
+        }
+    }
+
     /// Bytes of payload this record carries (key, value, headers).
     pub fn payload_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len)

@@ -100,8 +100,9 @@ async fn replay_async(
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let mut data_files = Vec::new();
     let source = app::source_config(&cfg);
-    for mut reader in RangeReader::open_all(&source, &todo).await? {
-        while let Some(records) = reader.next(&source).await? {
+    let (mut client, readers) = RangeReader::open_all(&source, &todo).await?;
+    for mut reader in readers {
+        while let Some(records) = reader.next(&mut client, &source).await? {
             summary.appended += records.len() as u64;
             let mut rejected = Vec::new();
             encoder.append(reader.partition(), &records, &mut rejected)?;

@@ -119,6 +119,7 @@ pub(crate) fn source_config(cfg: &RunConfig) -> SourceConfig {
         fetch_max_bytes: cfg.fetch_max_bytes.0 as i32,
         fetch_max_wait: cfg.fetch_max_wait,
         timeout: cfg.kafka_timeout,
+        isolation: cfg.isolation,
     }
 }
 

@@ -167,6 +167,10 @@ pub struct RunArgs {
     /// Give up on a broker that does not answer for this long.
     #[arg(long, default_value = "30s")]
     pub kafka_timeout: String,
+    /// read_committed: records of aborted transactions are skipped and a partition is read up to
+    /// its last stable offset; read_uncommitted: every record is read.
+    #[arg(long, default_value = "read_committed")]
+    pub isolation: String,
     /// Capacity of each fetch→shard ring, in batches.
     #[arg(long, default_value = "64")]
     pub ring_batches: String,
@@ -287,6 +291,7 @@ pub struct RunConfig {
     pub fetch_max_bytes: ByteSize,
     pub fetch_max_wait: Duration,
     pub kafka_timeout: Duration,
+    pub isolation: crate::kafka::Isolation,
     pub ring_batches: NonZeroUsize,
     pub queue_capacity: NonZeroUsize,
     pub overload: OverloadMode,
@@ -534,6 +539,7 @@ impl RunArgs {
             fetch_max_bytes,
             fetch_max_wait,
             kafka_timeout,
+            isolation: field("--isolation", &self.isolation)?,
             ring_batches: field("--ring-batches", &self.ring_batches)?,
             queue_capacity: field("--queue-capacity", &self.queue_capacity)?,
             overload: field("--overload", &self.overload)?,

@@ -1,21 +1,28 @@
-//! One Kafka fetch core: a fetch in flight per owned partition, each response handed to the
-//! [`Emitter`] (routing, overload, barriers).
+//! One Kafka fetch core: one Fetch in flight per leader broker, carrying every partition this
+//! core owns on that broker; each answer is decoded and handed to the [`Emitter`] (routing,
+//! overload, barriers).
 //!
-//! Partitions are fetched concurrently and independently (a slow partition never stalls the
-//! others). One fetch per partition is in flight at a time, so a partition's batches enter every
-//! ring in offset order. The overload policy is fed each response's next offset and the high
-//! watermark that response reports (never ListOffsets).
+//! Brokers are fetched concurrently and independently (a slow broker never stalls the others).
+//! One request per broker is in flight at a time, so a partition's batches enter every ring in
+//! offset order. The position moves past every batch the answer completes (markers, aborted
+//! transactions and compaction gaps included). The overload policy is fed each answer's end
+//! (high watermark, or last stable offset under `read_committed`), never ListOffsets. When an
+//! answer or a broker says the leader moved, metadata is asked again and partitions move to
+//! their new leader; a partition failing for longer than `--kafka-timeout` fails the run.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use rskafka::client::partition::PartitionClient;
-use rskafka::record::RecordAndOffset;
 
 use super::emit::Emitter;
-use super::{PartitionPlan, SourceConfig, SourceError};
+use super::{PartitionPlan, SourceConfig, SourceError, read};
+use crate::kafka::client::fetch_on;
+use crate::kafka::error::Backoff;
+use crate::kafka::fetch::{Answer, Want};
+use crate::kafka::{Client, Conn, Decoded, KafkaError};
 use crate::metrics::FetchStats;
 use crate::runtime::Control;
 
@@ -28,25 +35,34 @@ pub struct FetchCore {
     pub emitter: Emitter,
 }
 
-struct Owned {
+/// One owned partition being read.
+struct Part {
     plan: PartitionPlan,
-    client: Arc<PartitionClient>,
+    leader: i32,
+    leader_epoch: i32,
+    /// When it started failing (reset by an answer with data or none).
+    failing_since: Option<Instant>,
+    done: bool,
 }
 
-type Fetched = (usize, Result<(Vec<RecordAndOffset>, i64), SourceError>);
+type Done = (
+    i32,
+    Option<Conn>,
+    Vec<Want>,
+    Result<Vec<Answer>, KafkaError>,
+);
 
-async fn fetch_one(
-    cfg: Arc<SourceConfig>,
-    idx: usize,
-    client: Arc<PartitionClient>,
-    offset: i64,
-) -> Fetched {
-    let max_wait_ms = cfg.fetch_max_wait.as_millis().min(i32::MAX as u128) as i32;
-    let fut = client.fetch_records(offset, 1..cfg.fetch_max_bytes, max_wait_ms);
-    let r = cfg
-        .bounded("fetching", client.partition(), offset, fut)
-        .await;
-    (idx, r)
+/// What the fetch loop keeps between answers.
+struct Loop {
+    parts: Vec<Part>,
+    /// Brokers with a request in flight.
+    busy: BTreeSet<i32>,
+    /// Rotates each broker's partition order, so a partition whose batch exceeds the
+    /// per-partition limit comes first in some request (the broker returns it only there).
+    turn: usize,
+    stale: bool,
+    decoded: Decoded,
+    decoder: crate::kafka::Decoder,
 }
 
 impl FetchCore {
@@ -82,24 +98,56 @@ impl FetchCore {
         if pending.is_empty() {
             return Ok(stats);
         }
-        let client = cfg.connect().await?;
-        let mut owned = Vec::with_capacity(pending.len());
-        for plan in pending {
-            let pc = cfg.partition_client(&client, plan.partition).await?;
-            owned.push(Owned {
-                plan,
-                client: Arc::new(pc),
-            });
-        }
+        let mut client = cfg.connect().await?;
+        cfg.partitions(&mut client).await?;
+        let mut l = Loop {
+            parts: pending
+                .into_iter()
+                .map(|plan| Part {
+                    plan,
+                    leader: -1,
+                    leader_epoch: -1,
+                    failing_since: None,
+                    done: false,
+                })
+                .collect(),
+            busy: BTreeSet::new(),
+            turn: 0,
+            stale: false,
+            decoded: Decoded::default(),
+            decoder: read::decoder(cfg),
+        };
+        l.assign(&client, &cfg.topic);
         let mut in_flight = FuturesUnordered::new();
-        for (i, o) in owned.iter().enumerate() {
-            in_flight.push(fetch_one(cfg.clone(), i, o.client.clone(), o.plan.start));
-        }
         let mut stop_poll = tokio::time::interval(STOP_POLL);
         stop_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while !in_flight.is_empty() {
+        let mut backoff = Backoff::default();
+        loop {
             if control.should_stop() {
                 break;
+            }
+            for (node, wants) in l.requests(&self.emitter) {
+                match client.take(node).await {
+                    Ok(conn) => {
+                        l.busy.insert(node);
+                        let params = cfg.fetch_params(wants.len());
+                        let cfg = cfg.clone();
+                        in_flight.push(async move {
+                            let (conn, r) = fetch_on(conn, &cfg.topic, &wants, &params).await;
+                            (node, conn, wants, r) as Done
+                        });
+                    }
+                    Err(e) => l.failed(cfg, &wants, e)?,
+                }
+            }
+            if in_flight.is_empty() {
+                if l.parts.iter().all(|p| p.done) {
+                    break;
+                }
+                // Every broker we need failed: wait, then ask where the leaders are now.
+                tokio::time::sleep(backoff.next_wait()).await;
+                l.refresh(cfg, &mut client).await?;
+                continue;
             }
             self.emitter.catch_up_epochs().await?;
             let next = tokio::select! {
@@ -107,42 +155,174 @@ impl FetchCore {
                 _ = self.emitter.clock.past(self.emitter.epoch) => continue,
                 _ = stop_poll.tick() => continue,
             };
-            let Some((idx, result)) = next else {
-                break;
+            let Some((node, conn, wants, result)) = next else {
+                continue;
             };
-            let (mut records, high_watermark) = result?;
-            let o = &owned[idx];
-            let partition = o.plan.partition;
-            let mut position = self
-                .emitter
-                .positions
-                .get(&partition)
-                .copied()
-                .unwrap_or(o.plan.start);
-            let mut reached_stop = false;
-            if let Some(stop) = o.plan.stop_at {
-                // Stop exactly at the watermark taken at start: the same input, the same output.
-                let keep = records.partition_point(|r| r.offset < stop);
-                reached_stop = keep < records.len();
-                records.truncate(keep);
+            l.busy.remove(&node);
+            if let Some(c) = conn {
+                client.put(node, c);
             }
-            if let Some(last) = records.last() {
-                position = last.offset + 1;
+            match result {
+                Err(e) => l.failed(cfg, &wants, e)?,
+                Ok(answers) => {
+                    for a in answers {
+                        self.answer(cfg, &mut l, a, &mut stats).await?;
+                    }
+                }
             }
-            if reached_stop && let Some(stop) = o.plan.stop_at {
-                // Offsets up to the stop that were not returned do not exist (compaction).
-                position = position.max(stop);
-            }
-            self.emitter
-                .emit(partition, records, position, &mut stats)
-                .await?;
-            if o.plan.is_done(position) {
-                self.emitter.finished(partition);
+            if l.stale {
+                l.refresh(cfg, &mut client).await?;
             } else {
-                in_flight.push(fetch_one(cfg.clone(), idx, o.client.clone(), position));
-                self.emitter.observe(partition, position, high_watermark);
+                backoff = Backoff::default();
             }
         }
         Ok(stats)
+    }
+
+    /// One partition's answer: its records routed, its position moved, or its error handled.
+    async fn answer(
+        &mut self,
+        cfg: &SourceConfig,
+        l: &mut Loop,
+        a: Answer,
+        stats: &mut FetchStats,
+    ) -> Result<(), SourceError> {
+        let Some(idx) = l.parts.iter().position(|p| p.plan.partition == a.partition) else {
+            return Ok(());
+        };
+        let partition = a.partition;
+        let position = self
+            .emitter
+            .positions
+            .get(&partition)
+            .copied()
+            .unwrap_or(l.parts[idx].plan.start);
+        if let Some(error) = a.error {
+            let e = KafkaError::Partition {
+                api: "Fetch",
+                topic: cfg.topic.clone(),
+                partition,
+                error,
+            };
+            let w = Want {
+                partition,
+                offset: position,
+                leader_epoch: -1,
+            };
+            return l.failed(cfg, &[w], e);
+        }
+        l.parts[idx].failing_since = None;
+        read::decode(cfg, &mut l.decoder, &a, position, &mut l.decoded)?;
+        let mut records = read::records(&l.decoded);
+        let mut next = l.decoded.next_offset.map_or(position, |n| n.max(position));
+        let plan = l.parts[idx].plan;
+        if let Some(stop) = plan.stop_at {
+            // Stop exactly at the end taken at start: the same input, the same output.
+            let keep = records.partition_point(|r| r.offset < stop);
+            if keep < records.len() || next > stop {
+                records.truncate(keep);
+                // Offsets up to the stop that were not returned hold no data.
+                next = stop.max(position);
+            }
+        }
+        self.emitter.emit(partition, records, next, stats).await?;
+        if plan.is_done(next) {
+            l.parts[idx].done = true;
+            self.emitter.finished(partition);
+        } else {
+            self.emitter.observe(partition, next, a.end(cfg.isolation));
+        }
+        Ok(())
+    }
+}
+
+impl Loop {
+    /// Each partition's leader from the client's metadata.
+    fn assign(&mut self, client: &Client, topic: &str) {
+        for p in &mut self.parts {
+            if let Some(m) = client.partition(topic, p.plan.partition) {
+                p.leader = m.leader;
+                p.leader_epoch = m.leader_epoch;
+            }
+        }
+    }
+
+    /// One request for every broker that leads a partition still to read and has none in
+    /// flight, from the emitter's positions.
+    fn requests(&mut self, emitter: &Emitter) -> Vec<(i32, Vec<Want>)> {
+        if self.stale {
+            return Vec::new();
+        }
+        let mut by_node: std::collections::BTreeMap<i32, Vec<Want>> = Default::default();
+        for p in self.parts.iter().filter(|p| !p.done && p.leader >= 0) {
+            if self.busy.contains(&p.leader) {
+                continue;
+            }
+            let offset = emitter
+                .positions
+                .get(&p.plan.partition)
+                .copied()
+                .unwrap_or(p.plan.start);
+            by_node.entry(p.leader).or_default().push(Want {
+                partition: p.plan.partition,
+                offset,
+                leader_epoch: p.leader_epoch,
+            });
+        }
+        self.turn = self.turn.wrapping_add(1);
+        by_node
+            .into_iter()
+            .map(|(node, mut wants)| {
+                let n = wants.len();
+                wants.rotate_left(self.turn % n);
+                (node, wants)
+            })
+            .collect()
+    }
+
+    /// A failure for `wants`: retried (after a metadata refresh) while it is retriable and
+    /// younger than `--kafka-timeout`, else the run's error.
+    fn failed(
+        &mut self,
+        cfg: &SourceConfig,
+        wants: &[Want],
+        e: KafkaError,
+    ) -> Result<(), SourceError> {
+        let now = Instant::now();
+        for w in wants {
+            let Some(p) = self
+                .parts
+                .iter_mut()
+                .find(|p| p.plan.partition == w.partition)
+            else {
+                continue;
+            };
+            let since = *p.failing_since.get_or_insert(now);
+            if !e.retriable() || now.duration_since(since) >= cfg.timeout {
+                return Err(cfg.partition_error("fetching", w.partition, w.offset, e));
+            }
+        }
+        tracing::debug!(error = %e, "fetch: retrying");
+        self.stale |= e.stale_metadata() || e.retriable();
+        Ok(())
+    }
+
+    async fn refresh(
+        &mut self,
+        cfg: &SourceConfig,
+        client: &mut Client,
+    ) -> Result<(), SourceError> {
+        if !self.busy.is_empty() {
+            // Wait for the answers in flight first; their partitions keep their leaders.
+            return Ok(());
+        }
+        match client.refresh(&[&cfg.topic]).await {
+            Ok(()) => {
+                self.assign(client, &cfg.topic);
+                self.stale = false;
+                Ok(())
+            }
+            Err(e) => Err(cfg.topic_error("finding the partitions' leaders", e)),
+        }
     }
 }

@@ -12,25 +12,19 @@ pub mod emit;
 pub mod fetch;
 pub mod memory;
 pub mod ranges;
+mod read;
 
 use std::time::Duration;
 
-use futures_util::future::join_all;
-use rskafka::BackoffConfig;
-use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
-
 use crate::config::StartAt;
+use crate::kafka::fetch::{FetchParams, Want};
+use crate::kafka::{Client, ClientConfig, ConnConfig, Isolation, KafkaError, OffsetAt};
 use crate::record::Offsets;
 
-type KafkaError = rskafka::client::error::Error;
-
-/// Kafka failures, each naming what it was about. All are fatal for the run; rskafka has already
-/// retried transient ones with backoff up to `--kafka-timeout`.
+/// Kafka failures, each naming what it was about. All are fatal for the run; the client has
+/// already retried transient ones with backoff up to `--kafka-timeout`.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot reach Kafka at {brokers} within {timeout:?}")]
-    Unreachable { brokers: String, timeout: Duration },
     #[error("cannot reach Kafka at {brokers}")]
     Connect {
         brokers: String,
@@ -75,12 +69,12 @@ pub enum SourceError {
         #[source]
         source: Box<KafkaError>,
     },
-    #[error("{what} for {topic}/{partition} got no answer within {timeout:?}")]
-    Timeout {
+    #[error("{what} of {topic:?} failed")]
+    Topic {
         what: &'static str,
         topic: String,
-        partition: i32,
-        timeout: Duration,
+        #[source]
+        source: Box<KafkaError>,
     },
     #[error(
         "replay: offsets {first}..={last} of {topic}/{partition} are not in Kafka (it holds offsets below {high_watermark})"
@@ -106,33 +100,16 @@ impl SourceError {
     }
 }
 
-/// The client library's record as icefall's.
-impl emit::Fetched for rskafka::record::RecordAndOffset {
-    fn key(&self) -> Option<&[u8]> {
-        self.record.key.as_deref()
-    }
-
-    fn into_record(self, shard: u32) -> crate::record::Record {
-        let r = self.record;
-        crate::record::Record {
-            offset: self.offset,
-            timestamp_ms: r.timestamp.timestamp_millis(),
-            shard,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-        }
-    }
-}
-
 /// How to talk to Kafka.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub brokers: Vec<String>,
     pub topic: String,
+    /// Per partition, per fetch.
     pub fetch_max_bytes: i32,
     pub fetch_max_wait: Duration,
     pub timeout: Duration,
+    pub isolation: Isolation,
 }
 
 /// Where one partition starts and (with `--stop-at-end`) where it stops.
@@ -151,89 +128,101 @@ impl PartitionPlan {
     }
 }
 
+/// The most a response may carry: every partition's limit, within 64 MiB (at least one).
+const RESPONSE_MAX_BYTES: i64 = 64 << 20;
+
 impl SourceConfig {
     fn brokers_str(&self) -> String {
         self.brokers.join(",")
     }
 
-    pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
-        let backoff = BackoffConfig {
-            init_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
-            base: 2.0,
-            deadline: Some(self.timeout),
-        };
-        let build = ClientBuilder::new(self.brokers.clone())
-            .client_id("icefall")
-            .backoff_config(backoff)
-            .build();
-        match tokio::time::timeout(self.timeout + Duration::from_secs(1), build).await {
-            Err(_) => Err(SourceError::Unreachable {
-                brokers: self.brokers_str(),
+    pub fn client_config(&self) -> ClientConfig {
+        let response = RESPONSE_MAX_BYTES.max(i64::from(self.fetch_max_bytes));
+        ClientConfig {
+            bootstrap: self.brokers.clone(),
+            conn: ConnConfig {
+                client_id: "icefall".into(),
                 timeout: self.timeout,
-            }),
-            Ok(Err(source)) => Err(SourceError::Connect {
-                brokers: self.brokers_str(),
-                source: Box::new(source),
-            }),
-            Ok(Ok(c)) => Ok(c),
+                // A broker returns at least one whole batch past the limit: leave room for it.
+                max_frame: (response as usize)
+                    .saturating_mul(2)
+                    .saturating_add(16 << 20),
+            },
+            retry_for: self.timeout,
         }
     }
 
-    /// The topic's partitions, sorted; fails naming the topic when it does not exist.
-    pub(crate) async fn partitions(&self, client: &Client) -> Result<Vec<i32>, SourceError> {
-        let topics = client
-            .list_topics()
+    /// What a fetch loop asks for, for `partitions` partitions on one broker.
+    pub fn fetch_params(&self, partitions: usize) -> FetchParams {
+        let total = (i64::from(self.fetch_max_bytes) * partitions.max(1) as i64).clamp(
+            i64::from(self.fetch_max_bytes),
+            RESPONSE_MAX_BYTES.max(i64::from(self.fetch_max_bytes)),
+        );
+        FetchParams {
+            max_wait: self.fetch_max_wait,
+            min_bytes: 1,
+            max_bytes: total as i32,
+            partition_max_bytes: self.fetch_max_bytes,
+            isolation: self.isolation,
+        }
+    }
+
+    /// A fetch that returns what is there now, without waiting.
+    pub fn fetch_now(&self, partitions: usize) -> FetchParams {
+        FetchParams {
+            max_wait: Duration::ZERO,
+            min_bytes: 0,
+            ..self.fetch_params(partitions)
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Client, SourceError> {
+        Client::connect(self.client_config())
             .await
             .map_err(|source| SourceError::Connect {
                 brokers: self.brokers_str(),
                 source: Box::new(source),
-            })?;
-        let Some(topic) = topics.into_iter().find(|t| t.name == self.topic) else {
-            return Err(SourceError::UnknownTopic {
-                topic: self.topic.clone(),
+            })
+    }
+
+    /// Names the topic in a client error (or says the topic does not exist).
+    pub(crate) fn topic_error(&self, what: &'static str, e: KafkaError) -> SourceError {
+        match e {
+            KafkaError::UnknownTopic { topic, .. } => SourceError::UnknownTopic {
+                topic,
                 brokers: self.brokers_str(),
-            });
-        };
-        let mut partitions: Vec<i32> = topic.partitions.into_iter().collect();
-        partitions.sort_unstable();
-        Ok(partitions)
+            },
+            e => SourceError::Topic {
+                what,
+                topic: self.topic.clone(),
+                source: Box::new(e),
+            },
+        }
     }
 
-    pub(crate) async fn partition_client(
-        &self,
-        client: &Client,
-        partition: i32,
-    ) -> Result<PartitionClient, SourceError> {
-        let fut =
-            client.partition_client(self.topic.clone(), partition, UnknownTopicHandling::Retry);
-        self.bounded("connecting to the leader", partition, 0, fut)
-            .await
-    }
-
-    /// Runs a Kafka call under `--kafka-timeout`, naming the partition on failure.
-    pub(crate) async fn bounded<T>(
+    /// Names the partition and offset in a client error.
+    pub(crate) fn partition_error(
         &self,
         what: &'static str,
         partition: i32,
         offset: i64,
-        fut: impl Future<Output = Result<T, KafkaError>>,
-    ) -> Result<T, SourceError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(SourceError::Timeout {
-                what,
-                topic: self.topic.clone(),
-                partition,
-                timeout: self.timeout,
-            }),
-            Ok(r) => r.map_err(|source| SourceError::Partition {
-                what,
-                topic: self.topic.clone(),
-                partition,
-                offset,
-                source: Box::new(source),
-            }),
+        e: KafkaError,
+    ) -> SourceError {
+        SourceError::Partition {
+            what,
+            topic: self.topic.clone(),
+            partition,
+            offset,
+            source: Box::new(e),
         }
+    }
+
+    /// The topic's partitions, sorted; fails naming the topic when it does not exist.
+    pub(crate) async fn partitions(&self, client: &mut Client) -> Result<Vec<i32>, SourceError> {
+        client
+            .partitions(&self.topic)
+            .await
+            .map_err(|e| self.topic_error("reading the partitions", e))
     }
 }
 
@@ -262,8 +251,9 @@ pub async fn sample(
     if want.is_empty() {
         return Ok(out);
     }
-    for mut reader in ranges::RangeReader::open_all(cfg, &want).await? {
-        while let Some(records) = reader.next(cfg).await? {
+    let (mut client, readers) = ranges::RangeReader::open_all(cfg, &want).await?;
+    for mut reader in readers {
+        while let Some(records) = reader.next(&mut client, cfg).await? {
             out.extend(records);
         }
     }
@@ -277,8 +267,8 @@ pub async fn plan(
     stop_at_end: bool,
     committed: &Offsets,
 ) -> Result<Vec<PartitionPlan>, SourceError> {
-    let client = cfg.connect().await?;
-    let mut partitions = cfg.partitions(&client).await?;
+    let mut client = cfg.connect().await?;
+    let mut partitions = cfg.partitions(&mut client).await?;
     if let Some(only) = only {
         if let Some(&missing) = only.iter().find(|p| partitions.binary_search(p).is_err()) {
             return Err(SourceError::UnknownPartition {
@@ -289,75 +279,104 @@ pub async fn plan(
         }
         partitions = only.to_vec();
     }
-    let client = &client;
-    // Ask every partition at once; report the lowest partition's failure, whichever came first.
-    join_all(partitions.into_iter().map(|p| async move {
-        let pc = cfg.partition_client(client, p).await?;
-        let earliest = cfg
-            .bounded(
-                "listing the earliest offset",
+    let earliest = client
+        .list_offsets(&cfg.topic, &partitions, OffsetAt::Earliest, cfg.isolation)
+        .await
+        .map_err(|e| cfg.topic_error("listing the earliest offsets", e))?;
+    let ends = ends(cfg, &mut client, &earliest).await?;
+    partitions
+        .into_iter()
+        .map(|p| {
+            let earliest = earliest.get(&p).copied().unwrap_or(0);
+            let hwm = ends.get(&p).copied().unwrap_or(earliest);
+            plan_one(
+                cfg,
                 p,
-                0,
-                pc.get_offset(OffsetAt::Earliest),
+                earliest,
+                hwm,
+                start,
+                stop_at_end,
+                committed.get(&p).copied(),
             )
-            .await?;
-        let hwm = high_watermark(cfg, &pc, earliest).await?;
-        let out_of_range = |committed: i64, why| SourceError::CommittedOutOfRange {
-            topic: cfg.topic.clone(),
-            partition: p,
-            committed,
-            earliest,
-            high_watermark: hwm,
-            why,
-        };
-        let start = match (committed.get(&p), start) {
-            (Some(&c), _) if c < earliest => {
-                return Err(out_of_range(c, "below the earliest offset Kafka still holds: records were deleted before icefall read them"));
-            }
-            (Some(&c), _) if c > hwm => {
-                return Err(out_of_range(c, "above the high watermark: was the topic recreated?"));
-            }
-            (Some(&c), _) => c,
-            (None, start) => match start {
-            StartAt::Earliest => earliest,
-            StartAt::Latest => hwm,
-            StartAt::Offset(o) if (earliest..=hwm).contains(&o) => o,
-            StartAt::Offset(o) => {
-                return Err(SourceError::StartOutOfRange {
-                    topic: cfg.topic.clone(),
-                    partition: p,
-                    offset: o,
-                    earliest,
-                    high_watermark: hwm,
-                });
-            }
-            },
-        };
-        Ok(PartitionPlan {
-            partition: p,
-            start,
-            stop_at: stop_at_end.then_some(hwm),
-            high_watermark: hwm,
         })
-    }))
-    .await
-    .into_iter()
-    .collect()
+        .collect()
 }
 
-/// The partition's high watermark, from a fetch that asks for almost nothing and does not wait.
-async fn high_watermark(
+fn plan_one(
     cfg: &SourceConfig,
-    pc: &PartitionClient,
-    at: i64,
-) -> Result<i64, SourceError> {
-    let (_, hwm) = cfg
-        .bounded(
-            "reading the high watermark",
-            pc.partition(),
-            at,
-            pc.fetch_records(at, 0..1, 0),
-        )
-        .await?;
-    Ok(hwm)
+    p: i32,
+    earliest: i64,
+    hwm: i64,
+    start: StartAt,
+    stop_at_end: bool,
+    committed: Option<i64>,
+) -> Result<PartitionPlan, SourceError> {
+    let out_of_range = |committed: i64, why| SourceError::CommittedOutOfRange {
+        topic: cfg.topic.clone(),
+        partition: p,
+        committed,
+        earliest,
+        high_watermark: hwm,
+        why,
+    };
+    let start = match (committed, start) {
+        (Some(c), _) if c < earliest => {
+            return Err(out_of_range(
+                c,
+                "below the earliest offset Kafka still holds: records were deleted before icefall read them",
+            ));
+        }
+        (Some(c), _) if c > hwm => {
+            return Err(out_of_range(
+                c,
+                "above the high watermark: was the topic recreated?",
+            ));
+        }
+        (Some(c), _) => c,
+        (None, StartAt::Earliest) => earliest,
+        (None, StartAt::Latest) => hwm,
+        (None, StartAt::Offset(o)) if (earliest..=hwm).contains(&o) => o,
+        (None, StartAt::Offset(o)) => {
+            return Err(SourceError::StartOutOfRange {
+                topic: cfg.topic.clone(),
+                partition: p,
+                offset: o,
+                earliest,
+                high_watermark: hwm,
+            });
+        }
+    };
+    Ok(PartitionPlan {
+        partition: p,
+        start,
+        stop_at: stop_at_end.then_some(hwm),
+        high_watermark: hwm,
+    })
+}
+
+/// Each partition's end (the high watermark, or the last stable offset under
+/// `read_committed`), from one fetch per leader at `from` that does not wait.
+async fn ends(
+    cfg: &SourceConfig,
+    client: &mut Client,
+    from: &std::collections::BTreeMap<i32, i64>,
+) -> Result<std::collections::BTreeMap<i32, i64>, SourceError> {
+    let wants: Vec<Want> = from
+        .iter()
+        .map(|(&partition, &offset)| Want {
+            partition,
+            offset,
+            leader_epoch: -1,
+        })
+        .collect();
+    let mut params = cfg.fetch_now(wants.len());
+    params.partition_max_bytes = 1;
+    let answers = client
+        .fetch_once(&cfg.topic, &wants, &params)
+        .await
+        .map_err(|e| cfg.topic_error("reading the high watermarks", e))?;
+    Ok(answers
+        .iter()
+        .map(|a| (a.partition, a.end(cfg.isolation)))
+        .collect())
 }

@@ -5,10 +5,9 @@
 //! are skipped and show as a shortfall the caller reports. A range that starts below the log's
 //! start fails with Kafka's offset-out-of-range error, naming the partition and offset.
 
-use rskafka::client::partition::PartitionClient;
-
-use super::emit::Fetched;
-use super::{SourceConfig, SourceError};
+use super::{SourceConfig, SourceError, read};
+use crate::kafka::fetch::Want;
+use crate::kafka::{Client, Decoded, Decoder};
 use crate::offsets::Ranges;
 use crate::record::Record;
 
@@ -20,7 +19,6 @@ const FIRST_STEP_BACK: i64 = 1_024;
 /// Reads one partition's ranges.
 pub struct RangeReader {
     partition: i32,
-    client: PartitionClient,
     ranges: Vec<[i64; 2]>,
     /// The range being read.
     idx: usize,
@@ -32,18 +30,17 @@ pub struct RangeReader {
 }
 
 impl RangeReader {
-    /// One reader per partition of `ranges`, over one connection.
+    /// One reader per partition of `ranges`, and the client they share.
     pub async fn open_all(
         cfg: &SourceConfig,
         ranges: &Ranges,
-    ) -> Result<Vec<RangeReader>, SourceError> {
+    ) -> Result<(Client, Vec<RangeReader>), SourceError> {
         let client = cfg.connect().await?;
         let mut out = Vec::new();
         for (partition, rs) in ranges.partitions() {
             let first = rs.first().map_or(0, |r| r[0]);
             out.push(RangeReader {
                 partition,
-                client: cfg.partition_client(&client, partition).await?,
                 ranges: rs.to_vec(),
                 idx: 0,
                 cursor: first,
@@ -51,7 +48,7 @@ impl RangeReader {
                 step_back: FIRST_STEP_BACK,
             });
         }
-        Ok(out)
+        Ok((client, out))
     }
 
     pub fn partition(&self) -> i32 {
@@ -65,7 +62,13 @@ impl RangeReader {
     /// So when a response starts past the wanted offset, the reader steps back (further each
     /// time, down to offset 0) until it sees the batch that holds it; records before the wanted
     /// offset are passed over.
-    pub async fn next(&mut self, cfg: &SourceConfig) -> Result<Option<Vec<Record>>, SourceError> {
+    pub async fn next(
+        &mut self,
+        client: &mut Client,
+        cfg: &SourceConfig,
+    ) -> Result<Option<Vec<Record>>, SourceError> {
+        let mut decoder: Decoder = read::decoder(cfg);
+        let mut decoded = Decoded::default();
         loop {
             let Some(&[first, last]) = self.ranges.get(self.idx) else {
                 return Ok(None);
@@ -79,12 +82,31 @@ impl RangeReader {
                 self.scan = self.cursor;
                 self.step_back = FIRST_STEP_BACK;
             }
-            let fut = self
-                .client
-                .fetch_records(self.scan, 1..cfg.fetch_max_bytes, 0);
-            let (records, high_watermark) = cfg
-                .bounded("re-reading dropped records", self.partition, self.scan, fut)
-                .await?;
+            let want = Want {
+                partition: self.partition,
+                offset: self.scan,
+                leader_epoch: -1,
+            };
+            let answers = client
+                .fetch_once(&cfg.topic, &[want], &cfg.fetch_now(1))
+                .await
+                .map_err(|e| {
+                    cfg.partition_error("re-reading dropped records", self.partition, self.scan, e)
+                })?;
+            let Some(a) = answers.first() else {
+                continue;
+            };
+            let high_watermark = a.high_watermark;
+            read::decode(cfg, &mut decoder, a, self.scan, &mut decoded)?;
+            let records = read::records(&decoded);
+            if records.is_empty()
+                && let Some(n) = decoded.next_offset.filter(|&n| n > self.cursor)
+            {
+                // Only markers or aborted records up to n: those offsets hold no data.
+                self.scan = n;
+                self.cursor = n;
+                continue;
+            }
             let head = records.first().map(|r| r.offset);
             if head.is_none_or(|h| h > self.cursor) && self.scan > 0 {
                 if head.is_none() && high_watermark <= self.cursor {
@@ -117,7 +139,7 @@ impl RangeReader {
                     j += 1;
                 }
                 if self.ranges.get(j).is_some_and(|r| r[0] <= ro.offset) {
-                    out.push(ro.into_record(0));
+                    out.push(ro);
                 }
             }
             if !out.is_empty() {
