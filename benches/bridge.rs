@@ -5,7 +5,6 @@
 //!
 //! Cores: the first two this process may use (both roles on one core when it has only one).
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +30,7 @@ fn record(offset: i64) -> Record {
         shard: 0,
         key: Some(b"key-000042".to_vec()),
         value: Some(vec![7; 100]),
-        headers: BTreeMap::new(),
+        headers: Vec::new(),
     }
 }
 

@@ -63,7 +63,9 @@ fn main() {
                     headers: Default::default(),
                 })
                 .collect();
-            enc.append(0, &recs, &mut Vec::new()).expect("append");
+            let batch = icefall::record::Batch::of_records(0, &recs);
+            enc.append(0, batch.records(), &mut Vec::new())
+                .expect("append");
             let f = enc.finish_file().expect("encode").expect("file");
             let path = format!("{location}/data/bench-{epoch:06}.parquet");
             let size = f.bytes.len() as u64;

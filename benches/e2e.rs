@@ -134,7 +134,12 @@ fn main() {
             "e2e",
             "--fetch",
         ]));
-        rows.push(Row::of(round, "rskafka raw fetch", &raw, &raw.stdout));
+        rows.push(Row::of(
+            round,
+            "raw fetch (icefall client)",
+            &raw,
+            &raw.stdout,
+        ));
         for (tool, cores) in [
             ("icefall (default placement)", None),
             ("icefall (one core)", Some(&one)),
@@ -186,15 +191,15 @@ fn main() {
     };
     let rate = |tool: &str| med(tool, |r| r.rate);
     let mem = |tool: &str| med(tool, |r| r.peak_rss_mb);
-    let raw = rate("rskafka raw fetch");
+    let raw = rate("raw fetch (icefall client)");
     let icefall = rate("icefall (default placement)");
     let one_core = rate("icefall (one core)");
     let python = rate("Python + PyIceberg");
     println!("| median | records/s | ratio | peak RSS MB |");
     println!("|---|---:|---:|---:|");
     println!(
-        "| rskafka raw fetch | {raw:.0} | 1.00 | {:.0} |",
-        mem("rskafka raw fetch")
+        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} |",
+        mem("raw fetch (icefall client)")
     );
     for (tool, rate) in [
         ("icefall (default placement)", icefall),

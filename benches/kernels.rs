@@ -16,14 +16,15 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use icefall::record::Record;
+use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch};
+use icefall::kafka::{Decoded, Decoder, Isolation};
+use icefall::record::{Batch, Record};
 use icefall::routing::Router;
 use icefall::sink::avro::AvroSchemas;
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
 use icefall::sink::fields::KnownFields;
 use icefall::sink::schema::{Shape, arrow_schema, raw_arrow_schema};
-use rskafka::chrono::{TimeZone, Utc};
-use rskafka::record::RecordAndOffset;
+use icefall::source::emit::{Fetched, PerCore, route};
 
 const N: usize = 8_192;
 
@@ -31,22 +32,35 @@ fn sample_records() -> Vec<Record> {
     (0..N as u64).map(common::sample_record).collect()
 }
 
-fn as_fetched(records: &[Record]) -> Vec<RecordAndOffset> {
-    records
-        .iter()
-        .map(|r| RecordAndOffset {
-            record: rskafka::record::Record {
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: r.headers.clone(),
-                timestamp: Utc
-                    .timestamp_millis_opt(r.timestamp_ms)
-                    .single()
-                    .expect("timestamp"),
-            },
-            offset: r.offset,
-        })
-        .collect()
+/// `records` as one Fetch answer's bytes: uncompressed batches of 500 records, with their own
+/// headers or with `headers` of none.
+fn as_fetched(records: &[Record], with_headers: bool) -> bytes::Bytes {
+    let mut out = Vec::new();
+    for chunk in records.chunks(500) {
+        let hs: Vec<Vec<(&[u8], Option<&[u8]>)>> = chunk
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .take(if with_headers { 2 } else { 0 })
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect()
+            })
+            .collect();
+        let recs: Vec<OutRecord<'_>> = chunk
+            .iter()
+            .zip(&hs)
+            .map(|(r, h)| OutRecord {
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: h,
+            })
+            .collect();
+        encode_batch(&BatchSpec::default(), &recs, &mut out).expect("encode");
+    }
+    bytes::Bytes::from(out)
 }
 
 fn throughput(records: &[Record]) -> Throughput {
@@ -75,39 +89,62 @@ fn kernels(c: &mut Criterion) {
             })
         });
     }
-    // The fetch core's whole per-response step: hash, convert, split by shard core.
-    let fetched = as_fetched(&records);
-    for cores in [1u32, 8] {
-        let router = Router::new(cores * 4, cores);
-        let mut per_core: Vec<Vec<Record>> = (0..cores).map(|_| Vec::new()).collect();
-        g.bench_function(format!("split_response/{cores}_cores"), |b| {
-            b.iter_batched(
-                || fetched.clone(),
-                |f| {
-                    icefall::source::emit::route(&router, 3, f, &mut per_core);
-                    for v in &mut per_core {
-                        v.clear();
-                    }
-                },
-                BatchSize::LargeInput,
-            )
+    g.finish();
+
+    // The fetch core's per-answer work: batches decoded in place (CRC-32C, every record and
+    // header walked into views), then converted to records and split by shard core.
+    let mut g = c.benchmark_group("fetch");
+    g.throughput(tp.clone());
+    for with_headers in [false, true] {
+        let data = as_fetched(&records, with_headers);
+        let name = if with_headers {
+            "2_headers"
+        } else {
+            "0_headers"
+        };
+        let mut decoder = Decoder::new(1 << 28);
+        let mut out = Decoded::default();
+        g.bench_function(format!("decode_in_place/{name}"), |b| {
+            b.iter(|| {
+                decoder
+                    .decode(&data, 0, Isolation::ReadCommitted, &[], &mut out)
+                    .expect("decode");
+                black_box(out.records.len())
+            })
+        });
+        let router = Router::new(8 * 4, 8);
+        let mut per_core: Vec<PerCore> = (0..8).map(|_| PerCore::default()).collect();
+        g.bench_function(format!("decode_and_route/{name}/8_cores"), |b| {
+            b.iter(|| {
+                decoder
+                    .decode(&data, 0, Isolation::ReadCommitted, &[], &mut out)
+                    .expect("decode");
+                let fetched = Fetched {
+                    buf: &out.buf,
+                    records: &out.records,
+                    headers: &out.headers,
+                };
+                route(&router, 3, fetched, &mut per_core);
+                for v in &mut per_core {
+                    v.clear();
+                }
+            })
         });
     }
     g.finish();
 
     let schema = raw_arrow_schema();
     let opts = EncodeOptions::default();
+    let batch = Batch::of_records(3, &records);
     let mut g = c.benchmark_group("encode");
     g.throughput(tp);
     g.bench_function("arrow_columns", |b| {
         b.iter_batched(
-            || {
-                let enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
-                (enc, records.clone())
-            },
-            |(mut enc, recs)| {
-                enc.append(3, &recs, &mut Vec::new()).expect("append");
-                (enc, recs)
+            || FileEncoder::new(0, schema.clone(), &opts).expect("encoder"),
+            |mut enc| {
+                enc.append(3, batch.records(), &mut Vec::new())
+                    .expect("append");
+                enc
             },
             BatchSize::LargeInput,
         )
@@ -116,7 +153,8 @@ fn kernels(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
-                enc.append(3, &records, &mut Vec::new()).expect("append");
+                enc.append(3, batch.records(), &mut Vec::new())
+                    .expect("append");
                 enc
             },
             |mut enc| enc.finish_file().expect("encode").expect("a file"),
@@ -185,6 +223,8 @@ fn decode_group(
 ) {
     let mut g = c.benchmark_group(name);
     g.throughput(throughput(records));
+    let batch = Batch::of_records(3, records);
+    let records = batch.records();
     g.bench_function("typed_columns", |b| {
         b.iter_batched(
             || FileEncoder::new(0, schema.clone(), opts).expect("encoder"),

@@ -1,10 +1,13 @@
-//! The unit of work that crosses cores: a batch of one partition's records bound for one shard core.
+//! The unit of work that crosses cores: a batch of one partition's records bound for one shard
+//! core, as views into one shared buffer.
 //!
-//! Owns only data shapes. The source fills them, the bridge carries them, the shard consumes them;
-//! none of those is known here. Records own their bytes (moved, never copied, from fetch to shard).
+//! Owns only data shapes. The source fills them, the bridge carries them, the shard consumes
+//! them; none of those is known here. A [`Batch`] holds the buffer a Fetch answer arrived in (or
+//! the one its compressed batches were decompressed into) and compact [`RecordView`]s into it:
+//! no record owns an allocation, and dropping the last batch of an answer frees its buffer.
+//! [`Record`] is the owned form, for tests, benches and cold paths.
 
-use std::collections::BTreeMap;
-
+use bytes::Bytes;
 /// A range of a shared buffer: a key, a value, a header key or value. `len == u32::MAX` is null.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Span {
@@ -58,8 +61,11 @@ pub struct HeaderView {
     pub value: Span,
 }
 
-/// One Kafka record, decoupled from the client library that fetched it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One header as owned bytes: a key and a value that may be null.
+pub type OwnedHeader = (Vec<u8>, Option<Vec<u8>>);
+
+/// One Kafka record with its own bytes (tests, benches, replay, dead letters).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {
     pub offset: i64,
     /// Milliseconds since the Unix epoch (Kafka's CreateTime or LogAppendTime).
@@ -68,35 +74,11 @@ pub struct Record {
     pub shard: u32,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    /// Header keys are unique here (the fetch client keeps the last of duplicates).
-    pub headers: BTreeMap<String, Vec<u8>>,
+    /// In the producer's order; keys may repeat, values may be null.
+    pub headers: Vec<OwnedHeader>,
 }
 
 impl Record {
-    /// The record `v` names in `buf`, with its headers from `headers` (copied out).
-    pub fn from_view(buf: &[u8], headers: &[HeaderView], v: &RecordView) -> Record {
-        let own = |s: Span| s.get(buf).map(<[u8]>::to_vec);
-        let hs = headers
-            .get(v.headers.start as usize..)
-            .and_then(|h| h.get(..v.headers.len as usize))
-            .unwrap_or_default();
-        Record {
-            offset: v.offset,
-            timestamp_ms: v.timestamp_ms,
-            shard: v.shard,
-            key: own(v.key),
-            value: own(v.value),
-            headers: hs
-                .iter()
-                .map(|h| {
-                    let k =
-                        String::from_utf8_lossy(h.key.get(buf).unwrap_or_default()).into_owned();
-                    (k, own(h.value).unwrap_or_default())
-                })
-                .collect(),
-        }
-    }
-
     /// Bytes of payload this record carries (key, value, headers).
     pub fn payload_bytes(&self) -> usize {
         self.key.as_ref().map_or(0, Vec::len)
@@ -104,16 +86,224 @@ impl Record {
             + self
                 .headers
                 .iter()
-                .map(|(k, v)| k.len() + v.len())
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
                 .sum::<usize>()
     }
 }
 
-/// Records of one partition, in offset order, all bound for the same shard core.
-#[derive(Debug, Default)]
+/// Records of one partition, in offset order, all bound for the same shard core: views into
+/// `buf`, their headers in `headers`.
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     pub partition: i32,
-    pub records: Vec<Record>,
+    pub buf: Bytes,
+    pub headers: Vec<HeaderView>,
+    pub records: Vec<RecordView>,
+}
+
+impl Batch {
+    /// A batch of owned records, copied into one buffer (tests, benches, replay).
+    pub fn of_records(partition: i32, records: &[Record]) -> Batch {
+        let mut b = BatchBuilder::with_capacity(
+            records.len(),
+            records.iter().map(Record::payload_bytes).sum(),
+        );
+        for r in records {
+            b.push(
+                r.offset,
+                r.timestamp_ms,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            );
+        }
+        b.finish(partition)
+    }
+
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            buf: &self.buf,
+            headers: &self.headers,
+            views: &self.records,
+        }
+    }
+}
+
+/// Builds a [`Batch`] by copying records into one buffer.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    headers: Vec<HeaderView>,
+    records: Vec<RecordView>,
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            headers: Vec::new(),
+            records: Vec::with_capacity(records),
+        }
+    }
+
+    fn put(&mut self, b: Option<&[u8]>) -> Span {
+        match b {
+            None => Span::NULL,
+            Some(b) => {
+                let s = Span {
+                    start: self.buf.len() as u32,
+                    len: b.len() as u32,
+                };
+                self.buf.extend_from_slice(b);
+                s
+            }
+        }
+    }
+
+    pub fn push<'h>(
+        &mut self,
+        offset: i64,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)>,
+    ) {
+        let first = self.headers.len();
+        for (k, v) in headers {
+            let key = self.put(Some(k));
+            let value = self.put(v);
+            self.headers.push(HeaderView { key, value });
+        }
+        let view = RecordView {
+            offset,
+            timestamp_ms,
+            shard: 0,
+            key: self.put(key),
+            value: self.put(value),
+            headers: Span {
+                start: first as u32,
+                len: (self.headers.len() - first) as u32,
+            },
+        };
+        self.records.push(view);
+    }
+
+    pub fn finish(self, partition: i32) -> Batch {
+        Batch {
+            partition,
+            buf: Bytes::from(self.buf),
+            headers: self.headers,
+            records: self.records,
+        }
+    }
+}
+
+/// A run of records to read: views, their buffer and their headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    pub buf: &'a [u8],
+    pub headers: &'a [HeaderView],
+    pub views: &'a [RecordView],
+}
+
+impl<'a> Records<'a> {
+    pub fn len(&self) -> usize {
+        self.views.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.views.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<RecordRef<'a>> {
+        self.views.get(i).map(|v| self.resolve(v))
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = RecordRef<'a>> + 'a {
+        let (buf, headers) = (self.buf, self.headers);
+        self.views
+            .iter()
+            .map(move |v| RecordRef::of(buf, headers, v))
+    }
+
+    /// The records at `range` of this run.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Records<'a> {
+        Records {
+            views: self.views.get(range).unwrap_or_default(),
+            ..*self
+        }
+    }
+
+    fn resolve(&self, v: &RecordView) -> RecordRef<'a> {
+        RecordRef::of(self.buf, self.headers, v)
+    }
+}
+
+/// One record, read through its view.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub shard: u32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    buf: &'a [u8],
+    headers: &'a [HeaderView],
+}
+
+impl<'a> RecordRef<'a> {
+    fn of(buf: &'a [u8], headers: &'a [HeaderView], v: &RecordView) -> Self {
+        let hs = headers
+            .get(v.headers.start as usize..)
+            .and_then(|h| h.get(..v.headers.len as usize))
+            .unwrap_or_default();
+        Self {
+            offset: v.offset,
+            timestamp_ms: v.timestamp_ms,
+            shard: v.shard,
+            key: v.key.get(buf),
+            value: v.value.get(buf),
+            buf,
+            headers: hs,
+        }
+    }
+
+    /// Its headers in order: key, value (`None` when null).
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        let buf = self.buf;
+        self.headers
+            .iter()
+            .map(move |h| (h.key.get(buf).unwrap_or_default(), h.value.get(buf)))
+    }
+
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Bytes of payload (key, value, headers).
+    pub fn payload_bytes(&self) -> usize {
+        self.key.map_or(0, <[u8]>::len)
+            + self.value.map_or(0, <[u8]>::len)
+            + self
+                .headers()
+                .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+                .sum::<usize>()
+    }
+
+    /// The record with its own bytes.
+    pub fn to_owned(&self) -> Record {
+        Record {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            shard: self.shard,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers()
+                .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+                .collect(),
+        }
+    }
 }
 
 /// Per partition, the offset after the last record routed before a barrier.
@@ -165,19 +355,20 @@ pub struct DeadLetter {
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: BTreeMap<String, Vec<u8>>,
+    pub headers: Vec<OwnedHeader>,
     pub error: String,
 }
 
 impl DeadLetter {
-    pub fn of(partition: i32, r: &Record, error: &str) -> Self {
+    pub fn of(partition: i32, r: RecordRef<'_>, error: &str) -> Self {
+        let r = r.to_owned();
         Self {
             partition,
             offset: r.offset,
             timestamp_ms: r.timestamp_ms,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r.headers.clone(),
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
             error: error.to_owned(),
         }
     }

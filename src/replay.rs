@@ -105,9 +105,10 @@ async fn replay_async(
         while let Some(records) = reader.next(&mut client, &source).await? {
             summary.appended += records.len() as u64;
             let mut rejected = Vec::new();
-            encoder.append(reader.partition(), &records, &mut rejected)?;
+            let batch = crate::record::Batch::of_records(reader.partition(), &records);
+            encoder.append(reader.partition(), batch.records(), &mut rejected)?;
             if let Some(bad) = rejected.into_iter().next() {
-                return Err(bad.into_error(reader.partition(), &records).into());
+                return Err(bad.into_error(reader.partition(), batch.records()).into());
             }
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;

@@ -147,43 +147,18 @@ fn dead_letters(dest: Dest, wh: &Path, broker: &Broker) -> Vec<Letter> {
 
 /// Every record of the dead-letter topic, by its `icefall.source.*` headers.
 fn topic_letters(broker: &Broker) -> Vec<Letter> {
-    use rskafka::client::ClientBuilder;
-    use rskafka::client::partition::UnknownTopicHandling;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = ClientBuilder::new(vec![broker.addr.clone()])
-            .build()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for p in 0..DLQ_PARTITIONS {
-            let pc = client
-                .partition_client(DLQ_TOPIC, p, UnknownTopicHandling::Retry)
-                .await
-                .unwrap();
-            let mut at = 0;
-            loop {
-                let (records, hwm) = pc.fetch_records(at, 1..1_000_000, 0).await.unwrap();
-                for r in &records {
-                    let h = &r.record.headers;
-                    let text = |k: &str| String::from_utf8(h[k].clone()).unwrap();
-                    assert_eq!(text("icefall.source.topic"), "events");
-                    let sp: i32 = text("icefall.source.partition").parse().unwrap();
-                    let so: i64 = text("icefall.source.offset").parse().unwrap();
-                    assert_eq!(sp % DLQ_PARTITIONS, p, "source partition p goes to p mod n");
-                    out.push(((sp, so), r.record.value.clone(), text("icefall.error")));
-                }
-                at = records.iter().map(|r| r.offset + 1).max().unwrap_or(at);
-                if at >= hwm || records.is_empty() {
-                    break;
-                }
-            }
+    let mut out = Vec::new();
+    for p in 0..DLQ_PARTITIONS {
+        for r in broker.read_partition(DLQ_TOPIC, p) {
+            let text = |k: &str| r.header(k).unwrap();
+            assert_eq!(text("icefall.source.topic"), "events");
+            let sp: i32 = text("icefall.source.partition").parse().unwrap();
+            let so: i64 = text("icefall.source.offset").parse().unwrap();
+            assert_eq!(sp % DLQ_PARTITIONS, p, "source partition p goes to p mod n");
+            out.push(((sp, so), r.value.clone(), text("icefall.error")));
         }
-        out
-    })
+    }
+    out
 }
 
 /// The main table's committed offsets of `events` (empty before the first commit).

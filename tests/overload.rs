@@ -23,8 +23,13 @@ fn layout() -> (String, bool) {
     (cores.to_string(), cores.len() >= 2)
 }
 
-/// Both tests: `auto`, two shards on the layout's cores (fetch and shard roles share them).
-fn auto_args<'a>(broker: &'a str, warehouse: &'a str, cores: &'a str) -> Vec<&'a str> {
+/// `shards` shards on the layout's cores (fetch and shard roles share them).
+fn placed_args<'a>(
+    broker: &'a str,
+    warehouse: &'a str,
+    cores: &'a str,
+    shards: &'a str,
+) -> Vec<&'a str> {
     let mut args = base_args(broker, "events", warehouse);
     args.extend([
         "--fetch-cores",
@@ -32,8 +37,19 @@ fn auto_args<'a>(broker: &'a str, warehouse: &'a str, cores: &'a str) -> Vec<&'a
         "--shard-cores",
         cores,
         "--shards",
-        "2",
+        shards,
     ]);
+    args
+}
+
+/// [`placed_args`] with `--overload auto`.
+fn auto_args<'a>(
+    broker: &'a str,
+    warehouse: &'a str,
+    cores: &'a str,
+    shards: &'a str,
+) -> Vec<&'a str> {
+    let mut args = placed_args(broker, warehouse, cores, shards);
     args.extend(["--overload", "auto"]);
     args
 }
@@ -65,24 +81,86 @@ fn all_rows(files: &[(PathBuf, Vec<Row>)]) -> impl Iterator<Item = (&PathBuf, &R
         .flat_map(|(p, rows)| rows.iter().map(move |r| (p, r)))
 }
 
+/// Records per ring, (fetch core, shard core), of the sample stream (every record keyed), as
+/// icefall assigns partitions and routes keys.
+fn per_ring(
+    shape: &sample::Shape,
+    n: u64,
+    partitions: u32,
+    shards: u32,
+    cores: u32,
+) -> BTreeMap<(usize, usize), u64> {
+    let router = icefall::routing::Router::new(shards, cores);
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let owners = icefall::routing::assign_partitions(&all, cores as usize);
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let k = shape.key(i).expect("every record is keyed");
+        let p = sample::kafka_partition(&k, partitions) as i32;
+        let fetch = owners
+            .iter()
+            .position(|ps| ps.contains(&p))
+            .expect("an owner");
+        *out.entry((fetch, router.core_of(router.shard_of(Some(&k), p))))
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Holds by construction, however busy the machine: 3 shards on 2 shard cores, so the core of
+/// the slowed shard 0 (it also runs shard 2) gets about two thirds of the records; each ring
+/// holds more records and batches than the other core receives in the whole run, so that ring
+/// can never fill and none of its records can be dropped. The slowed core receives over 10,000
+/// records more than a ring holds, far more than it drains while the stream lasts (at most 5
+/// batches a second, each at most one partition's small fetch), so it drops, and its drops
+/// interleave with kept records (uniform keys).
 #[test]
 fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_restores_them() {
     const N: u64 = 40_000;
     const KEYS: u64 = 500;
     const SLOW_SHARD: u32 = 0;
+    let shape = sample::Shape {
+        keys: KEYS,
+        null_key_every: 0,
+        ..Default::default()
+    };
+    let (cores, two_cores) = layout();
+    let shard_cores = if two_cores { 2 } else { 1 };
+    // Fetch and shard roles share the layout's cores: as many fetch cores as shard cores.
+    let counts = per_ring(&shape, N, 4, 3, shard_cores);
+    let slow_core = icefall::routing::Router::new(3, shard_cores).core_of(SLOW_SHARD);
+    let fast = counts
+        .iter()
+        .filter(|((_, c), _)| *c != slow_core)
+        .map(|(_, n)| *n)
+        .max();
+    let capacity = (fast.unwrap_or(0) + 1).to_string();
+    if two_cores {
+        let slow: u64 = counts
+            .iter()
+            .filter(|((_, c), _)| *c == slow_core)
+            .map(|(_, n)| *n)
+            .sum();
+        let room = 2 * (fast.unwrap_or(0) + 1);
+        assert!(slow > room + 5_000, "{counts:?}");
+    }
     let broker = Broker::start();
     broker.create_topic("events", 4);
     let wh = tempfile::tempdir().unwrap();
     let wh_path = wh.path().to_str().unwrap();
-    let (cores, two_cores) = layout();
-    let mut args = auto_args(&broker.addr, wh_path, &cores);
+    let mut args = auto_args(&broker.addr, wh_path, &cores, "3");
     args.extend([
         "--live-threshold",
         "1000000",
         "--queue-capacity",
-        "1000",
+        &capacity,
+        "--ring-batches",
+        &capacity,
         "--debug-slow-shard",
-        "0:50ms",
+        "0:200ms",
+        // Small fetches: a batch of the slowed core is at most one partition's small answer.
+        "--fetch-max-bytes",
+        "16KiB",
         // Long enough for an epoch's ledger to outgrow the summary and go to a file.
         "--commit-interval",
         "2s",
@@ -102,6 +180,8 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
             &N.to_string(),
             "--keys",
             &KEYS.to_string(),
+            "--null-key-every",
+            "0",
             "--rate",
             "20000",
             "--batch",
@@ -135,24 +215,9 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
         "every drop is in the ledger"
     );
     assert!(ledger.replayed.is_empty());
-    let spilled = std::fs::read_dir(wh.path().join("ns/events/metadata"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref().is_ok_and(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("icefall-dropped-")
-            })
-        })
-        .count();
     eprintln!(
-        "dropped {dropped} in {} ranges; {spilled} snapshot ledger(s) over {} bytes went to files",
-        ledger.dropped.range_count(),
-        icefall::offsets::LEDGER_INLINE_MAX
-    );
-    assert!(
-        spilled > 0,
-        "no ledger went to a file: the file path is untested"
+        "dropped {dropped} in {} ranges",
+        ledger.dropped.range_count()
     );
     let (view, files) = read_table(wh.path(), "ns.events");
     let offsets =
@@ -204,25 +269,21 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
 
     // Replay: every produced record exactly once, byte-equal; the replayed ones were bound for
     // the slowed shard only.
-    let shape = sample::Shape {
-        keys: KEYS,
-        ..Default::default()
-    };
     let replay_args = base_args(&broker.addr, "events", wh_path);
     let stdout = replay(&replay_args);
     assert_eq!(stdout_field(&stdout, "appended"), dropped, "{stdout}");
     assert_eq!(stdout_field(&stdout, "missing"), 0, "{stdout}");
     let (view, files) = read_table(wh.path(), "ns.events");
     assert_eq!(verify_sample_set(&files, &shape, N) as u64, N);
-    let router = icefall::routing::Router::new(2, if two_cores { 2 } else { 1 });
+    let router = icefall::routing::Router::new(3, shard_cores);
     let mut replayed = 0;
     for (_, r) in all_rows(&files).filter(|(_, r)| ledger.dropped.contains(r.partition, r.offset)) {
         replayed += 1;
         if two_cores {
             assert_eq!(
-                router.shard_of(r.key.as_deref(), r.partition),
-                SLOW_SHARD,
-                "p{} o{} was bound for a shard that keeps up, yet it was dropped",
+                router.core_of(router.shard_of(r.key.as_deref(), r.partition)),
+                slow_core,
+                "p{} o{} was bound for a shard core that keeps up, yet it was dropped",
                 r.partition,
                 r.offset
             );
@@ -259,7 +320,7 @@ fn a_backfill_with_auto_and_a_tiny_queue_drops_nothing() {
     broker.produce("events", N, KEYS);
     let wh = tempfile::tempdir().unwrap();
     let (cores, _) = layout();
-    let mut args = auto_args(&broker.addr, wh.path().to_str().unwrap(), &cores);
+    let mut args = auto_args(&broker.addr, wh.path().to_str().unwrap(), &cores, "2");
     args.extend([
         "--queue-capacity",
         "16",
@@ -298,4 +359,105 @@ fn a_backfill_with_auto_and_a_tiny_queue_drops_nothing() {
         ..Default::default()
     };
     assert_eq!(verify_sample(&files, &shape, N) as u64, N);
+}
+
+fn spilled_ledgers(wh: &std::path::Path) -> usize {
+    std::fs::read_dir(wh.join("ns/events/metadata"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref().is_ok_and(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("icefall-dropped-")
+            })
+        })
+        .count()
+}
+
+/// `--overload drop` on a live stream, 3 shards on 2 shard cores with shard 0's core slowed:
+/// that core drops most of its records, in runs broken by the other core's kept ones, so the
+/// one epoch's ledger outgrows the summary and goes to a file; the table and the ledger together
+/// are still exactly the produced set, and replay brings every drop back.
+#[test]
+fn a_ledger_too_big_for_the_summary_goes_to_a_file_and_replays() {
+    const N: u64 = 20_000;
+    let (cores, two_cores) = layout();
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    let wh = tempfile::tempdir().unwrap();
+    let wh_path = wh.path().to_str().unwrap();
+    let mut args = placed_args(&broker.addr, wh_path, &cores, "3");
+    args.extend([
+        "--overload",
+        "drop",
+        "--debug-slow-shard",
+        "0:50ms",
+        "--queue-capacity",
+        "500",
+        "--fetch-max-wait",
+        "50ms",
+        // One epoch for the whole stream: its ledger holds every drop.
+        "--commit-interval",
+        "10m",
+        "--http-addr",
+        "127.0.0.1:0",
+    ]);
+    let (child, log) = spawn_icefall_logged(&args);
+    let addr = common::logged_http_addr(&log);
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            &N.to_string(),
+            "--keys",
+            "500",
+            "--rate",
+            "20000",
+            "--batch",
+            "100",
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while common::metric_sum(
+        &common::http_get(&addr, "/metrics").1,
+        "icefall_records_total",
+    ) < N as f64
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every record was fetched"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let text = log.lock().unwrap().clone();
+    assert!(out.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let dropped = stdout_field(&stdout, "dropped");
+    assert!(dropped > 0, "{stdout}");
+    let ledger = table_ledger(wh.path(), "ns.events", "events");
+    assert_eq!(ledger.dropped.count(), dropped, "{stdout}");
+    if two_cores {
+        assert!(
+            spilled_ledgers(wh.path()) > 0,
+            "{dropped} drops in {} ranges, yet no ledger went to a file",
+            ledger.dropped.range_count()
+        );
+    }
+    let (_, files) = read_table(wh.path(), "ns.events");
+    let rows = files.iter().map(|(_, r)| r.len() as u64).sum::<u64>();
+    assert_eq!(
+        rows + dropped,
+        N,
+        "the table and the ledger hold every record once"
+    );
+    let stdout = replay(&base_args(&broker.addr, "events", wh_path));
+    assert_eq!(stdout_field(&stdout, "appended"), dropped, "{stdout}");
+    let (_, files) = read_table(wh.path(), "ns.events");
+    let shape = sample::Shape {
+        keys: 500,
+        ..Default::default()
+    };
+    assert_eq!(verify_sample_set(&files, &shape, N) as u64, N);
 }

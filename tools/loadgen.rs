@@ -1,5 +1,6 @@
-//! `icefall-loadgen`: produce deterministic sample records to a topic with rskafka, or pull a
-//! topic back as fast as the client can (`--fetch`, the raw-client baseline of the benches).
+//! `icefall-loadgen`: produce deterministic sample records to a topic with icefall's Kafka
+//! client, or pull a topic back as fast as that client can (`--fetch`, the raw-client baseline
+//! of the benches: fetch and decode batches in place, nothing else).
 //!
 //! Producing: keys come from `--keys` sources, uniform or Zipf-skewed (`--key-dist zipf:1.1`:
 //! a few hot keys); keyed records go to Kafka's default partition (murmur2, made positive,
@@ -14,18 +15,17 @@
 #[path = "sample.rs"]
 mod sample;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use rskafka::BackoffConfig;
-use rskafka::chrono::Utc;
-use rskafka::client::error::{Error as KafkaError, ProtocolError};
-use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
-use rskafka::record::Record;
+use icefall::kafka::client::fetch_on;
+use icefall::kafka::fetch::{FetchParams, Want};
+use icefall::kafka::{
+    Client, ClientConfig, Codec, ConnConfig, Decoded, Decoder, Isolation, ProduceRecord, Producer,
+    ProducerConfig,
+};
 use tokio::sync::mpsc;
 
 /// The allocator icefall runs with, so the raw-fetch baseline pays what icefall's fetch pays.
@@ -81,6 +81,9 @@ struct Args {
     /// Concurrent producers, each owning a share of the partitions.
     #[arg(long, default_value_t = 4)]
     producers: usize,
+    /// Idempotent producing (producer id, epoch and sequence numbers).
+    #[arg(long)]
+    idempotent: bool,
     /// How long a failing produce request is retried before giving up.
     #[arg(long, default_value = "30s", value_parser = icefall::config::parse_duration)]
     retry_for: Duration,
@@ -112,30 +115,32 @@ fn parse_payload(s: &str) -> Result<sample::Payload, String> {
     }
 }
 
+fn client_config(a: &Args) -> ClientConfig {
+    ClientConfig {
+        bootstrap: a.brokers.clone(),
+        conn: ConnConfig {
+            client_id: "icefall-loadgen".into(),
+            timeout: Duration::from_secs(30),
+            max_frame: 256 << 20,
+        },
+        retry_for: a.retry_for,
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     if a.keys == 0 || a.batch == 0 || a.producers == 0 {
         bail!("--keys, --batch and --producers must be positive");
     }
-    let backoff = BackoffConfig {
-        deadline: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
-    let client = ClientBuilder::new(a.brokers.clone())
-        .backoff_config(backoff)
-        .build()
+    let mut client = Client::connect(client_config(&a))
         .await
         .with_context(|| format!("cannot reach Kafka at {}", a.brokers.join(",")))?;
-    let topics = client.list_topics().await.context("listing topics")?;
-    let Some(topic) = topics.into_iter().find(|t| t.name == a.topic) else {
-        bail!("topic {:?} does not exist", a.topic);
-    };
-    let partitions = topic.partitions.len() as u32;
+    let partitions = client.partitions(&a.topic).await?.len() as u32;
     if a.fetch {
-        return fetch_all(&a, &client, partitions).await;
+        return fetch_all(&a, client, partitions).await;
     }
-    produce(&a, Arc::new(client), partitions).await
+    produce(&a, partitions).await
 }
 
 /// A partition's next chunk of sequence numbers, for the producer that owns it.
@@ -165,7 +170,7 @@ impl Produced {
     }
 }
 
-async fn produce(a: &Args, client: Arc<Client>, partitions: u32) -> anyhow::Result<()> {
+async fn produce(a: &Args, partitions: u32) -> anyhow::Result<()> {
     let shape = sample::Shape {
         keys: a.keys,
         value_bytes: a.value_bytes,
@@ -181,15 +186,16 @@ async fn produce(a: &Args, client: Arc<Client>, partitions: u32) -> anyhow::Resu
     for p in 0..producers {
         let (tx, rx) = mpsc::channel::<Chunk>(4);
         txs.push(tx);
-        let mut clients = Vec::new();
-        for part in (p as u32..partitions).step_by(producers) {
-            let pc = client
-                .partition_client(a.topic.clone(), part as i32, UnknownTopicHandling::Retry)
-                .await
-                .with_context(|| format!("partition {part}"))?;
-            clients.push((part, pc));
-        }
-        tasks.push(producer(rx, clients, shape, a.retry_for));
+        let client = Client::connect(client_config(a)).await?;
+        let cfg = ProducerConfig {
+            idempotent: a.idempotent,
+            codec: Codec::None,
+            request_timeout: Duration::from_secs(30),
+        };
+        let owner = Producer::open(client, &a.topic, cfg)
+            .await
+            .with_context(|| format!("producer {p}"))?;
+        tasks.push(producer(rx, owner, shape));
     }
     let started = Instant::now();
     let generator = async move {
@@ -294,125 +300,92 @@ async fn generate(
     }
 }
 
-/// Produces the chunks of the partitions it owns, one request at a time, retrying transient
-/// failures with backoff.
+/// Produces the chunks of the partitions it owns, one request at a time; the producer retries
+/// transient failures with backoff for `--retry-for`.
 async fn producer(
     mut rx: mpsc::Receiver<Chunk>,
-    clients: Vec<(u32, PartitionClient)>,
+    mut owner: Producer,
     shape: sample::Shape,
-    retry_for: Duration,
 ) -> anyhow::Result<Produced> {
     let mut out = Produced::new()?;
     while let Some(chunk) = rx.recv().await {
-        let Some((_, pc)) = clients.iter().find(|(p, _)| *p == chunk.partition) else {
-            bail!("partition {} has no producer", chunk.partition);
-        };
-        // Built for every attempt: a retry rebuilds them, cheaper than copying every request.
-        let build = || -> Vec<Record> {
-            chunk
-                .seqs
-                .iter()
-                .map(|&i| Record {
-                    key: shape.key(i),
-                    value: shape.value(i),
-                    headers: shape.headers(i).into_iter().collect(),
-                    timestamp: Utc::now(),
-                })
-                .collect()
-        };
-        let n = chunk.seqs.len() as u64;
-        let mut bytes;
-        let first_try = Instant::now();
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let records = build();
-            bytes = records.iter().map(Record::approximate_size).sum::<usize>();
-            let sent = Instant::now();
-            match pc.produce(records, Compression::NoCompression).await {
-                Ok(_) => {
-                    out.latency_us
-                        .saturating_record(sent.elapsed().as_micros() as u64);
-                    break;
-                }
-                Err(e) if is_transient(&e) && first_try.elapsed() < retry_for => {
-                    out.retries += 1;
-                    eprintln!(
-                        "icefall-loadgen: partition {}: {e}; retrying in {delay:?}",
-                        chunk.partition
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "producing {n} records to partition {} (seq {}..)",
-                            chunk.partition, chunk.seqs[0]
-                        )
-                    });
-                }
-            }
-        }
-        out.records += n;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let owned: Vec<_> = chunk
+            .seqs
+            .iter()
+            .map(|&i| (shape.key(i), shape.value(i), shape.headers(i)))
+            .collect();
+        let headers: Vec<Vec<(&[u8], Option<&[u8]>)>> = owned
+            .iter()
+            .map(|(_, _, h)| {
+                h.iter()
+                    .map(|(k, v)| (k.as_bytes(), Some(v.as_slice())))
+                    .collect()
+            })
+            .collect();
+        let records: Vec<ProduceRecord<'_>> = owned
+            .iter()
+            .zip(&headers)
+            .map(|((k, v, _), h)| ProduceRecord {
+                timestamp_ms: now,
+                key: k.as_deref(),
+                value: v.as_deref(),
+                headers: h,
+            })
+            .collect();
+        let bytes: usize = owned
+            .iter()
+            .map(|(k, v, h)| {
+                k.as_ref().map_or(0, Vec::len)
+                    + v.as_ref().map_or(0, Vec::len)
+                    + h.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            })
+            .sum();
+        let sent = Instant::now();
+        let retries = owner.retries;
+        owner
+            .send(&[(chunk.partition as i32, &records)])
+            .await
+            .with_context(|| {
+                format!(
+                    "producing {} records to partition {} (seq {}..)",
+                    records.len(),
+                    chunk.partition,
+                    chunk.seqs[0]
+                )
+            })?;
+        out.retries += owner.retries - retries;
+        out.latency_us
+            .saturating_record(sent.elapsed().as_micros() as u64);
+        out.records += records.len() as u64;
         out.bytes += bytes as u64;
     }
     Ok(out)
 }
 
-/// Connection trouble, timeouts and leadership or replication hiccups pass; anything else (a
-/// record too large, no such topic, no permission) will not.
-fn is_transient(e: &KafkaError) -> bool {
-    match e {
-        KafkaError::Connection(_)
-        | KafkaError::Request(_)
-        | KafkaError::Timeout
-        | KafkaError::RetryFailed(_) => true,
-        KafkaError::ServerError { protocol_error, .. } => matches!(
-            protocol_error,
-            ProtocolError::LeaderNotAvailable
-                | ProtocolError::NotLeaderOrFollower
-                | ProtocolError::RequestTimedOut
-                | ProtocolError::NetworkException
-                | ProtocolError::NotEnoughReplicas
-                | ProtocolError::NotEnoughReplicasAfterAppend
-                | ProtocolError::KafkaStorageError
-                | ProtocolError::ThrottlingQuotaExceeded
-                | ProtocolError::CorruptMessage
-        ),
-        _ => false,
-    }
-}
-
-/// Fetches every partition from its first offset to the high watermark its fetch responses
-/// report, one request in flight per partition, decoding every record and keeping none.
-async fn fetch_all(a: &Args, client: &Client, partitions: u32) -> anyhow::Result<()> {
+/// Fetches every partition from its first offset to the high watermark its fetch answers
+/// report: one request in flight per leader carrying all its partitions, every batch decoded
+/// in place (CRC checked, records and headers walked), nothing kept.
+async fn fetch_all(a: &Args, mut client: Client, partitions: u32) -> anyhow::Result<()> {
     let max_bytes = i32::try_from(a.fetch_max_bytes.0).context("--fetch-max-bytes")?;
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let groups = client.by_leader(&a.topic, &all)?;
     let started = Instant::now();
-    let per_partition = (0..partitions as i32).map(|p| async move {
-        let pc = client
-            .partition_client(a.topic.clone(), p, UnknownTopicHandling::Retry)
-            .await
-            .with_context(|| format!("partition {p}"))?;
-        let (mut offset, mut records, mut bytes) = (0i64, 0u64, 0u64);
-        loop {
-            let (batch, high_watermark) = pc
-                .fetch_records(offset, 1..max_bytes, 100)
-                .await
-                .with_context(|| format!("fetching partition {p} at offset {offset}"))?;
-            if let Some(last) = batch.last() {
-                offset = last.offset + 1;
-            }
-            records += batch.len() as u64;
-            bytes += batch
-                .iter()
-                .map(|r| r.record.approximate_size() as u64)
-                .sum::<u64>();
-            if batch.is_empty() && offset >= high_watermark {
-                return anyhow::Ok((records, bytes));
-            }
-        }
-    });
-    let results = futures_util::future::try_join_all(per_partition).await?;
+    let mut loops = Vec::new();
+    for (node, parts) in groups {
+        let conn = client.take(node).await?;
+        let params = FetchParams {
+            max_wait: Duration::from_millis(100),
+            min_bytes: 1,
+            max_bytes: max_bytes.saturating_mul(parts.len() as i32).min(64 << 20),
+            partition_max_bytes: max_bytes,
+            isolation: Isolation::ReadCommitted,
+        };
+        loops.push(fetch_leader(&a.topic, conn, parts, params));
+    }
+    let results = futures_util::future::try_join_all(loops).await?;
     let secs = started.elapsed().as_secs_f64();
     let records: u64 = results.iter().map(|r| r.0).sum();
     let bytes: u64 = results.iter().map(|r| r.1).sum();
@@ -422,6 +395,69 @@ async fn fetch_all(a: &Args, client: &Client, partitions: u32) -> anyhow::Result
         bytes as f64 / secs.max(1e-9) / 1e6,
     );
     Ok(())
+}
+
+/// One leader's partitions fetched to their ends; (records, payload bytes).
+async fn fetch_leader(
+    topic: &str,
+    mut conn: icefall::kafka::Conn,
+    parts: Vec<i32>,
+    params: FetchParams,
+) -> anyhow::Result<(u64, u64)> {
+    let mut wants: Vec<Want> = parts
+        .iter()
+        .map(|&partition| Want {
+            partition,
+            offset: 0,
+            leader_epoch: -1,
+        })
+        .collect();
+    let mut decoder = Decoder::new(1 << 30);
+    let mut d = Decoded::default();
+    let (mut records, mut bytes) = (0u64, 0u64);
+    while !wants.is_empty() {
+        let (c, r) = fetch_on(conn, topic, &wants, &params).await;
+        let answers = r?;
+        conn = c.context("connection lost")?;
+        let mut done = Vec::new();
+        for ans in &answers {
+            let Some(w) = wants.iter_mut().find(|w| w.partition == ans.partition) else {
+                continue;
+            };
+            if let Some(e) = ans.error {
+                bail!(
+                    "fetching partition {} at offset {}: {e}",
+                    w.partition,
+                    w.offset
+                );
+            }
+            decoder
+                .decode(
+                    &ans.records,
+                    w.offset,
+                    params.isolation,
+                    &ans.aborted,
+                    &mut d,
+                )
+                .with_context(|| format!("partition {}", w.partition))?;
+            records += d.records.len() as u64;
+            bytes += d
+                .records
+                .iter()
+                .map(|r| (r.key.bytes() + r.value.bytes()) as u64)
+                .sum::<u64>()
+                + d.headers
+                    .iter()
+                    .map(|h| (h.key.bytes() + h.value.bytes()) as u64)
+                    .sum::<u64>();
+            w.offset = d.next_offset.unwrap_or(w.offset).max(w.offset);
+            if w.offset >= ans.end(params.isolation) {
+                done.push(w.partition);
+            }
+        }
+        wants.retain(|w| !done.contains(&w.partition));
+    }
+    Ok((records, bytes))
 }
 
 #[cfg(test)]

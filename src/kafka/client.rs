@@ -76,6 +76,12 @@ impl Client {
         if let Some(c) = self.meta.take() {
             return Ok(c);
         }
+        // Any broker answers Metadata: reuse an open connection rather than open another.
+        if let Some(node) = self.conns.keys().next().copied()
+            && let Some(c) = self.conns.remove(&node)
+        {
+            return Ok(c);
+        }
         let mut last = None;
         let known: Vec<String> = self.brokers.values().cloned().collect();
         for addr in self.cfg.bootstrap.iter().chain(&known) {
@@ -103,7 +109,7 @@ impl Client {
             match self.refresh_once(topics).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.retriable() && started.elapsed() < self.cfg.retry_for => {
-                    tracing::debug!(error = %e, "metadata: retrying");
+                    tracing::warn!(error = %e, "Kafka: metadata failed; retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e),
@@ -127,13 +133,19 @@ impl Client {
         );
         req.allow_auto_topic_creation = false;
         let resp = conn.call(&req, version, Duration::ZERO).await?;
-        self.meta = Some(conn);
         self.brokers = resp
             .brokers
             .iter()
             .map(|b| (b.node_id.0, format!("{}:{}", b.host.as_str(), b.port)))
             .collect();
         self.conns.retain(|id, _| self.brokers.contains_key(id));
+        // The connection becomes its broker's, when it is to one by that address.
+        match self.brokers.iter().find(|(_, a)| **a == conn.broker) {
+            Some((&node, _)) if !self.conns.contains_key(&node) => {
+                self.conns.insert(node, conn);
+            }
+            _ => self.meta = Some(conn),
+        }
         for t in &resp.topics {
             let name = t.name.as_ref().map_or("", |n| n.0.as_str()).to_owned();
             if let Some(error) = ResponseError::try_from_code(t.error_code) {

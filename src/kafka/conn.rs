@@ -17,12 +17,14 @@ use tokio::net::TcpStream;
 
 use super::KafkaError;
 
-/// The highest version icefall speaks of each API it uses, by API key. Versions past these use
-/// topic ids instead of names, which icefall does not need.
+/// The highest version icefall speaks of each API it uses, by API key. Fetch stays at v11 (the
+/// last before tagged fields; v13 and later name topics by id): Tansu 0.6 puts a v16-only tagged
+/// field into its v12 answers, which a strict decoder refuses. Every Kafka from 2.3 to 4.x
+/// serves v11.
 fn our_max(api_key: i16) -> i16 {
     match api_key {
         0 => 9,  // Produce
-        1 => 12, // Fetch
+        1 => 11, // Fetch
         2 => 7,  // ListOffsets
         3 => 12, // Metadata
         18 => 3, // ApiVersions
@@ -95,9 +97,10 @@ impl Conn {
         req.client_software_version = StrBytes::from_static_str(env!("CARGO_PKG_VERSION"));
         let frame = self.round_trip(&req, 3, Duration::ZERO).await?;
         // A broker that does not speak v3 answers in v0 (error 35) and lists what it speaks.
-        let resp = match decode_response::<ApiVersionsRequest>(frame.clone(), 3, 0) {
+        let c = self.correlation;
+        let resp = match decode_response::<ApiVersionsRequest>(frame.clone(), 3, c) {
             Ok((_, r)) if r.error_code != 35 => r,
-            _ => decode_response::<ApiVersionsRequest>(frame, 0, 0)
+            _ => decode_response::<ApiVersionsRequest>(frame, 0, c)
                 .map(|(_, r)| r)
                 .map_err(|why| self.malformed("ApiVersions", why))?,
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::metrics::live::Live;
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::offsets::SetAside;
-use crate::record::{DeadLetter, Record, ToShard};
+use crate::record::{DeadLetter, Records, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
 use crate::sink::decode::infer_fields;
@@ -121,7 +121,7 @@ impl ShardCore {
                         latency.record(r.timestamp_ms);
                     }
                     stats.rows += batch.records.len() as u64;
-                    let (p, records) = (batch.partition, &batch.records);
+                    let (p, records) = (batch.partition, batch.records());
                     if self.evolve.is_some() && self.evolve(records, epoch + 1, &mut stats).await? {
                         self.encoder.append_known(p, records, &mut self.rejected)?;
                     } else {
@@ -131,7 +131,7 @@ impl ShardCore {
                         g.set(self.encoder.unknown_fields() as i64);
                     }
                     if !self.rejected.is_empty() {
-                        self.set_aside(batch.partition, &batch.records, &mut stats)?;
+                        self.set_aside(batch.partition, batch.records(), &mut stats)?;
                     }
                     let step = self.state.after_append(
                         self.encoder.buffered_rows(),
@@ -185,7 +185,7 @@ impl ShardCore {
     /// when `records` hold no field the table lacks (nothing to count when appending them).
     async fn evolve(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         epoch: u64,
         stats: &mut ShardStats,
     ) -> Result<bool, ShardError> {
@@ -196,7 +196,7 @@ impl ShardCore {
         if names.is_empty() {
             return Ok(true);
         }
-        let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
+        let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value).collect();
         // Values that disagree on a new field's type leave it out: the decoder rejects the
         // ones that do not fit what the table then has.
         let Ok(inferred) = infer_fields(&values) else {
@@ -234,7 +234,7 @@ impl ShardCore {
     fn set_aside(
         &mut self,
         partition: i32,
-        records: &[Record],
+        records: Records<'_>,
         stats: &mut ShardStats,
     ) -> Result<(), ShardError> {
         let Some(dead) = &mut self.dead else {

@@ -19,7 +19,7 @@ use arrow_avro::schema::{
 use arrow_schema::SchemaRef;
 
 use super::decode::{Rejected, precheck};
-use crate::record::Record;
+use crate::record::{RecordRef, Records};
 
 /// The id bare bodies are framed with (they carry none).
 const PLAIN_ID: u32 = 0;
@@ -124,7 +124,7 @@ impl AvroValues {
     /// Same contract as [`super::decode::JsonValues::decode`].
     pub fn decode(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
@@ -159,18 +159,18 @@ impl AvroValues {
     }
 
     /// The writer schema id a value names, if it names one.
-    fn id_of(&self, r: &Record) -> Option<u32> {
+    fn id_of(&self, r: RecordRef<'_>) -> Option<u32> {
         if !self.schemas.framed {
             return Some(PLAIN_ID);
         }
-        match r.value.as_deref() {
+        match r.value {
             Some([0, a, b, c, d, ..]) => Some(u32::from_be_bytes([*a, *b, *c, *d])),
             _ => None,
         }
     }
 
     /// Decodes one value into the decoder's open batch.
-    fn one(&mut self, r: &Record) -> Result<(), String> {
+    fn one(&mut self, r: RecordRef<'_>) -> Result<(), String> {
         let v = precheck(self.max_record_bytes, r)?;
         let room = self.decoder.capacity();
         if self.schemas.framed {
@@ -210,7 +210,7 @@ impl AvroValues {
 
     /// After a failure the decoder may hold half a row: rebuild it and decode again the good
     /// values of the open batch (one writer schema; they decoded a moment ago).
-    fn recover(&mut self, records: &[Record]) {
+    fn recover(&mut self, records: Records<'_>) {
         let Ok(d) = self.schemas.decoder(BATCH) else {
             return;
         };
@@ -218,8 +218,10 @@ impl AvroValues {
         self.active = None;
         let pending = std::mem::take(&mut self.pending);
         for &i in &pending {
-            if self.one(&records[i]).is_ok() {
-                self.active = self.id_of(&records[i]);
+            if let Some(r) = records.get(i)
+                && self.one(r).is_ok()
+            {
+                self.active = self.id_of(r);
             }
         }
         self.pending = pending;
@@ -281,6 +283,7 @@ mod sample;
 mod tests {
     use super::sample::{avro_framed as framed, avro_long, avro_string};
     use super::*;
+    use crate::record::Record;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type};
@@ -347,7 +350,13 @@ mod tests {
             rec(Some(body(6, "frank", Some(-1.0), None))),
         ];
         let (mut good, mut rejected) = (Vec::new(), Vec::new());
-        let b = d.decode(&records, &mut good, &mut rejected).unwrap();
+        let b = d
+            .decode(
+                crate::record::Batch::of_records(0, &records).records(),
+                &mut good,
+                &mut rejected,
+            )
+            .unwrap();
         assert_eq!(good, [true, false, true, false, false, false, true]);
         let reasons: Vec<(usize, &str)> = rejected
             .iter()
@@ -384,7 +393,13 @@ mod tests {
             rec(Some(framed(11, body(4, "d", None, None)))),
         ];
         let (mut good, mut rejected) = (Vec::new(), Vec::new());
-        let b = d.decode(&records, &mut good, &mut rejected).unwrap();
+        let b = d
+            .decode(
+                crate::record::Batch::of_records(0, &records).records(),
+                &mut good,
+                &mut rejected,
+            )
+            .unwrap();
         assert_eq!(good, [true, true, false, false, true]);
         assert_eq!(rejected[0].reason, "unknown schema id 99");
         assert!(

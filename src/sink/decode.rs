@@ -12,7 +12,7 @@ use arrow_schema::SchemaRef;
 
 use super::SinkError;
 use super::fields::KnownFields;
-use crate::record::Record;
+use crate::record::{RecordRef, Records};
 
 /// Why a record could not be decoded; its offset is the caller's to add.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Rejected {
 
 impl Rejected {
     /// The error that stops a run with no dead-letter destination, naming the record.
-    pub fn into_error(self, partition: i32, records: &[Record]) -> SinkError {
+    pub fn into_error(self, partition: i32, records: Records<'_>) -> SinkError {
         SinkError::Undecodable {
             partition,
             offset: records.get(self.index).map_or(-1, |r| r.offset),
@@ -51,8 +51,8 @@ pub struct JsonValues {
 const REPORTED: usize = 64;
 
 /// What disqualifies a value before decoding.
-pub(super) fn precheck(max_record_bytes: usize, r: &Record) -> Result<&[u8], String> {
-    let v = r.value.as_deref().ok_or("the record has no value (null)")?;
+pub(super) fn precheck<'a>(max_record_bytes: usize, r: RecordRef<'a>) -> Result<&'a [u8], String> {
+    let v = r.value.ok_or("the record has no value (null)")?;
     if v.len() > max_record_bytes {
         return Err(format!(
             "the value is {} bytes, over --max-record-bytes {max_record_bytes}",
@@ -102,7 +102,7 @@ impl JsonValues {
 
     /// The distinct top-level field names of `records` the table has no column for (`--evolve`
     /// asks before decoding).
-    pub fn new_fields(&self, records: &[Record]) -> Vec<String> {
+    pub fn new_fields(&self, records: Records<'_>) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for v in records
             .iter()
@@ -124,7 +124,7 @@ impl JsonValues {
     /// table has no column for are ignored and counted.
     pub fn decode(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
@@ -135,7 +135,7 @@ impl JsonValues {
     /// [`Self::decode`] without looking for unknown fields (the caller just did).
     pub fn decode_known(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
@@ -148,7 +148,7 @@ impl JsonValues {
     }
 
     /// Every value into one tape, one flush. `None` when any record needs a closer look.
-    fn fast(&mut self, records: &[Record]) -> Option<Option<RecordBatch>> {
+    fn fast(&mut self, records: Records<'_>) -> Option<Option<RecordBatch>> {
         if records.len() > self.capacity {
             self.capacity = records.len().next_power_of_two();
             self.decoder = decoder(&self.schema, self.capacity).ok()?;
@@ -170,7 +170,7 @@ impl JsonValues {
         None
     }
 
-    fn count_unknown(&mut self, records: &[Record]) {
+    fn count_unknown(&mut self, records: Records<'_>) {
         let (known, reported) = (&self.known, &mut self.reported);
         for v in records
             .iter()
@@ -190,7 +190,7 @@ impl JsonValues {
 
     fn one_by_one(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
     ) -> Option<RecordBatch> {
@@ -217,7 +217,7 @@ impl JsonValues {
         arrow_select::concat::concat_batches(&self.schema, &rows).ok()
     }
 
-    fn one(&mut self, r: &Record) -> Result<RecordBatch, String> {
+    fn one(&mut self, r: RecordRef<'_>) -> Result<RecordBatch, String> {
         let v = precheck(self.max_record_bytes, r)?;
         let n = self
             .decoder
@@ -261,6 +261,7 @@ pub fn infer_fields(values: &[&[u8]]) -> Result<arrow_schema::Schema, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Record;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
     use arrow_schema::{DataType, Field, Schema};
@@ -292,7 +293,13 @@ mod tests {
             rec(Some(r#" {"id":2} "#)),
         ];
         let (mut good, mut bad) = (Vec::new(), Vec::new());
-        let b = d.decode(&records, &mut good, &mut bad).unwrap();
+        let b = d
+            .decode(
+                crate::record::Batch::of_records(0, &records).records(),
+                &mut good,
+                &mut bad,
+            )
+            .unwrap();
         assert_eq!(good, [true, true]);
         assert!(bad.is_empty());
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
@@ -314,7 +321,13 @@ mod tests {
             rec(Some(r#"{"id":10,"name":"j"}"#)),
         ];
         let (mut good, mut bad) = (Vec::new(), Vec::new());
-        let b = d.decode(&records, &mut good, &mut bad).unwrap();
+        let b = d
+            .decode(
+                crate::record::Batch::of_records(0, &records).records(),
+                &mut good,
+                &mut bad,
+            )
+            .unwrap();
         assert_eq!(good, [true, false, false, false, false, false, false, true]);
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 10]);
         let reasons: Vec<&str> = bad.iter().map(|r| r.reason.as_str()).collect();
@@ -329,7 +342,11 @@ mod tests {
         assert!(reasons[5].contains("more than one"), "{reasons:?}");
         // The decoder is clean again afterwards.
         let b = d
-            .decode(&[rec(Some(r#"{"id":11}"#))], &mut good, &mut bad)
+            .decode(
+                crate::record::Batch::of_records(0, &[rec(Some(r#"{"id":11}"#))]).records(),
+                &mut good,
+                &mut bad,
+            )
             .unwrap();
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[11]);
     }

@@ -23,7 +23,7 @@ use super::SinkError;
 use super::avro::{AvroSchemas, AvroValues};
 use super::decode::{JsonValues, Rejected};
 use super::schema;
-use crate::record::Record;
+use crate::record::{RecordRef, Records};
 
 /// How files are encoded.
 #[derive(Debug, Clone)]
@@ -140,26 +140,26 @@ impl Columns {
         &mut self,
         z: &mut Sizes,
         partition: i32,
-        r: &Record,
+        r: RecordRef<'_>,
         typed: bool,
     ) -> Result<(), arrow_schema::ArrowError> {
         self.partition.append_value(partition);
         self.offset.append_value(r.offset);
         self.timestamp
             .append_value(r.timestamp_ms.saturating_mul(1_000));
-        self.key.append_option(r.key.as_deref());
+        self.key.append_option(r.key);
         if !typed {
-            self.value.append_option(r.value.as_deref());
+            self.value.append_option(r.value);
         }
-        z.key_bytes += r.key.as_ref().map_or(0, Vec::len);
-        z.value_bytes += r.value.as_ref().map_or(0, Vec::len);
-        for (k, v) in &r.headers {
-            self.headers.keys().append_value(k);
-            self.headers.values().append_value(v);
+        z.key_bytes += r.key.map_or(0, <[u8]>::len);
+        z.value_bytes += r.value.map_or(0, <[u8]>::len);
+        for (k, v) in r.headers() {
+            self.headers.keys().append_value(String::from_utf8_lossy(k));
+            self.headers.values().append_value(v.unwrap_or_default());
             z.header_key_bytes += k.len();
-            z.header_value_bytes += v.len();
+            z.header_value_bytes += v.map_or(0, <[u8]>::len);
         }
-        z.header_entries += r.headers.len();
+        z.header_entries += r.header_count();
         self.headers.append(true)
     }
 
@@ -209,7 +209,7 @@ impl Values {
     /// `walked`: the JSON keys of `records` were already looked at and none is unknown.
     fn decode(
         &mut self,
-        records: &[Record],
+        records: Records<'_>,
         good: &mut Vec<bool>,
         rejected: &mut Vec<Rejected>,
         walked: bool,
@@ -309,7 +309,7 @@ impl FileEncoder {
 
     /// `--evolve`: the top-level JSON fields of `records` the table has no column for, looked
     /// for before [`Self::append`] so the schema can grow first.
-    pub fn new_fields(&self, records: &[Record]) -> Vec<String> {
+    pub fn new_fields(&self, records: Records<'_>) -> Vec<String> {
         match &self.json {
             Some(Values::Json(j)) => j.new_fields(records),
             _ => Vec::new(),
@@ -338,7 +338,7 @@ impl FileEncoder {
     pub fn append(
         &mut self,
         partition: i32,
-        records: &[Record],
+        records: Records<'_>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), SinkError> {
         self.append_values(partition, records, rejected, false)
@@ -349,7 +349,7 @@ impl FileEncoder {
     pub fn append_known(
         &mut self,
         partition: i32,
-        records: &[Record],
+        records: Records<'_>,
         rejected: &mut Vec<Rejected>,
     ) -> Result<(), SinkError> {
         self.append_values(partition, records, rejected, true)
@@ -358,7 +358,7 @@ impl FileEncoder {
     fn append_values(
         &mut self,
         partition: i32,
-        records: &[Record],
+        records: Records<'_>,
         rejected: &mut Vec<Rejected>,
         walked: bool,
     ) -> Result<(), SinkError> {
@@ -393,7 +393,7 @@ impl FileEncoder {
     pub fn append_dead_letters(
         &mut self,
         partition: i32,
-        records: &[Record],
+        records: Records<'_>,
         rejected: &[Rejected],
     ) -> Result<(), SinkError> {
         debug_assert!(self.dead_letters, "a dead-letter table's encoder");
@@ -493,6 +493,7 @@ impl FileEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Batch, Record};
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Int64Type, TimestampMicrosecondType};
@@ -507,7 +508,7 @@ mod tests {
             value: Some(value.to_vec()),
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .map(|(k, v)| (k.as_bytes().to_vec(), Some(v.to_vec())))
                 .collect(),
         }
     }
@@ -520,10 +521,15 @@ mod tests {
             rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
             rec(6, None, b"", &[]),
         ];
-        enc.append(3, &batch, &mut Vec::new()).unwrap();
-        enc.encode_buffered().unwrap();
-        enc.append(3, &[rec(9, Some("b"), b"yz", &[])], &mut Vec::new())
+        enc.append(3, Batch::of_records(3, &batch).records(), &mut Vec::new())
             .unwrap();
+        enc.encode_buffered().unwrap();
+        enc.append(
+            3,
+            Batch::of_records(3, &[rec(9, Some("b"), b"yz", &[])]).records(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(enc.file_rows(), 3);
         // a + x + h1 v1 h2, nothing, b + yz.
         assert_eq!(enc.payload_bytes(), 8 + 3);

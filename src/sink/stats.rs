@@ -178,7 +178,12 @@ mod tests {
                 headers: Default::default(),
             })
             .collect();
-        enc.append(4, &recs, &mut Vec::new()).unwrap();
+        enc.append(
+            4,
+            crate::record::Batch::of_records(4, &recs).records(),
+            &mut Vec::new(),
+        )
+        .unwrap();
         let f = enc.finish_file().unwrap().unwrap();
         let df = data_file(
             "file:///x.parquet".into(),

@@ -223,7 +223,7 @@ impl Letter {
         let mut h: Vec<(&[u8], Option<&[u8]>)> = l
             .headers
             .iter()
-            .map(|(k, v)| (k.as_bytes(), Some(v.as_slice())))
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
             .collect();
         h.push((ERROR.as_bytes(), Some(l.error.as_bytes())));
         h.push((SOURCE_TOPIC.as_bytes(), Some(self.source_topic.as_bytes())));
@@ -240,7 +240,7 @@ impl Letter {
             + l.error.len()
             + l.headers
                 .iter()
-                .map(|(k, v)| k.len() + v.len() + 4)
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 4)
                 .sum::<usize>()
     }
 }

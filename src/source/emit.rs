@@ -22,27 +22,51 @@ use super::SourceError;
 use crate::metrics::FetchStats;
 use crate::metrics::live::FetchLive;
 use crate::offsets::Ranges;
-use crate::record::{Barrier, Batch, Offsets, Progress, Record, ToShard};
+use bytes::Bytes;
+
+use crate::record::{Barrier, Batch, HeaderView, Offsets, Progress, RecordView, Span, ToShard};
 use crate::routing::Router;
 use crate::routing::overload::{Overload, Switch};
 use crate::runtime::bridge::{Sender, TrySendError};
 use crate::sink::upload::EpochClock;
 
-/// A fetched record, from whichever client fetched it.
-pub trait Fetched {
-    fn key(&self) -> Option<&[u8]>;
-    /// Icefall's record, bound for `shard`. Moves the bytes, never copies them.
-    fn into_record(self, shard: u32) -> Record;
+/// One partition's fetched records, from whichever source: views into `buf`, in offset order.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetched<'a> {
+    pub buf: &'a Bytes,
+    pub records: &'a [RecordView],
+    pub headers: &'a [HeaderView],
 }
 
-impl Fetched for Record {
-    fn key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+impl<'a> Fetched<'a> {
+    pub fn of_batch(b: &'a Batch) -> Self {
+        Self {
+            buf: &b.buf,
+            records: &b.records,
+            headers: &b.headers,
+        }
+    }
+}
+
+/// Per shard core, the views of the answer being routed.
+#[derive(Debug, Default)]
+pub struct PerCore {
+    records: Vec<RecordView>,
+    headers: Vec<HeaderView>,
+}
+
+impl PerCore {
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
-    fn into_record(mut self, shard: u32) -> Record {
-        self.shard = shard;
-        self
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.headers.clear();
     }
 }
 
@@ -61,7 +85,7 @@ pub struct Emitter {
     /// Dropped since the last barrier.
     pub dropped: Ranges,
     /// Per shard core, the records of the response being routed.
-    per_core: Vec<Vec<Record>>,
+    per_core: Vec<PerCore>,
     /// What this core publishes for /metrics (it is the only writer).
     pub live: Arc<CachePadded<FetchLive>>,
 }
@@ -76,7 +100,7 @@ impl Emitter {
         overload: Overload,
         live: Arc<CachePadded<FetchLive>>,
     ) -> Self {
-        let per_core = rings.iter().map(|_| Vec::new()).collect();
+        let per_core = rings.iter().map(|_| PerCore::default()).collect();
         Self {
             index,
             router,
@@ -126,30 +150,35 @@ impl Emitter {
 
     /// Routes one response of `partition` (records in offset order) and moves the partition's
     /// position to `position`.
-    pub async fn emit<R: Fetched>(
+    pub async fn emit(
         &mut self,
         partition: i32,
-        records: Vec<R>,
+        fetched: Fetched<'_>,
         position: i64,
         stats: &mut FetchStats,
     ) -> Result<(), SourceError> {
         self.positions.insert(partition, position);
-        let n = records.len() as u64;
+        let n = fetched.records.len() as u64;
         stats.records += n;
         *stats.per_partition.entry(partition).or_default() += n;
         if let Some(p) = self.live.partition(partition) {
             p.records.add(n);
             p.position.set(position);
         }
+        if n == 0 {
+            return Ok(());
+        }
         let mut per_core = std::mem::take(&mut self.per_core);
-        route(&self.router, partition, records, &mut per_core);
-        for (core, recs) in per_core.iter_mut().enumerate() {
-            if recs.is_empty() {
+        route(&self.router, partition, fetched, &mut per_core);
+        for (core, pc) in per_core.iter_mut().enumerate() {
+            if pc.records.is_empty() {
                 continue;
             }
             let batch = Batch {
                 partition,
-                records: std::mem::take(recs),
+                buf: fetched.buf.clone(),
+                headers: std::mem::take(&mut pc.headers),
+                records: std::mem::take(&mut pc.records),
             };
             if self.overload.dropping() {
                 self.offer(core, batch, stats)?;
@@ -253,19 +282,31 @@ impl Emitter {
     }
 }
 
-/// Splits one partition's fetched records by shard core, keeping offset order within each core.
-pub fn route<R: Fetched>(
-    router: &Router,
-    partition: i32,
-    records: Vec<R>,
-    per_core: &mut [Vec<Record>],
-) {
-    let hint = records.len() / per_core.len().max(1) + 1;
-    for v in per_core.iter_mut() {
-        v.reserve(hint);
+/// Splits one partition's fetched records by shard core, keeping offset order within each core;
+/// each core's header views are copied next to its records (their spans re-based).
+pub fn route(router: &Router, partition: i32, fetched: Fetched<'_>, per_core: &mut [PerCore]) {
+    let hint = fetched.records.len() / per_core.len().max(1) + 1;
+    for pc in per_core.iter_mut() {
+        pc.records.reserve(hint);
     }
-    for r in records {
-        let shard = router.shard_of(r.key(), partition);
-        per_core[router.core_of(shard)].push(r.into_record(shard));
+    for v in fetched.records {
+        let shard = router.shard_of(v.key.get(fetched.buf), partition);
+        let pc = &mut per_core[router.core_of(shard)];
+        let mut v = *v;
+        v.shard = shard;
+        if v.headers.len > 0 {
+            let start = pc.headers.len();
+            let hs = fetched
+                .headers
+                .get(v.headers.start as usize..)
+                .and_then(|h| h.get(..v.headers.len as usize))
+                .unwrap_or_default();
+            pc.headers.extend_from_slice(hs);
+            v.headers = Span {
+                start: start as u32,
+                len: hs.len() as u32,
+            };
+        }
+        pc.records.push(v);
     }
 }

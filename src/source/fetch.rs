@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::emit::Emitter;
+use super::emit::{Emitter, Fetched};
 use super::{PartitionPlan, SourceConfig, SourceError, read};
 use crate::kafka::client::fetch_on;
 use crate::kafka::error::Backoff;
@@ -213,19 +213,24 @@ impl FetchCore {
         }
         l.parts[idx].failing_since = None;
         read::decode(cfg, &mut l.decoder, &a, position, &mut l.decoded)?;
-        let mut records = read::records(&l.decoded);
-        let mut next = l.decoded.next_offset.map_or(position, |n| n.max(position));
+        let d = &l.decoded;
+        let mut keep = d.records.len();
+        let mut next = d.next_offset.map_or(position, |n| n.max(position));
         let plan = l.parts[idx].plan;
         if let Some(stop) = plan.stop_at {
             // Stop exactly at the end taken at start: the same input, the same output.
-            let keep = records.partition_point(|r| r.offset < stop);
-            if keep < records.len() || next > stop {
-                records.truncate(keep);
+            keep = d.records.partition_point(|r| r.offset < stop);
+            if keep < d.records.len() || next > stop {
                 // Offsets up to the stop that were not returned hold no data.
                 next = stop.max(position);
             }
         }
-        self.emitter.emit(partition, records, next, stats).await?;
+        let fetched = Fetched {
+            buf: &d.buf,
+            records: &d.records[..keep],
+            headers: &d.headers,
+        };
+        self.emitter.emit(partition, fetched, next, stats).await?;
         if plan.is_done(next) {
             l.parts[idx].done = true;
             self.emitter.finished(partition);
@@ -302,7 +307,7 @@ impl Loop {
                 return Err(cfg.partition_error("fetching", w.partition, w.offset, e));
             }
         }
-        tracing::debug!(error = %e, "fetch: retrying");
+        tracing::warn!(error = %e, "Kafka: a fetch failed; retrying");
         self.stale |= e.stale_metadata() || e.retriable();
         Ok(())
     }

@@ -2,15 +2,15 @@
 //! the same [`Emitter`] as Kafka's, so the shards, the bridge and the sink run exactly as in a
 //! real run, with the broker and the network taken out.
 //!
-//! Records are clones of a pool of templates (one allocation per key, value and header, as a
-//! Kafka client's decoding makes), stamped with their offset and the time they were "fetched".
+//! Each simulated response copies its records from a pool of templates into one buffer (as a
+//! Fetch answer arrives in one), stamped with their offset and the time they were "fetched".
 
 use std::sync::Arc;
 
 use super::SourceError;
-use super::emit::Emitter;
+use super::emit::{Emitter, Fetched};
 use crate::metrics::{FetchStats, now_ms};
-use crate::record::Record;
+use crate::record::{BatchBuilder, Record};
 use crate::runtime::Control;
 
 /// What the in-memory topic holds.
@@ -56,23 +56,17 @@ impl MemorySource {
                 self.emitter.catch_up_epochs().await?;
                 let upto = (*position + self.input.per_fetch as i64).min(end);
                 let now = now_ms();
-                let records: Vec<Record> = (*position..upto)
-                    .map(|o| {
-                        let t = &templates
-                            [(o as usize * stride + *partition as usize) % templates.len()];
-                        Record {
-                            offset: o,
-                            timestamp_ms: now,
-                            shard: 0,
-                            key: t.key.clone(),
-                            value: t.value.clone(),
-                            headers: t.headers.clone(),
-                        }
-                    })
-                    .collect();
+                let mut b = BatchBuilder::default();
+                for o in *position..upto {
+                    let t =
+                        &templates[(o as usize * stride + *partition as usize) % templates.len()];
+                    let hs = t.headers.iter().map(|(k, v)| (k.as_slice(), v.as_deref()));
+                    b.push(o, now, t.key.as_deref(), t.value.as_deref(), hs);
+                }
+                let batch = b.finish(*partition);
                 *position = upto;
                 self.emitter
-                    .emit(*partition, records, upto, &mut stats)
+                    .emit(*partition, Fetched::of_batch(&batch), upto, &mut stats)
                     .await?;
                 if upto >= end {
                     self.emitter.finished(*partition);

@@ -4,7 +4,7 @@
 use super::{SourceConfig, SourceError};
 use crate::kafka::fetch::Answer;
 use crate::kafka::{Decoded, Decoder, KafkaError};
-use crate::record::Record;
+use crate::record::{Record, Records};
 
 /// Decodes `a` (fetched at `fetch_offset`) into `out`.
 pub(crate) fn decode(
@@ -31,12 +31,14 @@ pub(crate) fn decode(
         })
 }
 
-/// The decoded records as owned [`Record`]s.
+/// The decoded records as owned [`Record`]s (cold paths: replay, schema inference).
 pub(crate) fn records(d: &Decoded) -> Vec<Record> {
-    d.records
-        .iter()
-        .map(|v| Record::from_view(&d.buf, &d.headers, v))
-        .collect()
+    let r = Records {
+        buf: &d.buf,
+        headers: &d.headers,
+        views: &d.records,
+    };
+    r.iter().map(|r| r.to_owned()).collect()
 }
 
 /// The most one partition's records may decompress to in one answer.

@@ -6,6 +6,7 @@
 
 #[path = "../../tools/sample.rs"]
 pub mod sample;
+pub mod wire_broker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -113,35 +114,142 @@ impl Broker {
 
     /// Produces records with exactly these values (and no key) to one partition, in order.
     pub fn produce_values(&self, topic: &str, partition: i32, values: &[Option<Vec<u8>>]) {
-        use rskafka::client::ClientBuilder;
-        use rskafka::client::partition::{Compression, UnknownTopicHandling};
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let client = ClientBuilder::new(vec![self.addr.clone()])
-                .build()
-                .await
-                .expect("client");
-            let pc = client
-                .partition_client(topic, partition, UnknownTopicHandling::Retry)
-                .await
-                .expect("partition client");
-            let records = values
+        block_on(async {
+            let mut p = producer(&self.addr, topic).await;
+            let records: Vec<_> = values
                 .iter()
-                .map(|v| rskafka::record::Record {
+                .map(|v| icefall::kafka::ProduceRecord {
+                    timestamp_ms: now_ms(),
                     key: None,
-                    value: v.clone(),
-                    headers: Default::default(),
-                    timestamp: rskafka::chrono::Utc::now(),
+                    value: v.as_deref(),
+                    headers: &[],
                 })
                 .collect();
-            pc.produce(records, Compression::NoCompression)
-                .await
-                .expect("produce");
+            p.send(&[(partition, &records)]).await.expect("produce");
         });
     }
+
+    /// Every record of one partition from its first offset to its high watermark.
+    pub fn read_partition(&self, topic: &str, partition: i32) -> Vec<KafkaRecord> {
+        read_partition(&self.addr, topic, partition)
+    }
+}
+
+/// Runs a future on a fresh current-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn client_config(addr: &str) -> icefall::kafka::ClientConfig {
+    icefall::kafka::ClientConfig {
+        bootstrap: vec![addr.to_owned()],
+        conn: icefall::kafka::ConnConfig {
+            client_id: "icefall-tests".into(),
+            timeout: Duration::from_secs(20),
+            max_frame: 64 << 20,
+        },
+        retry_for: Duration::from_secs(20),
+    }
+}
+
+/// A plain (not idempotent) producer for test data.
+pub async fn producer(addr: &str, topic: &str) -> icefall::kafka::Producer {
+    let client = icefall::kafka::Client::connect(client_config(addr))
+        .await
+        .expect("client");
+    let cfg = icefall::kafka::ProducerConfig {
+        idempotent: false,
+        codec: icefall::kafka::Codec::None,
+        request_timeout: Duration::from_secs(20),
+    };
+    icefall::kafka::Producer::open(client, topic, cfg)
+        .await
+        .expect("producer")
+}
+
+/// A record as Kafka holds it, headers in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl KafkaRecord {
+    /// The last value of header `k`, as text.
+    pub fn header(&self, k: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(hk, _)| hk == k.as_bytes())
+            .and_then(|(_, v)| v.as_ref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Every record of one partition from its first offset to its high watermark (read_uncommitted).
+pub fn read_partition(addr: &str, topic: &str, partition: i32) -> Vec<KafkaRecord> {
+    use icefall::kafka::fetch::{FetchParams, Want};
+    block_on(async {
+        let mut client = icefall::kafka::Client::connect(client_config(addr))
+            .await
+            .expect("client");
+        let params = FetchParams {
+            max_wait: Duration::ZERO,
+            min_bytes: 0,
+            max_bytes: 8 << 20,
+            partition_max_bytes: 8 << 20,
+            isolation: icefall::kafka::Isolation::ReadUncommitted,
+        };
+        let mut decoder = icefall::kafka::Decoder::new(1 << 28);
+        let mut d = icefall::kafka::Decoded::default();
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let want = Want {
+                partition,
+                offset: at,
+                leader_epoch: -1,
+            };
+            let answers = client
+                .fetch_once(topic, &[want], &params)
+                .await
+                .expect("fetch");
+            let a = &answers[0];
+            decoder
+                .decode(&a.records, at, params.isolation, &a.aborted, &mut d)
+                .expect("decode");
+            for r in &d.records {
+                let own = |s: icefall::record::Span| s.get(&d.buf).map(<[u8]>::to_vec);
+                let hs = &d.headers[r.headers.start as usize..][..r.headers.len as usize];
+                out.push(KafkaRecord {
+                    offset: r.offset,
+                    key: own(r.key),
+                    value: own(r.value),
+                    headers: hs
+                        .iter()
+                        .map(|h| (own(h.key).unwrap_or_default(), own(h.value)))
+                        .collect(),
+                });
+            }
+            let next = d.next_offset.unwrap_or(at).max(at);
+            if next >= a.high_watermark || next == at {
+                return out;
+            }
+            at = next;
+        }
+    })
 }
 
 impl Drop for Broker {
@@ -569,7 +677,7 @@ pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Ve
 /// Starts `icefall run` with info logs; stderr is collected into the returned buffer.
 pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
     use std::io::BufRead;
-    let mut child = spawn_run(args, "info,rskafka=warn");
+    let mut child = spawn_run(args, "info");
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let stderr = child.stderr.take().expect("stderr");
     let sink = log.clone();
@@ -794,6 +902,10 @@ pub fn sample_record_of(shape: &sample::Shape, i: u64) -> icefall::record::Recor
         shard: 0,
         key: shape.key(i),
         value: shape.value(i),
-        headers: shape.headers(i).into_iter().collect(),
+        headers: shape
+            .headers(i)
+            .into_iter()
+            .map(|(k, v)| (k.into_bytes(), Some(v)))
+            .collect(),
     }
 }

@@ -1,0 +1,358 @@
+//! A protocol-level Kafka broker for what Tansu cannot serve: transactions (markers, aborted
+//! transaction lists), several nodes with leaders that move, and prepared record batches of
+//! every codec. It speaks the real wire format through kafka-protocol's codecs: ApiVersions,
+//! Metadata, ListOffsets and Fetch, on real TCP listeners on loopback. Batches are served as
+//! prepared; a Fetch answer also carries the first bytes of the next batch when one remains (a
+//! cut-short trailing batch, as a real broker sends at its byte limit).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One prepared batch of a partition's log.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub bytes: Bytes,
+}
+
+/// A transaction the log aborted: (producer id, first offset, offset of its ABORT marker).
+#[derive(Debug, Clone, Copy)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Log {
+    pub batches: Vec<Prepared>,
+    pub aborted: Vec<AbortedTxn>,
+    pub leader: i32,
+}
+
+impl Log {
+    pub fn end(&self) -> i64 {
+        self.batches.last().map_or(0, |b| b.last_offset + 1)
+    }
+}
+
+/// What the broker holds and what it saw.
+#[derive(Debug, Default)]
+pub struct State {
+    pub topic: String,
+    pub logs: BTreeMap<i32, Log>,
+    /// Per Fetch request: (node, partitions asked).
+    pub fetches: Vec<(i32, Vec<i32>)>,
+    /// Connections accepted, per node.
+    pub connections: BTreeMap<i32, usize>,
+    /// After this many Fetch requests to its leader, partition p moves to node n.
+    pub move_after: Option<(usize, i32, i32)>,
+}
+
+pub struct WireBroker {
+    pub state: Arc<Mutex<State>>,
+    /// (node id, host:port).
+    pub nodes: Vec<(i32, String)>,
+}
+
+impl WireBroker {
+    /// `nodes` listeners on free loopback ports serving `topic` with `logs`.
+    pub fn start(nodes: usize, topic: &str, logs: BTreeMap<i32, Log>) -> WireBroker {
+        let state = Arc::new(Mutex::new(State {
+            topic: topic.to_owned(),
+            logs,
+            ..State::default()
+        }));
+        let mut listeners = Vec::new();
+        for id in 0..nodes as i32 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.set_nonblocking(true).expect("nonblocking");
+            let addr = l.local_addr().expect("addr").to_string();
+            listeners.push((id, addr, l));
+        }
+        let node_list: Vec<(i32, String)> =
+            listeners.iter().map(|(i, a, _)| (*i, a.clone())).collect();
+        for (id, _, l) in listeners {
+            let state = state.clone();
+            let nodes = node_list.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("rt");
+                rt.block_on(async move {
+                    let l = tokio::net::TcpListener::from_std(l).expect("listener");
+                    loop {
+                        let Ok((sock, _)) = l.accept().await else {
+                            return;
+                        };
+                        *state.lock().unwrap().connections.entry(id).or_default() += 1;
+                        let (state, nodes) = (state.clone(), nodes.clone());
+                        tokio::spawn(async move {
+                            let _ = serve(sock, id, state, nodes).await;
+                        });
+                    }
+                });
+            });
+        }
+        WireBroker {
+            state,
+            nodes: node_list,
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.nodes[0].1.clone()
+    }
+}
+
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    node: i32,
+    state: Arc<Mutex<State>>,
+    nodes: Vec<(i32, String)>,
+) -> std::io::Result<()> {
+    loop {
+        let len = sock.read_i32().await? as usize;
+        let mut buf = vec![0u8; len];
+        sock.read_exact(&mut buf).await?;
+        let mut frame = Bytes::from(buf);
+        let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame)
+            .map_err(std::io::Error::other)?;
+        let v = header.request_api_version;
+        let out = match ApiKey::try_from(header.request_api_key) {
+            Ok(ApiKey::ApiVersions) => respond(&api_versions(), v, header.correlation_id),
+            Ok(ApiKey::Metadata) => respond(&metadata(&state, &nodes), v, header.correlation_id),
+            Ok(ApiKey::ListOffsets) => {
+                let req =
+                    ListOffsetsRequest::decode(&mut frame, v).map_err(std::io::Error::other)?;
+                respond(&list_offsets(&state, &req), v, header.correlation_id)
+            }
+            Ok(ApiKey::Fetch) => {
+                let req = FetchRequest::decode(&mut frame, v).map_err(std::io::Error::other)?;
+                respond(&fetch(&state, node, &req), v, header.correlation_id)
+            }
+            _ => return Ok(()),
+        };
+        sock.write_all(&out).await?;
+    }
+}
+
+fn respond<R: Encodable + HeaderVersion>(r: &R, version: i16, correlation: i32) -> BytesMut {
+    let mut h = ResponseHeader::default();
+    h.correlation_id = correlation;
+    let hv = R::header_version(version);
+    let mut body = BytesMut::new();
+    h.encode(&mut body, hv).expect("header");
+    r.encode(&mut body, version).expect("body");
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn api_versions() -> ApiVersionsResponse {
+    let mut r = ApiVersionsResponse::default();
+    r.api_keys = [(18, 0, 3), (3, 1, 12), (2, 1, 7), (1, 4, 12)]
+        .into_iter()
+        .map(|(k, min, max)| {
+            let mut a = ApiVersion::default();
+            a.api_key = k;
+            a.min_version = min;
+            a.max_version = max;
+            a
+        })
+        .collect();
+    r
+}
+
+fn metadata(state: &Mutex<State>, nodes: &[(i32, String)]) -> MetadataResponse {
+    let s = state.lock().unwrap();
+    let mut r = MetadataResponse::default();
+    r.brokers = nodes
+        .iter()
+        .map(|(id, addr)| {
+            let (host, port) = addr.rsplit_once(':').expect("host:port");
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(*id);
+            b.host = StrBytes::from_string(host.to_owned());
+            b.port = port.parse().expect("port");
+            b
+        })
+        .collect();
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(s.topic.clone())));
+    t.partitions = s
+        .logs
+        .iter()
+        .map(|(p, log)| {
+            let mut mp = MetadataResponsePartition::default();
+            mp.partition_index = *p;
+            mp.leader_id = BrokerId(log.leader);
+            mp.leader_epoch = 0;
+            mp.replica_nodes = vec![BrokerId(log.leader)];
+            mp.isr_nodes = vec![BrokerId(log.leader)];
+            mp
+        })
+        .collect();
+    r.topics = vec![t];
+    r
+}
+
+fn list_offsets(state: &Mutex<State>, req: &ListOffsetsRequest) -> ListOffsetsResponse {
+    let s = state.lock().unwrap();
+    let mut r = ListOffsetsResponse::default();
+    r.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = ListOffsetsTopicResponse::default();
+            rt.name = t.name.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = ListOffsetsPartitionResponse::default();
+                    rp.partition_index = p.partition_index;
+                    match s.logs.get(&p.partition_index) {
+                        None => rp.error_code = 3,
+                        Some(log) => {
+                            rp.offset = if p.timestamp == -2 {
+                                log.batches.first().map_or(0, |b| b.base_offset)
+                            } else {
+                                log.end()
+                            }
+                        }
+                    }
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    r
+}
+
+fn fetch(state: &Mutex<State>, node: i32, req: &FetchRequest) -> FetchResponse {
+    let mut s = state.lock().unwrap();
+    let asked: Vec<i32> = req
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.partition))
+        .collect();
+    s.fetches.push((node, asked));
+    if let Some((after, p, to)) = s.move_after {
+        let to_leader = s
+            .fetches
+            .iter()
+            .filter(|(n, ps)| *n != to && ps.contains(&p))
+            .count();
+        if to_leader >= after {
+            if let Some(log) = s.logs.get_mut(&p) {
+                log.leader = to;
+            }
+            s.move_after = None;
+        }
+    }
+    let mut r = FetchResponse::default();
+    r.responses = req
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = FetchableTopicResponse::default();
+            rt.topic = t.topic.clone();
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|fp| {
+                    answer(
+                        &s,
+                        node,
+                        fp.partition,
+                        fp.fetch_offset,
+                        fp.partition_max_bytes,
+                        req.isolation_level,
+                    )
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    r
+}
+
+fn answer(
+    s: &State,
+    node: i32,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+    isolation: i8,
+) -> PartitionData {
+    let mut pd = PartitionData::default();
+    pd.partition_index = partition;
+    let Some(log) = s.logs.get(&partition) else {
+        pd.error_code = 3;
+        return pd;
+    };
+    if log.leader != node {
+        pd.error_code = 6; // NOT_LEADER_OR_FOLLOWER
+        return pd;
+    }
+    pd.high_watermark = log.end();
+    pd.last_stable_offset = log.end();
+    pd.log_start_offset = log.batches.first().map_or(0, |b| b.base_offset);
+    let mut out = BytesMut::new();
+    let mut last = offset;
+    let mut rest = log
+        .batches
+        .iter()
+        .filter(|b| b.last_offset >= offset)
+        .peekable();
+    while let Some(b) = rest.next() {
+        out.extend_from_slice(&b.bytes);
+        last = b.last_offset;
+        if out.len() >= max_bytes.max(1) as usize {
+            break;
+        }
+        if let Some(next) = rest.peek()
+            && out.len() + next.bytes.len() > max_bytes.max(1) as usize
+        {
+            // What a broker at its byte limit sends: the next batch cut short.
+            out.extend_from_slice(&next.bytes[..next.bytes.len() / 2]);
+            break;
+        }
+    }
+    if isolation == 1 {
+        pd.aborted_transactions = Some(
+            log.aborted
+                .iter()
+                .filter(|a| a.first_offset <= last && a.last_offset >= offset)
+                .map(|a| {
+                    let mut at = AbortedTransaction::default();
+                    at.producer_id = ProducerId(a.producer_id);
+                    at.first_offset = a.first_offset;
+                    at
+                })
+                .collect(),
+        );
+    }
+    pd.records = Some(out.freeze());
+    pd
+}

@@ -1,0 +1,273 @@
+//! Topics Tansu cannot serve, from the protocol-level test broker (`common/wire_broker.rs`):
+//! transactions of three producers interleaved with markers at the tail, a compaction gap,
+//! cut-short trailing batches, every codec, duplicate header keys and null header values, two
+//! nodes, and a leader that moves mid-run. `--stop-at-end` must end, and the table must hold
+//! exactly the committed records (every record with `read_uncommitted`), each once.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::wire_broker::{AbortedTxn, Log, Prepared, WireBroker};
+use common::*;
+use icefall::kafka::Codec;
+use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch, marker_key, marker_value};
+
+type H = (&'static [u8], Option<&'static [u8]>);
+const HEADERS: &[H] = &[
+    (b"dup", Some(b"first")),
+    (b"dup", Some(b"second")),
+    (b"nul", None),
+];
+
+/// A value names its partition and offset, so the table shows which records landed.
+fn value(p: i32, o: i64) -> Vec<u8> {
+    format!("p{p}-o{o}").into_bytes()
+}
+
+struct Builder {
+    p: i32,
+    log: Log,
+}
+
+impl Builder {
+    fn new(p: i32, leader: i32) -> Self {
+        Self {
+            p,
+            log: Log {
+                leader,
+                ..Log::default()
+            },
+        }
+    }
+
+    fn push(&mut self, spec: BatchSpec, offsets: &[i64], headers: &'static [H]) {
+        let values: Vec<Vec<u8>> = offsets.iter().map(|&o| value(self.p, o)).collect();
+        let recs: Vec<OutRecord<'_>> = offsets
+            .iter()
+            .zip(&values)
+            .map(|(&o, v)| OutRecord {
+                offset: o,
+                timestamp_ms: 1_700_000_000_000 + o,
+                key: Some(b"k"),
+                value: Some(v),
+                headers,
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        encode_batch(&spec, &recs, &mut bytes).unwrap();
+        let last = spec.last_offset.unwrap_or(*offsets.last().unwrap());
+        self.log.batches.push(Prepared {
+            base_offset: offsets[0],
+            last_offset: last,
+            bytes: bytes.into(),
+        });
+    }
+
+    fn txn(&mut self, pid: i64, codec: Codec, offsets: &[i64]) {
+        let spec = BatchSpec {
+            codec,
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+            transactional: true,
+            ..BatchSpec::default()
+        };
+        self.push(spec, offsets, &[]);
+    }
+
+    fn marker(&mut self, pid: i64, offset: i64, commit: bool) {
+        let (k, v) = (marker_key(commit), marker_value(0));
+        let r = OutRecord {
+            offset,
+            timestamp_ms: 0,
+            key: Some(&k),
+            value: Some(&v),
+            headers: &[],
+        };
+        let spec = BatchSpec {
+            producer_id: pid,
+            producer_epoch: 0,
+            transactional: true,
+            control: true,
+            ..BatchSpec::default()
+        };
+        let mut bytes = Vec::new();
+        encode_batch(&spec, &[r], &mut bytes).unwrap();
+        self.log.batches.push(Prepared {
+            base_offset: offset,
+            last_offset: offset,
+            bytes: bytes.into(),
+        });
+    }
+}
+
+/// The logs, and per partition the offsets read_committed keeps and read_uncommitted keeps.
+fn logs() -> (
+    BTreeMap<i32, Log>,
+    BTreeMap<i32, Vec<i64>>,
+    BTreeMap<i32, Vec<i64>>,
+) {
+    // p0 on node 0: producers 1 and 3 commit, 2 aborts; 3 aborts once, then commits; a COMMIT
+    // marker is the tail.
+    let mut p0 = Builder::new(0, 0);
+    p0.txn(1, Codec::Gzip, &[0, 1]);
+    p0.txn(2, Codec::Snappy, &[2, 3]);
+    p0.txn(3, Codec::Lz4, &[4]);
+    p0.txn(1, Codec::Zstd, &[5]);
+    p0.marker(2, 6, false);
+    p0.txn(3, Codec::None, &[7]);
+    p0.marker(1, 8, true);
+    p0.marker(3, 9, false);
+    p0.txn(3, Codec::Zstd, &[10, 11]);
+    p0.push(BatchSpec::default(), &[12], HEADERS);
+    p0.marker(3, 13, true);
+    p0.log.aborted = vec![
+        AbortedTxn {
+            producer_id: 2,
+            first_offset: 2,
+            last_offset: 6,
+        },
+        AbortedTxn {
+            producer_id: 3,
+            first_offset: 4,
+            last_offset: 9,
+        },
+    ];
+    // p1 on node 1: a compacted batch (offsets 2, 3, 5, 6 gone, the batch ends at 6), then
+    // batches of every codec with duplicate header keys and null header values.
+    let mut p1 = Builder::new(1, 1);
+    p1.push(
+        BatchSpec {
+            codec: Codec::Zstd,
+            last_offset: Some(6),
+            ..BatchSpec::default()
+        },
+        &[0, 1, 4],
+        HEADERS,
+    );
+    let mut next = 7;
+    for codec in [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ] {
+        let offsets: Vec<i64> = (next..next + 6).collect();
+        p1.push(
+            BatchSpec {
+                codec,
+                ..BatchSpec::default()
+            },
+            &offsets,
+            HEADERS,
+        );
+        next += 6;
+    }
+    // p2 starts on node 0 and moves to node 1 mid-run.
+    let mut p2 = Builder::new(2, 0);
+    for b in 0..12 {
+        let offsets: Vec<i64> = (b * 5..b * 5 + 5).collect();
+        p2.push(BatchSpec::default(), &offsets, &[]);
+    }
+    let committed = BTreeMap::from([
+        (0, vec![0, 1, 5, 10, 11, 12]),
+        (1, [0, 1, 4].into_iter().chain(7..37).collect()),
+        (2, (0..60).collect()),
+    ]);
+    let mut all = committed.clone();
+    all.insert(0, vec![0, 1, 2, 3, 4, 5, 7, 10, 11, 12]);
+    let logs = BTreeMap::from([(0, p0.log), (1, p1.log), (2, p2.log)]);
+    (logs, committed, all)
+}
+
+fn run(isolation: &str) -> (WireBroker, BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
+    let (logs, _, _) = logs();
+    let broker = WireBroker::start(2, "txn", logs);
+    // p2 moves from node 0 to node 1 after node 0 has answered three fetches for it.
+    broker.state.lock().unwrap().move_after = Some((3, 2, 1));
+    let wh = tempfile::tempdir().unwrap();
+    let addr = broker.bootstrap();
+    let whs = wh.path().to_str().unwrap();
+    let mut args = base_args(&addr, "txn", whs);
+    // Small per-partition limits: most answers end in a cut-short batch.
+    args.extend([
+        "--stop-at-end",
+        "--isolation",
+        isolation,
+        "--fetch-max-bytes",
+        "200B",
+        "--kafka-timeout",
+        "10s",
+    ]);
+    let out = icefall(&args);
+    assert!(
+        out.status.success(),
+        "icefall failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut by_partition: BTreeMap<i32, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+    for (_, rows) in read_warehouse(wh.path()) {
+        for r in rows {
+            by_partition
+                .entry(r.partition)
+                .or_default()
+                .push((r.offset, r.value.unwrap()));
+        }
+    }
+    for rows in by_partition.values_mut() {
+        rows.sort();
+    }
+    (broker, by_partition)
+}
+
+fn assert_exactly(got: &BTreeMap<i32, Vec<(i64, Vec<u8>)>>, want: &BTreeMap<i32, Vec<i64>>) {
+    for (p, offsets) in want {
+        let rows = got.get(p).cloned().unwrap_or_default();
+        let got_offsets: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(
+            &got_offsets, offsets,
+            "partition {p}: offsets in the table, each once"
+        );
+        for (o, v) in rows {
+            assert_eq!(v, value(*p, o), "p{p} o{o}: value");
+        }
+    }
+}
+
+#[test]
+fn read_committed_lands_exactly_the_committed_records_across_a_leader_move() {
+    let (_, committed, _) = logs();
+    let (broker, got) = run("read_committed");
+    assert_exactly(&got, &committed);
+    let s = broker.state.lock().unwrap();
+    assert_eq!(s.logs[&2].leader, 1, "the leader of p2 moved mid-run");
+    // One request per leader per round: a fetch never names a partition twice, requests to node
+    // 0 carried p0 and p2 together, and after the move node 1 carried p1 and p2 together.
+    for (node, ps) in &s.fetches {
+        let unique: BTreeSet<_> = ps.iter().collect();
+        assert_eq!(unique.len(), ps.len(), "node {node}: {ps:?}");
+    }
+    assert!(
+        s.fetches
+            .iter()
+            .any(|(n, ps)| *n == 0 && ps.contains(&0) && ps.contains(&2))
+    );
+    assert!(
+        s.fetches
+            .iter()
+            .any(|(n, ps)| *n == 1 && ps.contains(&1) && ps.contains(&2))
+    );
+    // Planning and the fetch core each keep one connection per broker.
+    for (node, n) in &s.connections {
+        assert!(*n <= 2, "node {node}: {n} connections");
+    }
+}
+
+#[test]
+fn read_uncommitted_lands_the_aborted_records_too() {
+    let (_, _, all) = logs();
+    let (_, got) = run("read_uncommitted");
+    assert_exactly(&got, &all);
+}
