@@ -1,5 +1,5 @@
-//! The pipeline without a broker: an in-memory source (records cloned from sample templates, as
-//! a Kafka client's decoding allocates them) → the router → the SPSC rings → shard cores (Arrow,
+//! The pipeline without a broker: an in-memory source (each simulated answer's records copied
+//! from sample templates into one buffer, as a Fetch answer arrives) → the router → the SPSC rings → shard cores (Arrow,
 //! Parquet zstd 1) → the io core uploading to an in-memory object store and committing to an
 //! Iceberg catalog (SQLite, temp file) every second. It is icefall's own `run`, with
 //! `source::memory` in place of Kafka and `memory://` as the warehouse.

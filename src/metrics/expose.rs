@@ -134,6 +134,21 @@ pub fn prometheus(live: &Live) -> String {
     }
     header(
         &mut out,
+        "icefall_kafka_connections",
+        "gauge",
+        "Connections a fetch core's Kafka client holds to brokers (fetches in flight included).",
+    );
+    for f in &live.fetch {
+        let _ = writeln!(
+            out,
+            "icefall_kafka_connections{{fetch_core=\"{}\",cpu=\"{}\"}} {}",
+            f.index,
+            f.cpu,
+            f.connections.get()
+        );
+    }
+    header(
+        &mut out,
         "icefall_overload_dropping",
         "gauge",
         "1 while a fetch core drops records bound for full rings (live tail), 0 while it blocks.",

@@ -74,6 +74,8 @@ pub struct FetchLive {
     pub queue_depth: Vec<Gauge>,
     /// The overload policy drops (live tail) rather than blocks.
     pub dropping: AtomicBool,
+    /// Connections its Kafka client holds to brokers (one per broker it fetches from).
+    pub connections: Gauge,
 }
 
 impl FetchLive {
@@ -96,6 +98,7 @@ impl FetchLive {
             partitions,
             queue_depth: (0..shard_cores).map(|_| Gauge::new(0)).collect(),
             dropping: AtomicBool::new(false),
+            connections: Gauge::new(0),
         }
     }
 

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
+use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -22,7 +23,7 @@ use parquet::schema::types::ColumnPath;
 use super::SinkError;
 use super::avro::{AvroSchemas, AvroValues};
 use super::decode::{JsonValues, Rejected};
-use super::schema;
+use super::schema::{self, HeaderLayout};
 use crate::record::{RecordRef, Records};
 
 /// How files are encoded.
@@ -61,7 +62,7 @@ struct Columns {
     offset: Int64Builder,
     timestamp: TimestampMicrosecondBuilder,
     key: BinaryBuilder,
-    headers: MapBuilder<StringBuilder, BinaryBuilder>,
+    headers: Headers,
     value: BinaryBuilder,
     /// Typed tables: the decoded value fields, one batch per appended run of records.
     decoded: Vec<RecordBatch>,
@@ -82,13 +83,11 @@ struct Sizes {
     header_value_bytes: usize,
 }
 
-/// How the schema shapes the builders: the timestamp's zone and the map's field names.
+/// How the schema shapes the builders: the timestamp's zone and the headers' layout.
 #[derive(Debug, Clone)]
 struct Layout {
     time_zone: Option<Arc<str>>,
-    entries: String,
-    key_field: FieldRef,
-    value_field: FieldRef,
+    headers: HeaderLayout,
 }
 
 impl Layout {
@@ -97,38 +96,126 @@ impl Layout {
         let DataType::Timestamp(_, tz) = ts.data_type() else {
             return None;
         };
-        let (entries, key_field, value_field) = schema::header_fields(schema)?;
         Some(Self {
             time_zone: tz.clone(),
-            entries,
-            key_field,
-            value_field,
+            headers: schema::header_layout(schema)?,
         })
+    }
+}
+
+/// The headers column being built: Kafka's list of (key, value) pairs, or a legacy map.
+enum Headers {
+    List {
+        layout: HeaderLayout,
+        keys: StringBuilder,
+        values: BinaryBuilder,
+        offsets: Vec<i32>,
+    },
+    Map(MapBuilder<StringBuilder, BinaryBuilder>),
+}
+
+impl Headers {
+    fn with_capacity(s: Sizes, layout: &HeaderLayout) -> Self {
+        let keys = StringBuilder::with_capacity(s.header_entries, s.header_key_bytes);
+        let values = BinaryBuilder::with_capacity(s.header_entries, s.header_value_bytes);
+        match layout {
+            HeaderLayout::List { .. } => {
+                let mut offsets = Vec::with_capacity(s.rows.max(1) + 1);
+                offsets.push(0);
+                Headers::List {
+                    layout: layout.clone(),
+                    keys,
+                    values,
+                    offsets,
+                }
+            }
+            HeaderLayout::Map {
+                entries,
+                key,
+                value,
+            } => {
+                let names = MapFieldNames {
+                    entry: entries.clone(),
+                    key: key.name().clone(),
+                    value: value.name().clone(),
+                };
+                Headers::Map(
+                    MapBuilder::with_capacity(Some(names), keys, values, s.rows.max(1))
+                        .with_keys_field(key.clone())
+                        .with_values_field(value.clone()),
+                )
+            }
+        }
+    }
+
+    /// One record's headers, in order (a map keeps them too; readers may keep one per key).
+    fn push(&mut self, r: RecordRef<'_>, z: &mut Sizes) -> Result<(), arrow_schema::ArrowError> {
+        for (k, v) in r.headers() {
+            // Kafka header keys are strings; bytes that are not UTF-8 are replaced, not lost.
+            let key = String::from_utf8_lossy(k);
+            match self {
+                Headers::List { keys, values, .. } => {
+                    keys.append_value(key);
+                    values.append_option(v);
+                }
+                Headers::Map(m) => {
+                    m.keys().append_value(key);
+                    m.values().append_value(v.unwrap_or_default());
+                }
+            }
+            z.header_key_bytes += k.len();
+            z.header_value_bytes += v.map_or(0, <[u8]>::len);
+        }
+        z.header_entries += r.header_count();
+        match self {
+            Headers::List { keys, offsets, .. } => {
+                offsets.push(keys.len() as i32);
+                Ok(())
+            }
+            Headers::Map(m) => m.append(true),
+        }
+    }
+
+    fn finish(&mut self) -> Result<ArrayRef, arrow_schema::ArrowError> {
+        match self {
+            Headers::Map(m) => Ok(Arc::new(m.finish())),
+            Headers::List {
+                layout: HeaderLayout::List { item, fields },
+                keys,
+                values,
+                offsets,
+            } => {
+                let entries = StructArray::try_new(
+                    fields.clone(),
+                    vec![Arc::new(keys.finish()), Arc::new(values.finish())],
+                    None,
+                )?;
+                let ends = std::mem::replace(offsets, vec![0]);
+                let list = ListArray::try_new(
+                    item.clone(),
+                    OffsetBuffer::new(ScalarBuffer::from(ends)),
+                    Arc::new(entries),
+                    None,
+                )?;
+                Ok(Arc::new(list))
+            }
+            Headers::List { .. } => Err(arrow_schema::ArrowError::SchemaError(
+                "the headers' layout is not a list".into(),
+            )),
+        }
     }
 }
 
 impl Columns {
     fn with_capacity(s: Sizes, l: &Layout) -> Self {
         let rows = s.rows.max(1);
-        let names = MapFieldNames {
-            entry: l.entries.clone(),
-            key: l.key_field.name().clone(),
-            value: l.value_field.name().clone(),
-        };
         Self {
             partition: Int32Builder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
             timestamp: TimestampMicrosecondBuilder::with_capacity(rows)
                 .with_timezone_opt(l.time_zone.clone()),
             key: BinaryBuilder::with_capacity(rows, s.key_bytes),
-            headers: MapBuilder::with_capacity(
-                Some(names),
-                StringBuilder::with_capacity(s.header_entries, s.header_key_bytes),
-                BinaryBuilder::with_capacity(s.header_entries, s.header_value_bytes),
-                rows,
-            )
-            .with_keys_field(l.key_field.clone())
-            .with_values_field(l.value_field.clone()),
+            headers: Headers::with_capacity(s, &l.headers),
             value: BinaryBuilder::with_capacity(rows, s.value_bytes),
             decoded: Vec::new(),
             error: StringBuilder::with_capacity(0, 0),
@@ -153,14 +240,7 @@ impl Columns {
         }
         z.key_bytes += r.key.map_or(0, <[u8]>::len);
         z.value_bytes += r.value.map_or(0, <[u8]>::len);
-        for (k, v) in r.headers() {
-            self.headers.keys().append_value(String::from_utf8_lossy(k));
-            self.headers.values().append_value(v.unwrap_or_default());
-            z.header_key_bytes += k.len();
-            z.header_value_bytes += v.map_or(0, <[u8]>::len);
-        }
-        z.header_entries += r.header_count();
-        self.headers.append(true)
+        self.headers.push(r, z)
     }
 
     /// The columns in table order: the Kafka columns, then the value bytes or decoded fields,
@@ -175,7 +255,7 @@ impl Columns {
             Arc::new(self.offset.finish()),
             Arc::new(self.timestamp.finish()),
             Arc::new(self.key.finish()),
-            Arc::new(self.headers.finish()),
+            self.headers.finish()?,
         ];
         match typed {
             None => cols.push(Arc::new(self.value.finish())),
@@ -513,6 +593,59 @@ mod tests {
         }
     }
 
+    /// Repeated keys and null values stay as they were, in order; a legacy map table takes the
+    /// same records (null as empty bytes).
+    #[test]
+    fn headers_keep_order_repeats_and_nulls() {
+        let r = Record {
+            offset: 1,
+            headers: vec![
+                (b"k".to_vec(), Some(b"1".to_vec())),
+                (b"k".to_vec(), None),
+                (b"a".to_vec(), Some(b"2".to_vec())),
+            ],
+            ..Record::default()
+        };
+        let read = |schema: SchemaRef| {
+            let mut enc = FileEncoder::new(0, schema, &EncodeOptions::default()).unwrap();
+            enc.append(
+                0,
+                Batch::of_records(0, std::slice::from_ref(&r)).records(),
+                &mut Vec::new(),
+            )
+            .unwrap();
+            let file = enc.finish_file().unwrap().unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes).unwrap();
+            let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+            batches[0].column(4).clone()
+        };
+        let list = read(schema::raw_arrow_schema());
+        let entries = list.as_list::<i32>().value(0);
+        let entries = entries.as_struct();
+        let keys = entries.column(0).as_string::<i32>();
+        let values = entries.column(1).as_binary::<i32>();
+        let got: Vec<_> = (0..3)
+            .map(|i| (keys.value(i), (!values.is_null(i)).then(|| values.value(i))))
+            .collect();
+        assert_eq!(
+            got,
+            [("k", Some(&b"1"[..])), ("k", None), ("a", Some(&b"2"[..]))]
+        );
+
+        let mut fields: Vec<_> = schema::iceberg_schema().as_struct().fields().to_vec();
+        let mut h = (*fields[4]).clone();
+        h.field_type = Box::new(schema::legacy_headers_type());
+        fields[4] = Arc::new(h);
+        let legacy = iceberg::spec::Schema::builder()
+            .with_fields(fields)
+            .build()
+            .unwrap();
+        let map = read(schema::arrow_schema(&legacy).unwrap());
+        let m = map.as_map().value(0);
+        assert_eq!(m.column(0).as_string::<i32>().value(1), "k");
+        assert_eq!(m.column(1).as_binary::<i32>().value(1), b"");
+    }
+
     #[test]
     fn round_trips_through_parquet_with_field_ids() {
         let mut enc =
@@ -557,12 +690,14 @@ mod tests {
         let keys = b.column(3).as_binary::<i32>();
         assert_eq!(keys.value(0), b"a");
         assert!(keys.is_null(1));
-        let headers = b.column(4).as_map();
+        let headers = b.column(4).as_list::<i32>();
         let first = headers.value(0);
+        let first = first.as_struct();
         let hk = first.column(0).as_string::<i32>();
         let hv = first.column(1).as_binary::<i32>();
         assert_eq!((hk.value(0), hv.value(0)), ("h1", &b"v1"[..]));
         assert_eq!((hk.value(1), hv.value(1)), ("h2", &b""[..]));
+        assert!(!hv.is_null(1), "an empty header value is not a null one");
         assert_eq!(headers.value(1).len(), 0);
         let values = b.column(5).as_binary::<i32>();
         assert_eq!(values.value(1), b"");

@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn new_fields_take_the_next_ids_depth_first_and_the_first_type_wins() {
         let e = start();
-        assert_eq!(e.schema().highest_field_id(), 9);
+        assert_eq!(e.schema().highest_field_id(), 10);
         let first = arrow_schema::Schema::new(vec![
             Field::new("seq", DataType::Utf8, true),
             Field::new(
@@ -192,11 +192,11 @@ mod tests {
         let names: Vec<&str> = x.added.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["geo", "tags"], "seq is known: not added again");
         let s = e.schema();
-        // geo 10, its lat 11, tags 12, its element 13: what Iceberg's update assigns.
-        assert_eq!(s.field_by_name("geo").unwrap().id, 10);
-        assert_eq!(s.field_by_name("geo.lat").unwrap().id, 11);
-        assert_eq!(s.field_by_name("tags").unwrap().id, 12);
-        assert_eq!(s.highest_field_id(), 13);
+        // geo 11, its lat 12, tags 13, its element 14: what Iceberg's update assigns.
+        assert_eq!(s.field_by_name("geo").unwrap().id, 11);
+        assert_eq!(s.field_by_name("geo.lat").unwrap().id, 12);
+        assert_eq!(s.field_by_name("tags").unwrap().id, 13);
+        assert_eq!(s.highest_field_id(), 14);
         assert_eq!(
             x.arrow.fields().len(),
             5 + 3,
@@ -211,7 +211,7 @@ mod tests {
         assert!(e.extend(&again).unwrap().added.is_empty());
         let before = start().schema();
         let m: Vec<i32> = missing(&before, &s).iter().map(|f| f.id).collect();
-        assert_eq!(m, [10, 12]);
+        assert_eq!(m, [11, 13]);
         assert!(check_ids(&s, &s).is_ok());
         assert!(check_ids(&before, &s).unwrap_err().contains("geo"));
     }

@@ -37,7 +37,9 @@ impl Shape {
             Shape::Typed(value) => typed_iceberg_schema(value),
             Shape::DeadLetters => {
                 let mut fields = iceberg_schema().as_struct().fields().to_vec();
-                let error = NestedField::required(9, ERROR, Type::Primitive(PrimitiveType::String));
+                // After the headers' element and its fields (7, 8, 9).
+                let error =
+                    NestedField::required(10, ERROR, Type::Primitive(PrimitiveType::String));
                 fields.push(error.into());
                 Schema::builder().with_fields(fields).build()
             }
@@ -196,25 +198,48 @@ pub fn typed_iceberg_schema(value: &StructType) -> Result<Schema, iceberg::Error
         .filter(|f| f.name != VALUE)
         .cloned()
         .collect();
-    let mut next = 9;
+    // After the headers' element (7) and its key (8) and value (9).
+    let mut next = 10;
     fields.extend(renumber(value.fields(), &mut next));
     Schema::builder().with_fields(fields).build()
 }
 
-/// The raw-record table: Kafka metadata columns plus the value bytes. Ids are what a fresh
-/// Iceberg table assigns (top-level fields first, then the map's key and value).
-pub fn iceberg_schema() -> Schema {
-    let headers = MapType::new(
+/// The headers column as Kafka has them (what Spark's Kafka source gives): in order, keys may
+/// repeat, values may be null. Ids: the list element, then its fields.
+pub fn headers_type(first_id: i32) -> Type {
+    let entry = StructType::new(vec![
+        NestedField::required(first_id + 1, "key", Type::Primitive(PrimitiveType::String)).into(),
+        NestedField::optional(
+            first_id + 2,
+            "value",
+            Type::Primitive(PrimitiveType::Binary),
+        )
+        .into(),
+    ]);
+    Type::List(ListType {
+        element_field: NestedField::list_element(first_id, Type::Struct(entry), true).into(),
+    })
+}
+
+/// The headers column of tables made before icefall kept repeated keys and null values: a map
+/// (a repeated key keeps one value; a null value is written as empty bytes).
+pub fn legacy_headers_type() -> Type {
+    Type::Map(MapType::new(
         NestedField::map_key_element(7, Type::Primitive(PrimitiveType::String)).into(),
         NestedField::map_value_element(8, Type::Primitive(PrimitiveType::Binary), false).into(),
-    );
+    ))
+}
+
+/// The raw-record table: Kafka metadata columns plus the value bytes. Ids are what a fresh
+/// Iceberg table assigns (top-level fields first, then the headers' element and its fields).
+pub fn iceberg_schema() -> Schema {
     Schema::builder()
         .with_fields(vec![
             NestedField::required(1, PARTITION, Type::Primitive(PrimitiveType::Int)).into(),
             NestedField::required(2, OFFSET, Type::Primitive(PrimitiveType::Long)).into(),
             NestedField::required(3, TIMESTAMP, Type::Primitive(PrimitiveType::Timestamptz)).into(),
             NestedField::optional(4, KEY, Type::Primitive(PrimitiveType::Binary)).into(),
-            NestedField::optional(5, HEADERS, Type::Map(headers)).into(),
+            NestedField::optional(5, HEADERS, headers_type(7)).into(),
             NestedField::optional(6, VALUE, Type::Primitive(PrimitiveType::Binary)).into(),
         ])
         .build()
@@ -259,20 +284,44 @@ pub fn raw_arrow_schema() -> SchemaRef {
     arrow_schema(&iceberg_schema()).expect("the built-in schema converts")
 }
 
-/// The map's entries, key and value fields, exactly as the schema declares them.
-pub fn header_fields(schema: &SchemaRef) -> Option<(String, FieldRef, FieldRef)> {
+/// How a table's headers column is laid out in Arrow, exactly as the schema declares it.
+#[derive(Debug, Clone)]
+pub enum HeaderLayout {
+    /// `list<struct<key, value>>`: the list's item field and the struct's fields.
+    List {
+        item: FieldRef,
+        fields: arrow_schema::Fields,
+    },
+    /// A legacy `map<string, binary>`: the entries' name, key and value fields.
+    Map {
+        entries: String,
+        key: FieldRef,
+        value: FieldRef,
+    },
+}
+
+pub fn header_layout(schema: &SchemaRef) -> Option<HeaderLayout> {
     let field = schema.field_with_name(HEADERS).ok()?;
-    let DataType::Map(entries, _) = field.data_type() else {
-        return None;
-    };
-    let DataType::Struct(kv) = entries.data_type() else {
-        return None;
-    };
-    Some((
-        entries.name().clone(),
-        kv.first()?.clone(),
-        kv.get(1)?.clone(),
-    ))
+    match field.data_type() {
+        DataType::List(item) => match item.data_type() {
+            DataType::Struct(fields) if fields.len() == 2 => Some(HeaderLayout::List {
+                item: item.clone(),
+                fields: fields.clone(),
+            }),
+            _ => None,
+        },
+        DataType::Map(entries, _) => {
+            let DataType::Struct(kv) = entries.data_type() else {
+                return None;
+            };
+            Some(HeaderLayout::Map {
+                entries: entries.name().clone(),
+                key: kv.first()?.clone(),
+                value: kv.get(1)?.clone(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Why a table's schema cannot take icefall's records of `want`'s shape, or `None` when it can:
@@ -282,6 +331,8 @@ pub fn incompatibility(table: &Schema, want: &Schema) -> Option<String> {
     for f in want.as_struct().fields() {
         match table.field_by_name(&f.name) {
             None => return Some(format!("column {} is missing", f.name)),
+            // A table made by an earlier icefall keeps its map of headers.
+            Some(t) if f.name == HEADERS && same_type(&t.field_type, &legacy_headers_type()) => {}
             Some(t) if !same_type(&t.field_type, &f.field_type) => {
                 return Some(format!(
                     "column {} is {}, expected {}",
@@ -349,14 +400,33 @@ mod tests {
         let a = raw_arrow_schema();
         let ids: Vec<Option<i32>> = a.fields().iter().map(|f| field_id(f)).collect();
         assert_eq!(ids, (1..=6).map(Some).collect::<Vec<_>>());
-        let (entries, k, v) = header_fields(&a).unwrap();
-        assert_eq!(entries, "key_value");
-        assert_eq!((field_id(&k), field_id(&v)), (Some(7), Some(8)));
+        let Some(HeaderLayout::List { item, fields }) = header_layout(&a) else {
+            panic!("headers are a list")
+        };
+        assert_eq!(field_id(&item), Some(7));
+        let ids: Vec<_> = fields
+            .iter()
+            .map(|f| (f.name().as_str(), field_id(f), f.is_nullable()))
+            .collect();
+        assert_eq!(ids, [("key", Some(8), false), ("value", Some(9), true)]);
         assert_eq!(
             a.field_with_name(VALUE).unwrap().data_type(),
             &DataType::Binary
         );
-        assert_eq!(v.data_type(), &DataType::Binary);
+        assert_eq!(fields[1].data_type(), &DataType::Binary);
+    }
+
+    /// A table made by an earlier icefall (headers as a map) still takes icefall's records.
+    #[test]
+    fn a_legacy_map_of_headers_is_compatible() {
+        let mut fields: Vec<NestedFieldRef> = iceberg_schema().as_struct().fields().to_vec();
+        let mut h = (*fields[4]).clone();
+        h.field_type = Box::new(legacy_headers_type());
+        fields[4] = Arc::new(h);
+        let legacy = Schema::builder().with_fields(fields).build().unwrap();
+        assert_eq!(incompatibility(&legacy, &iceberg_schema()), None);
+        let a = arrow_schema(&legacy).unwrap();
+        assert!(matches!(header_layout(&a), Some(HeaderLayout::Map { .. })));
     }
 
     pub(super) fn top_names(schema: &Schema) -> Vec<&str> {
@@ -376,7 +446,7 @@ mod tests {
         assert_eq!(Shape::of_table(&schema), Shape::DeadLetters);
         assert_eq!(Shape::of_table(&iceberg_schema()), Shape::Raw);
         let a = arrow_schema(&schema).unwrap();
-        assert_eq!(field_id(a.field_with_name(ERROR).unwrap()), Some(9));
+        assert_eq!(field_id(a.field_with_name(ERROR).unwrap()), Some(10));
     }
 
     #[test]
@@ -422,8 +492,8 @@ mod typed_tests {
             ]
         );
         assert!(schema.field_by_name(VALUE).is_none());
-        assert_eq!(schema.field_by_name("id").unwrap().id, 9);
-        assert_eq!(schema.field_by_name("customer.name").unwrap().id, 14);
+        assert_eq!(schema.field_by_name("id").unwrap().id, 10);
+        assert_eq!(schema.field_by_name("customer.name").unwrap().id, 15);
         assert_eq!(incompatibility(&schema, &schema), None);
         let raw = iceberg_schema();
         assert_eq!(

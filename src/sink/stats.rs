@@ -202,6 +202,6 @@ mod tests {
         assert_eq!(df.upper_bounds()[&2], Datum::long(19));
         assert_eq!(df.upper_bounds()[&3], Datum::timestamptz_micros(1_019_000));
         assert_eq!(df.lower_bounds()[&4], Datum::binary(b"k10".iter().copied()));
-        assert!(df.column_sizes().keys().all(|id| (1..=8).contains(id)));
+        assert!(df.column_sizes().keys().all(|id| (1..=9).contains(id)));
     }
 }

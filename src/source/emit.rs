@@ -68,6 +68,16 @@ impl PerCore {
         self.records.clear();
         self.headers.clear();
     }
+
+    /// The routed views as one partition's batch, leaving this empty.
+    pub fn take(&mut self, partition: i32, buf: &Bytes) -> Batch {
+        Batch {
+            partition,
+            buf: buf.clone(),
+            headers: std::mem::take(&mut self.headers),
+            records: std::mem::take(&mut self.records),
+        }
+    }
 }
 
 /// One fetch core's routing state: its rings, its epoch, its partitions' positions and its drops.
@@ -174,12 +184,7 @@ impl Emitter {
             if pc.records.is_empty() {
                 continue;
             }
-            let batch = Batch {
-                partition,
-                buf: fetched.buf.clone(),
-                headers: std::mem::take(&mut pc.headers),
-                records: std::mem::take(&mut pc.records),
-            };
+            let batch = pc.take(partition, fetched.buf);
             if self.overload.dropping() {
                 self.offer(core, batch, stats)?;
             } else {

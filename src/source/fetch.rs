@@ -170,6 +170,8 @@ impl FetchCore {
                     }
                 }
             }
+            let open = client.open_connections() + l.busy.len();
+            self.emitter.live.connections.set(open as i64);
             if l.stale {
                 l.refresh(cfg, &mut client).await?;
             } else {

@@ -385,7 +385,8 @@ pub struct Row {
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// In order; keys may repeat, values may be null (a legacy map table: never null).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Every `.parquet` file under `dir`, sorted by path (for one shard core: write order).
@@ -442,17 +443,9 @@ pub fn read_rows_from(bytes: bytes::Bytes, name: &str) -> Vec<Row> {
             .expect("key")
             .as_binary::<i32>();
         let val = b.column_by_name("value").expect("value").as_binary::<i32>();
-        let hdr = b
-            .column_by_name("_kafka_headers")
-            .expect("headers")
-            .as_map();
+        let hdr = b.column_by_name("_kafka_headers").expect("headers");
         for i in 0..b.num_rows() {
-            let entries = hdr.value(i);
-            let hk = entries.column(0).as_string::<i32>();
-            let hv = entries.column(1).as_binary::<i32>();
-            let headers = (0..entries.len())
-                .map(|j| (hk.value(j).to_string(), hv.value(j).to_vec()))
-                .collect();
+            let headers = header_pairs(hdr, i);
             rows.push(Row {
                 partition: part.value(i),
                 offset: off.value(i),
@@ -467,6 +460,30 @@ pub fn read_rows_from(bytes: bytes::Bytes, name: &str) -> Vec<Row> {
 }
 
 /// Reads a whole warehouse: rows per file, files in path order.
+/// Row `i` of a headers column: `list<struct<key, value>>`, or a legacy map.
+pub fn header_pairs(col: &arrow_array::ArrayRef, i: usize) -> Vec<(String, Option<Vec<u8>>)> {
+    let (keys, values) = match col.data_type() {
+        arrow_schema::DataType::Map(..) => {
+            let e = col.as_map().value(i);
+            (e.column(0).clone(), e.column(1).clone())
+        }
+        _ => {
+            let e = col.as_list::<i32>().value(i);
+            let e = e.as_struct();
+            (e.column(0).clone(), e.column(1).clone())
+        }
+    };
+    let (k, v) = (keys.as_string::<i32>(), values.as_binary::<i32>());
+    (0..k.len())
+        .map(|j| {
+            (
+                k.value(j).to_string(),
+                (!v.is_null(j)).then(|| v.value(j).to_vec()),
+            )
+        })
+        .collect()
+}
+
 pub fn read_warehouse(dir: &Path) -> Vec<(PathBuf, Vec<Row>)> {
     parquet_files(dir)
         .into_iter()
@@ -499,7 +516,8 @@ fn verify(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64, key_orde
         for r in file_rows {
             rows += 1;
             let seq_header = r.headers.iter().find(|(k, _)| k == sample::SEQ_HEADER);
-            let seq: u64 = std::str::from_utf8(&seq_header.expect("seq header").1)
+            let seq_value = seq_header.and_then(|h| h.1.as_deref()).expect("seq header");
+            let seq: u64 = std::str::from_utf8(seq_value)
                 .expect("utf8 seq")
                 .parse()
                 .expect("numeric seq");
@@ -512,7 +530,12 @@ fn verify(files: &[(PathBuf, Vec<Row>)], shape: &sample::Shape, n: u64, key_orde
             seen_seq[seq as usize] = true;
             assert_eq!(r.key, shape.key(seq), "key of seq {seq}");
             assert_eq!(r.value, shape.value(seq), "value of seq {seq}");
-            assert_eq!(r.headers, shape.headers(seq), "headers of seq {seq}");
+            let want: Vec<_> = shape
+                .headers(seq)
+                .into_iter()
+                .map(|(k, v)| (k, Some(v)))
+                .collect();
+            assert_eq!(r.headers, want, "headers of seq {seq}");
             assert!(r.timestamp_ms > 1_600_000_000_000, "timestamp of seq {seq}");
             offsets.entry(r.partition).or_default().push(r.offset);
             if key_order
