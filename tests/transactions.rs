@@ -182,7 +182,9 @@ fn logs() -> (
     (logs, committed, all)
 }
 
-fn run(isolation: &str) -> (WireBroker, BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
+type Landed = BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<(String, Option<Vec<u8>>)>)>>;
+
+fn run(isolation: &str) -> (WireBroker, Landed) {
     let (logs, _, _) = logs();
     let broker = WireBroker::start(2, "txn", logs);
     // p2 moves from node 0 to node 1 after node 0 has answered three fetches for it.
@@ -207,13 +209,14 @@ fn run(isolation: &str) -> (WireBroker, BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
         "icefall failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut by_partition: BTreeMap<i32, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+    let mut by_partition: Landed = BTreeMap::new();
     for (_, rows) in read_warehouse(wh.path()) {
         for r in rows {
-            by_partition
-                .entry(r.partition)
-                .or_default()
-                .push((r.offset, r.value.unwrap()));
+            by_partition.entry(r.partition).or_default().push((
+                r.offset,
+                r.value.unwrap(),
+                r.headers,
+            ));
         }
     }
     for rows in by_partition.values_mut() {
@@ -222,7 +225,21 @@ fn run(isolation: &str) -> (WireBroker, BTreeMap<i32, Vec<(i64, Vec<u8>)>>) {
     (broker, by_partition)
 }
 
-fn assert_exactly(got: &BTreeMap<i32, Vec<(i64, Vec<u8>)>>, want: &BTreeMap<i32, Vec<i64>>) {
+/// The headers a prepared record carries, as the table must hold them.
+fn headers_of(p: i32, o: i64) -> Vec<(String, Option<Vec<u8>>)> {
+    let with = (p == 0 && o == 12) || p == 1;
+    let hs: &[H] = if with { HEADERS } else { &[] };
+    hs.iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8(k.to_vec()).unwrap(),
+                v.map(<[u8]>::to_vec),
+            )
+        })
+        .collect()
+}
+
+fn assert_exactly(got: &Landed, want: &BTreeMap<i32, Vec<i64>>) {
     for (p, offsets) in want {
         let rows = got.get(p).cloned().unwrap_or_default();
         let got_offsets: Vec<i64> = rows.iter().map(|r| r.0).collect();
@@ -230,8 +247,13 @@ fn assert_exactly(got: &BTreeMap<i32, Vec<(i64, Vec<u8>)>>, want: &BTreeMap<i32,
             &got_offsets, offsets,
             "partition {p}: offsets in the table, each once"
         );
-        for (o, v) in rows {
+        for (o, v, h) in rows {
             assert_eq!(v, value(*p, o), "p{p} o{o}: value");
+            assert_eq!(
+                h,
+                headers_of(*p, o),
+                "p{p} o{o}: headers byte-equal and in order"
+            );
         }
     }
 }
@@ -270,4 +292,46 @@ fn read_uncommitted_lands_the_aborted_records_too() {
     let (_, _, all) = logs();
     let (_, got) = run("read_uncommitted");
     assert_exactly(&got, &all);
+}
+
+/// A batch whose bytes do not hold up: exit 3, one line naming topic, partition and offset.
+#[test]
+fn a_bad_batch_stops_the_run_naming_topic_partition_and_offset() {
+    let good = |p: i32| {
+        let mut b = Builder::new(p, 0);
+        b.push(BatchSpec::default(), &[0, 1, 2], &[]);
+        b.push(BatchSpec::default(), &[3, 4], &[]);
+        b.log
+    };
+    // The CRC of the second batch no longer matches; an unknown codec (CRC made right); a record
+    // length that runs past its batch (CRC made right).
+    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+        ("CRC-32C mismatch", |b| *b.last_mut().unwrap() ^= 0x55),
+        ("unknown compression codec 6", |b| {
+            b[21..23].copy_from_slice(&6i16.to_be_bytes());
+            fix_crc(b);
+        }),
+        ("length runs past the batch", |b| {
+            b[61] = 0x7e;
+            fix_crc(b);
+        }),
+    ];
+    for (needle, spoil) in cases {
+        let mut log = good(1);
+        let mut bytes = log.batches[1].bytes.to_vec();
+        spoil(&mut bytes);
+        log.batches[1].bytes = bytes.into();
+        let broker = WireBroker::start(1, "bad", BTreeMap::from([(0, good(0)), (1, log)]));
+        let wh = tempfile::tempdir().unwrap();
+        let addr = broker.bootstrap();
+        let mut args = base_args(&addr, "bad", wh.path().to_str().unwrap());
+        args.extend(["--stop-at-end", "--kafka-timeout", "5s"]);
+        let out = icefall(&args);
+        assert_clean_failure(&out, 3, &["bad/1", "offset 3", needle]);
+    }
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
