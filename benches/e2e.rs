@@ -1,5 +1,5 @@
 //! End to end against a real broker, in one run: icefall (release) landing a topic in an Iceberg
-//! table, the same client library (rskafka) merely pulling the same records
+//! table, the same client (icefall's own, `src/kafka/`) merely pulling the same records
 //! (`icefall-loadgen --fetch`), and a Python consumer appending to Iceberg with PyIceberg
 //! (`tools/pyiceberg_consumer.py`). Each runs as its own process, one after another, on the same
 //! records in a Tansu broker (memory engine) on this machine; peak memory is each process's
@@ -79,6 +79,8 @@ struct Row {
     rate: f64,
     wall_s: f64,
     peak_rss_mb: f64,
+    /// CPU seconds (user + system) per million records.
+    cpu_per_m: f64,
 }
 
 impl Row {
@@ -91,6 +93,7 @@ impl Row {
             rate: field(line, "records_per_sec"),
             wall_s: m.wall_s,
             peak_rss_mb: m.peak_rss_mb,
+            cpu_per_m: m.cpu_s / (field(line, "records") / 1e6).max(1e-9),
         }
     }
 }
@@ -178,12 +181,12 @@ fn main() {
         }
     }
 
-    println!("| round | tool | records | records/s | wall s | peak RSS MB |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    println!("| round | tool | records | records/s | wall s | peak RSS MB | CPU s per M records |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} |",
-            r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb, r.cpu_per_m
         );
     }
     let med = |tool: &str, of: fn(&Row) -> f64| {
@@ -191,14 +194,16 @@ fn main() {
     };
     let rate = |tool: &str| med(tool, |r| r.rate);
     let mem = |tool: &str| med(tool, |r| r.peak_rss_mb);
+    let cpu = |tool: &str| med(tool, |r| r.cpu_per_m);
     let raw = rate("raw fetch (icefall client)");
     let icefall = rate("icefall (default placement)");
     let one_core = rate("icefall (one core)");
     let python = rate("Python + PyIceberg");
-    println!("| median | records/s | ratio | peak RSS MB |");
-    println!("|---|---:|---:|---:|");
+    println!("| median | records/s | ratio | peak RSS MB | CPU s per M records | CPU ratio |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let raw_cpu = cpu("raw fetch (icefall client)");
     println!(
-        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} |",
+        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} | {raw_cpu:.2} | 1.00 |",
         mem("raw fetch (icefall client)")
     );
     for (tool, rate) in [
@@ -207,9 +212,11 @@ fn main() {
         ("Python + PyIceberg", python),
     ] {
         println!(
-            "| {tool} | {rate:.0} | {:.2} | {:.0} |",
+            "| {tool} | {rate:.0} | {:.2} | {:.0} | {:.2} | {:.1} |",
             rate / raw,
-            mem(tool)
+            mem(tool),
+            cpu(tool),
+            cpu(tool) / raw_cpu
         );
     }
     println!(

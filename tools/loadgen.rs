@@ -415,11 +415,18 @@ async fn fetch_leader(
     let mut decoder = Decoder::new(1 << 30);
     let mut d = Decoded::default();
     let (mut records, mut bytes) = (0u64, 0u64);
+    // Data is waiting while a partition is behind its end: ask the broker not to wait then.
+    let mut behind = true;
     while !wants.is_empty() {
-        let (c, r) = fetch_on(conn, topic, &wants, &params).await;
+        let mut p = params;
+        if behind {
+            p.max_wait = Duration::ZERO;
+        }
+        let (c, r) = fetch_on(conn, topic, &wants, &p).await;
         let answers = r?;
         conn = c.context("connection lost")?;
         let mut done = Vec::new();
+        behind = false;
         for ans in &answers {
             let Some(w) = wants.iter_mut().find(|w| w.partition == ans.partition) else {
                 continue;
@@ -453,6 +460,8 @@ async fn fetch_leader(
             w.offset = d.next_offset.unwrap_or(w.offset).max(w.offset);
             if w.offset >= ans.end(params.isolation) {
                 done.push(w.partition);
+            } else {
+                behind = true;
             }
         }
         wants.retain(|w| !done.contains(&w.partition));

@@ -61,6 +61,9 @@ struct Loop {
     /// per-partition limit comes first in some request (the broker returns it only there).
     turn: usize,
     stale: bool,
+    /// Brokers whose last answer left a partition behind its end: data is waiting there, so the
+    /// next request does not ask the broker to wait for more.
+    behind: BTreeSet<i32>,
     decoded: Decoded,
     decoder: crate::kafka::Decoder,
 }
@@ -114,6 +117,7 @@ impl FetchCore {
             busy: BTreeSet::new(),
             turn: 0,
             stale: false,
+            behind: BTreeSet::new(),
             decoded: Decoded::default(),
             decoder: read::decoder(cfg),
         };
@@ -130,7 +134,10 @@ impl FetchCore {
                 match client.take(node).await {
                     Ok(conn) => {
                         l.busy.insert(node);
-                        let params = cfg.fetch_params(wants.len());
+                        let mut params = cfg.fetch_params(wants.len());
+                        if l.behind.contains(&node) {
+                            params.max_wait = Duration::ZERO;
+                        }
                         let cfg = cfg.clone();
                         in_flight.push(async move {
                             let (conn, r) = fetch_on(conn, &cfg.topic, &wants, &params).await;
@@ -165,8 +172,14 @@ impl FetchCore {
             match result {
                 Err(e) => l.failed(cfg, &wants, e)?,
                 Ok(answers) => {
+                    let mut behind = false;
                     for a in answers {
-                        self.answer(cfg, &mut l, a, &mut stats).await?;
+                        behind |= self.answer(cfg, &mut l, a, &mut stats).await?;
+                    }
+                    if behind {
+                        l.behind.insert(node);
+                    } else {
+                        l.behind.remove(&node);
                     }
                 }
             }
@@ -182,15 +195,16 @@ impl FetchCore {
     }
 
     /// One partition's answer: its records routed, its position moved, or its error handled.
+    /// True when the partition is still behind its end (more is waiting on the broker).
     async fn answer(
         &mut self,
         cfg: &SourceConfig,
         l: &mut Loop,
         a: Answer,
         stats: &mut FetchStats,
-    ) -> Result<(), SourceError> {
+    ) -> Result<bool, SourceError> {
         let Some(idx) = l.parts.iter().position(|p| p.plan.partition == a.partition) else {
-            return Ok(());
+            return Ok(false);
         };
         let partition = a.partition;
         let position = self
@@ -211,7 +225,7 @@ impl FetchCore {
                 offset: position,
                 leader_epoch: -1,
             };
-            return l.failed(cfg, &[w], e);
+            return l.failed(cfg, &[w], e).map(|()| false);
         }
         l.parts[idx].failing_since = None;
         read::decode(cfg, &mut l.decoder, &a, position, &mut l.decoded)?;
@@ -236,10 +250,11 @@ impl FetchCore {
         if plan.is_done(next) {
             l.parts[idx].done = true;
             self.emitter.finished(partition);
-        } else {
-            self.emitter.observe(partition, next, a.end(cfg.isolation));
+            return Ok(false);
         }
-        Ok(())
+        let end = a.end(cfg.isolation);
+        self.emitter.observe(partition, next, end);
+        Ok(next < end)
     }
 }
 

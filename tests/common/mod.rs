@@ -873,6 +873,8 @@ pub struct Measured {
     pub stdout: String,
     pub wall_s: f64,
     pub peak_rss_mb: f64,
+    /// User plus system CPU time of the process.
+    pub cpu_s: f64,
 }
 
 /// Runs `cmd` to its end, asserts it succeeded, and measures its wall time and peak resident set.
@@ -905,10 +907,12 @@ pub fn measure(cmd: &mut Command) -> Measured {
         rc == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "{cmd:?} failed ({status}):\n{out}\n{err}"
     );
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     Measured {
         stdout: out,
         wall_s,
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
+        cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
     }
 }
 
