@@ -15,7 +15,6 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch};
 use icefall::kafka::{Codec, Decoded, Decoder, Isolation};
 use icefall::record::{Batch, Record};
 use icefall::routing::Router;
@@ -51,39 +50,6 @@ static ALLOC: Counting = Counting;
 const N: usize = 8_192;
 const ANSWERS: usize = 64;
 
-fn answer(records: &[Record], codec: Codec, with_headers: bool) -> bytes::Bytes {
-    let mut out = Vec::new();
-    for chunk in records.chunks(500) {
-        let hs: Vec<Vec<(&[u8], Option<&[u8]>)>> = chunk
-            .iter()
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .take(if with_headers { 2 } else { 0 })
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-                    .collect()
-            })
-            .collect();
-        let recs: Vec<OutRecord<'_>> = chunk
-            .iter()
-            .zip(&hs)
-            .map(|(r, h)| OutRecord {
-                offset: r.offset,
-                timestamp_ms: r.timestamp_ms,
-                key: r.key.as_deref(),
-                value: r.value.as_deref(),
-                headers: h,
-            })
-            .collect();
-        let spec = BatchSpec {
-            codec,
-            ..BatchSpec::default()
-        };
-        encode_batch(&spec, &recs, &mut out).expect("encode");
-    }
-    bytes::Bytes::from(out)
-}
-
 /// Allocations per record of `step` run `ANSWERS` times after one warm-up run.
 fn per_record(mut step: impl FnMut() -> usize) -> f64 {
     step();
@@ -103,7 +69,7 @@ fn main() {
     println!("| --- | --- | --- | --- |");
     for with_headers in [false, true] {
         for codec in [Codec::None, Codec::Zstd] {
-            let data = answer(&records, codec, with_headers);
+            let data = common::fetch_answer(&records, codec, if with_headers { 2 } else { 0 });
             let mut decoder = Decoder::new(1 << 28);
             let mut out = Decoded::default();
             let mut per_core: Vec<PerCore> = (0..shard_cores).map(|_| PerCore::default()).collect();

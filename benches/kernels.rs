@@ -16,7 +16,6 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch};
 use icefall::kafka::{Decoded, Decoder, Isolation};
 use icefall::record::{Batch, Record};
 use icefall::routing::Router;
@@ -30,37 +29,6 @@ const N: usize = 8_192;
 
 fn sample_records() -> Vec<Record> {
     (0..N as u64).map(common::sample_record).collect()
-}
-
-/// `records` as one Fetch answer's bytes: uncompressed batches of 500 records, with their own
-/// headers or with `headers` of none.
-fn as_fetched(records: &[Record], with_headers: bool) -> bytes::Bytes {
-    let mut out = Vec::new();
-    for chunk in records.chunks(500) {
-        let hs: Vec<Vec<(&[u8], Option<&[u8]>)>> = chunk
-            .iter()
-            .map(|r| {
-                r.headers
-                    .iter()
-                    .take(if with_headers { 2 } else { 0 })
-                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
-                    .collect()
-            })
-            .collect();
-        let recs: Vec<OutRecord<'_>> = chunk
-            .iter()
-            .zip(&hs)
-            .map(|(r, h)| OutRecord {
-                offset: r.offset,
-                timestamp_ms: r.timestamp_ms,
-                key: r.key.as_deref(),
-                value: r.value.as_deref(),
-                headers: h,
-            })
-            .collect();
-        encode_batch(&BatchSpec::default(), &recs, &mut out).expect("encode");
-    }
-    bytes::Bytes::from(out)
 }
 
 fn throughput(records: &[Record]) -> Throughput {
@@ -96,7 +64,11 @@ fn kernels(c: &mut Criterion) {
     let mut g = c.benchmark_group("fetch");
     g.throughput(tp.clone());
     for with_headers in [false, true] {
-        let data = as_fetched(&records, with_headers);
+        let data = common::fetch_answer(
+            &records,
+            icefall::kafka::Codec::None,
+            if with_headers { 2 } else { 0 },
+        );
         let name = if with_headers {
             "2_headers"
         } else {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::wire_broker::{AbortedTxn, Log, Prepared, WireBroker};
 use common::*;
 use icefall::kafka::Codec;
-use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch, marker_key, marker_value};
+use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch, encode_marker};
 
 type H = (&'static [u8], Option<&'static [u8]>);
 const HEADERS: &[H] = &[
@@ -77,23 +77,8 @@ impl Builder {
     }
 
     fn marker(&mut self, pid: i64, offset: i64, commit: bool) {
-        let (k, v) = (marker_key(commit), marker_value(0));
-        let r = OutRecord {
-            offset,
-            timestamp_ms: 0,
-            key: Some(&k),
-            value: Some(&v),
-            headers: &[],
-        };
-        let spec = BatchSpec {
-            producer_id: pid,
-            producer_epoch: 0,
-            transactional: true,
-            control: true,
-            ..BatchSpec::default()
-        };
         let mut bytes = Vec::new();
-        encode_batch(&spec, &[r], &mut bytes).unwrap();
+        encode_marker(pid, offset, commit, 0, &mut bytes).unwrap();
         self.log.batches.push(Prepared {
             base_offset: offset,
             last_offset: offset,
@@ -147,13 +132,8 @@ fn logs() -> (
         HEADERS,
     );
     let mut next = 7;
-    for codec in [
-        Codec::None,
-        Codec::Gzip,
-        Codec::Snappy,
-        Codec::Lz4,
-        Codec::Zstd,
-    ] {
+    // Every codec, four times: p1 is still being read on node 1 after p2 has moved there.
+    for codec in Codec::ALL.repeat(4) {
         let offsets: Vec<i64> = (next..next + 6).collect();
         p1.push(
             BatchSpec {
@@ -173,7 +153,7 @@ fn logs() -> (
     }
     let committed = BTreeMap::from([
         (0, vec![0, 1, 5, 10, 11, 12]),
-        (1, [0, 1, 4].into_iter().chain(7..37).collect()),
+        (1, [0, 1, 4].into_iter().chain(7..127).collect()),
         (2, (0..60).collect()),
     ]);
     let mut all = committed.clone();

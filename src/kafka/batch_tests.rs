@@ -3,15 +3,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::kafka::CodecError;
-use crate::kafka::encode::{BatchSpec, OutRecord, encode_batch, marker_key, marker_value};
+use crate::kafka::encode::{BatchSpec, OutRecord, encode_batch, encode_marker};
 
-const ALL: [Codec; 5] = [
-    Codec::None,
-    Codec::Gzip,
-    Codec::Snappy,
-    Codec::Lz4,
-    Codec::Zstd,
-];
+const ALL: [Codec; 5] = Codec::ALL;
 
 type H = (&'static [u8], Option<&'static [u8]>);
 const HEADERS: &[H] = &[
@@ -247,24 +241,9 @@ fn txn(pid: i64, recs: &[OutRecord<'_>]) -> Vec<u8> {
 }
 
 fn marker(pid: i64, offset: i64, commit: bool) -> Vec<u8> {
-    let (k, v) = (marker_key(commit), marker_value(3));
-    let r = OutRecord {
-        offset,
-        timestamp_ms: 0,
-        key: Some(&k),
-        value: Some(&v),
-        headers: &[],
-    };
-    batch(
-        BatchSpec {
-            producer_id: pid,
-            producer_epoch: 0,
-            transactional: true,
-            control: true,
-            ..BatchSpec::default()
-        },
-        &[r],
-    )
+    let mut out = Vec::new();
+    encode_marker(pid, offset, commit, 3, &mut out).unwrap();
+    out
 }
 
 /// Three producers interleaved: 1 commits, 2 aborts, 3 aborts then commits a second transaction.

@@ -3,7 +3,7 @@
 //! loop's own: Metadata, ListOffsets. Retriable errors are retried with backoff, after a
 //! metadata refresh where the error says the leader moved, until the configured timeout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
@@ -195,6 +195,26 @@ impl Client {
         Ok(())
     }
 
+    /// After a failed request about `topic`: the error back when it is fatal or the retry time
+    /// (from `started`) is spent; else waits the next backoff and, when the error says the
+    /// leader moved, asks for metadata again.
+    pub async fn retry_after(
+        &mut self,
+        e: KafkaError,
+        started: Instant,
+        backoff: &mut Backoff,
+        topic: &str,
+    ) -> Result<(), KafkaError> {
+        if !e.retriable() || started.elapsed() >= self.cfg.retry_for {
+            return Err(e);
+        }
+        tokio::time::sleep(backoff.next_wait()).await;
+        if e.stale_metadata() {
+            self.refresh(&[topic]).await?;
+        }
+        Ok(())
+    }
+
     /// The topic's partitions, sorted (asks the cluster when the topic is not known yet).
     pub async fn partitions(&mut self, topic: &str) -> Result<Vec<i32>, KafkaError> {
         if !self.topics.contains_key(topic) {
@@ -310,13 +330,7 @@ impl Client {
                 }
             }
             if let Some(e) = failed {
-                if !e.retriable() || started.elapsed() >= self.cfg.retry_for {
-                    return Err(e);
-                }
-                tokio::time::sleep(backoff.next_wait()).await;
-                if e.stale_metadata() {
-                    self.refresh(&[topic]).await?;
-                }
+                self.retry_after(e, started, &mut backoff, topic).await?;
             }
         }
         Ok(out)
@@ -440,13 +454,7 @@ impl Client {
             }
             left = retry;
             if let Some(e) = failed {
-                if !e.retriable() || started.elapsed() >= self.cfg.retry_for {
-                    return Err(e);
-                }
-                tokio::time::sleep(backoff.next_wait()).await;
-                if e.stale_metadata() {
-                    self.refresh(&[topic]).await?;
-                }
+                self.retry_after(e, started, &mut backoff, topic).await?;
             }
         }
         Ok(out)
@@ -496,16 +504,16 @@ pub async fn fetch_on(
             if !throttle.is_zero() {
                 tokio::time::sleep(throttle).await;
             }
-            for w in wants {
-                if !answers.iter().any(|a| a.partition == w.partition) {
-                    answers.push(Answer {
-                        partition: w.partition,
-                        error: Some(ResponseError::UnknownServerError),
-                        ..Answer::default()
-                    });
-                }
+            let asked: BTreeSet<i32> = wants.iter().map(|w| w.partition).collect();
+            answers.retain(|a| asked.contains(&a.partition));
+            let answered: BTreeSet<i32> = answers.iter().map(|a| a.partition).collect();
+            for &partition in asked.difference(&answered) {
+                answers.push(Answer {
+                    partition,
+                    error: Some(ResponseError::UnknownServerError),
+                    ..Answer::default()
+                });
             }
-            answers.retain(|a| wants.iter().any(|w| w.partition == a.partition));
             Ok(answers)
         }
     };

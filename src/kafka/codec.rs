@@ -29,6 +29,15 @@ const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 const XERIAL_HEADER: usize = 16;
 
 impl Codec {
+    /// Every codec Kafka defines.
+    pub const ALL: [Codec; 5] = [
+        Codec::None,
+        Codec::Gzip,
+        Codec::Snappy,
+        Codec::Lz4,
+        Codec::Zstd,
+    ];
+
     pub fn from_attribute(bits: u8) -> Result<Self, CodecError> {
         Ok(match bits {
             0 => Codec::None,
@@ -169,13 +178,7 @@ fn bounded_read(
 mod tests {
     use super::*;
 
-    const ALL: [Codec; 5] = [
-        Codec::None,
-        Codec::Gzip,
-        Codec::Snappy,
-        Codec::Lz4,
-        Codec::Zstd,
-    ];
+    const ALL: [Codec; 5] = Codec::ALL;
 
     #[test]
     fn every_codec_round_trips_and_appends() {

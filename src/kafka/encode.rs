@@ -46,15 +46,34 @@ impl Default for BatchSpec {
     }
 }
 
-/// A transaction marker's record key: version 0, then 0 (ABORT) or 1 (COMMIT).
-pub fn marker_key(commit: bool) -> [u8; 4] {
-    [0, 0, 0, u8::from(commit)]
-}
-
-/// A transaction marker's record value: version 0, coordinator epoch.
-pub fn marker_value(coordinator_epoch: i32) -> [u8; 6] {
+/// Appends a transaction marker of producer `producer_id` at `offset` to `out`: a control batch
+/// whose one record's key is version 0 and 0 (ABORT) or 1 (COMMIT), its value version 0 and the
+/// coordinator epoch.
+pub fn encode_marker(
+    producer_id: i64,
+    offset: i64,
+    commit: bool,
+    coordinator_epoch: i32,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let key = [0, 0, 0, u8::from(commit)];
     let e = coordinator_epoch.to_be_bytes();
-    [0, 0, e[0], e[1], e[2], e[3]]
+    let value = [0, 0, e[0], e[1], e[2], e[3]];
+    let r = OutRecord {
+        offset,
+        timestamp_ms: 0,
+        key: Some(&key),
+        value: Some(&value),
+        headers: &[],
+    };
+    let spec = BatchSpec {
+        producer_id,
+        producer_epoch: 0,
+        transactional: true,
+        control: true,
+        ..BatchSpec::default()
+    };
+    encode_batch(&spec, &[r], out)
 }
 
 /// Appends one batch of `records` (at least one, offsets ascending) to `out`.

@@ -125,15 +125,10 @@ impl Producer {
                 }
             }
             if let Some(e) = failed {
-                if !e.retriable() || started.elapsed() >= self.client.cfg.retry_for {
-                    return Err(e);
-                }
+                self.client
+                    .retry_after(e, started, &mut backoff, &self.topic)
+                    .await?;
                 self.retries += 1;
-                tokio::time::sleep(backoff.next_wait()).await;
-                if e.stale_metadata() {
-                    let topic = self.topic.clone();
-                    self.client.refresh(&[&topic]).await?;
-                }
             }
         }
         Ok(out)

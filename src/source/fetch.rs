@@ -55,6 +55,8 @@ type Done = (
 /// What the fetch loop keeps between answers.
 struct Loop {
     parts: Vec<Part>,
+    /// Partition → its index in `parts`.
+    index: std::collections::BTreeMap<i32, usize>,
     /// Brokers with a request in flight.
     busy: BTreeSet<i32>,
     /// Rotates each broker's partition order, so a partition whose batch exceeds the
@@ -103,7 +105,13 @@ impl FetchCore {
         }
         let mut client = cfg.connect().await?;
         cfg.partitions(&mut client).await?;
+        let index = pending
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.partition, i))
+            .collect();
         let mut l = Loop {
+            index,
             parts: pending
                 .into_iter()
                 .map(|plan| Part {
@@ -203,7 +211,7 @@ impl FetchCore {
         a: Answer,
         stats: &mut FetchStats,
     ) -> Result<bool, SourceError> {
-        let Some(idx) = l.parts.iter().position(|p| p.plan.partition == a.partition) else {
+        let Some(&idx) = l.index.get(&a.partition) else {
             return Ok(false);
         };
         let partition = a.partition;

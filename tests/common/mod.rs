@@ -936,3 +936,43 @@ pub fn sample_record_of(shape: &sample::Shape, i: u64) -> icefall::record::Recor
             .collect(),
     }
 }
+
+/// `records` as one Fetch answer's bytes: batches of 500 records in `codec`, each record with
+/// its first `headers` headers (benches).
+pub fn fetch_answer(
+    records: &[icefall::record::Record],
+    codec: icefall::kafka::Codec,
+    headers: usize,
+) -> bytes::Bytes {
+    use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch};
+    let mut out = Vec::new();
+    for chunk in records.chunks(500) {
+        let hs: Vec<Vec<(&[u8], Option<&[u8]>)>> = chunk
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .take(headers)
+                    .map(|(k, v)| (k.as_slice(), v.as_deref()))
+                    .collect()
+            })
+            .collect();
+        let recs: Vec<OutRecord<'_>> = chunk
+            .iter()
+            .zip(&hs)
+            .map(|(r, h)| OutRecord {
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: h,
+            })
+            .collect();
+        let spec = BatchSpec {
+            codec,
+            ..BatchSpec::default()
+        };
+        encode_batch(&spec, &recs, &mut out).expect("encode");
+    }
+    bytes::Bytes::from(out)
+}
