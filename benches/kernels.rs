@@ -19,9 +19,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use icefall::kafka::{Decoded, Decoder, Isolation};
 use icefall::record::{Batch, Record};
 use icefall::routing::Router;
-use icefall::sink::avro::AvroSchemas;
+use icefall::decode::avro::AvroSchemas;
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
-use icefall::sink::fields::KnownFields;
+use icefall::decode::fields::KnownFields;
 use icefall::sink::schema::{Shape, arrow_schema, raw_arrow_schema};
 use icefall::source::emit::{Fetched, PerCore, route};
 

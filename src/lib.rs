@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod config;
+pub mod decode;
 pub mod kafka;
 pub mod metrics;
 pub mod offsets;

@@ -59,7 +59,7 @@ pub fn replay(cfg: RunConfig) -> Result<ReplaySummary, Error> {
 
 async fn replay_async(
     cfg: RunConfig,
-    avro: Option<crate::sink::avro::AvroSchemas>,
+    avro: Option<crate::decode::avro::AvroSchemas>,
 ) -> Result<ReplaySummary, Error> {
     let started = Instant::now();
     let (storage, warehouse_url) = upload::open_warehouse(&cfg.warehouse).await?;
@@ -108,7 +108,7 @@ async fn replay_async(
             let batch = crate::record::Batch::of_records(reader.partition(), &records);
             encoder.append(reader.partition(), batch.records(), &mut rejected)?;
             if let Some(bad) = rejected.into_iter().next() {
-                return Err(bad.into_error(reader.partition(), batch.records()).into());
+                return Err(SinkError::undecodable(bad, reader.partition(), batch.records()).into());
             }
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;

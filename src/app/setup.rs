@@ -6,7 +6,7 @@ use std::num::NonZeroU64;
 
 use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
 use crate::runtime::RuntimeError;
-use crate::sink::avro::AvroSchemas;
+use crate::decode::avro::AvroSchemas;
 use crate::sink::commit::CatalogSpec;
 use crate::sink::encode::EncodeOptions;
 use crate::sink::schema::Shape;
@@ -68,7 +68,7 @@ pub(crate) fn avro_schemas(
             AvroSchemas::plain(&text).map_err(bad)?
         }
         (None, Some(url)) => setup
-            .block_on(crate::sink::registry::subject_versions(url, &cfg.topic))
+            .block_on(crate::decode::registry::subject_versions(url, &cfg.topic))
             .map_err(|reason| ConfigError::invalid("--schema-registry", url, reason))?,
         (None, None) => {
             return Err(ConfigError::invalid(
@@ -92,7 +92,7 @@ pub(super) fn infer_shape(
     let records = setup.block_on(source::sample(source_cfg, plans, n))?;
     let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value.as_deref()).collect();
     let bad = |reason: String| ConfigError::invalid("--infer-schema", n, reason);
-    let fields = crate::sink::decode::infer_fields(&values).map_err(bad)?;
+    let fields = crate::decode::json::infer_fields(&values).map_err(bad)?;
     let shape = Shape::from_arrow(&fields).map_err(bad)?;
     tracing::info!(records = records.len(), fields = ?fields.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>(), "inferred the value's fields");
     Ok(shape)

@@ -14,7 +14,7 @@ use crate::offsets::SetAside;
 use crate::record::{DeadLetter, Records, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
-use crate::sink::decode::infer_fields;
+use crate::decode::json::infer_fields;
 use crate::sink::encode::{EncodeOptions, FileEncoder};
 use crate::sink::evolve::Evolution;
 use crate::sink::upload::{Target, ToIo};
@@ -86,7 +86,7 @@ pub struct ShardCore {
     /// Test hook (`--debug-slow-shard`): sleep this long before each batch holding this shard.
     pub slow: Option<(u32, Duration)>,
     /// Records the encoder could not decode, from the last append.
-    pub rejected: Vec<crate::sink::decode::Rejected>,
+    pub rejected: Vec<crate::decode::Rejected>,
     /// `None`: a record that cannot be decoded fails the run.
     pub dead: Option<DeadLetters>,
     /// `Some`: new JSON fields become columns.
@@ -239,7 +239,7 @@ impl ShardCore {
     ) -> Result<(), ShardError> {
         let Some(dead) = &mut self.dead else {
             let first = self.rejected.swap_remove(0);
-            return Err(first.into_error(partition, records).into());
+            return Err(crate::sink::SinkError::undecodable(first, partition, records).into());
         };
         let before = self.rejected.len();
         self.rejected.retain(|bad| {

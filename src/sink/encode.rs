@@ -21,9 +21,10 @@ use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
-use super::avro::{AvroSchemas, AvroValues};
-use super::decode::{JsonValues, Rejected};
 use super::schema::{self, HeaderLayout};
+use crate::decode::Rejected;
+use crate::decode::avro::{AvroSchemas, AvroValues};
+use crate::decode::json::JsonValues;
 use crate::record::{RecordRef, Records};
 
 /// How files are encoded.

@@ -4,16 +4,13 @@
 //! [`encode::FileEncoder`] that turns records into finished Parquet files in memory, and the io
 //! role's [`upload`] loop that writes those files through `object_store`. It is the only module
 //! that imports `object_store` and `parquet`. It does not decide *when* a file is closed (the shard
-//! state machine does) and knows nothing of Kafka clients or executors.
+//! state machine does), does not parse values (typed columns come from `crate::decode`) and knows
+//! nothing of Kafka clients or executors.
 
-pub mod avro;
 pub mod commit;
-pub mod decode;
 pub mod encode;
 pub mod evolve;
-pub mod fields;
 pub mod guard;
-pub mod registry;
 pub mod schema;
 pub mod stats;
 pub mod storage;
@@ -84,6 +81,20 @@ pub enum SinkError {
 }
 
 impl SinkError {
+    /// The error that stops a run with no dead-letter destination, naming the record `bad`
+    /// points at in `records`.
+    pub fn undecodable(
+        bad: crate::decode::Rejected,
+        partition: i32,
+        records: crate::record::Records<'_>,
+    ) -> Self {
+        SinkError::Undecodable {
+            partition,
+            offset: records.get(bad.index).map_or(-1, |r| r.offset),
+            reason: bad.reason,
+        }
+    }
+
     /// True for failures of the catalog or the table (as opposed to the object store).
     pub fn is_catalog(&self) -> bool {
         matches!(

@@ -510,7 +510,7 @@ mod typed_tests {
             br#"{"id":2,"gone":null}"#,
             b"not json",
         ];
-        let arrow = crate::sink::decode::infer_fields(&values).unwrap();
+        let arrow = crate::decode::json::infer_fields(&values).unwrap();
         let shape = Shape::from_arrow(&arrow).unwrap();
         let schema = shape.iceberg_schema().unwrap();
         let t = |n: &str| schema.field_by_name(n).unwrap().field_type.to_string();
@@ -531,7 +531,7 @@ mod typed_tests {
         assert_eq!(Shape::of_table(&iceberg_schema()), Shape::Raw);
         let none: Vec<&[u8]> = vec![b"[1,2]", b"oops"];
         assert!(
-            crate::sink::decode::infer_fields(&none)
+            crate::decode::json::infer_fields(&none)
                 .unwrap_err()
                 .contains("none of the 2")
         );

@@ -10,28 +10,9 @@ use arrow_array::RecordBatch;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::SchemaRef;
 
-use super::SinkError;
+use super::Rejected;
 use super::fields::KnownFields;
 use crate::record::{RecordRef, Records};
-
-/// Why a record could not be decoded; its offset is the caller's to add.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    /// Index of the record in the batch given to [`JsonValues::decode`].
-    pub index: usize,
-    pub reason: String,
-}
-
-impl Rejected {
-    /// The error that stops a run with no dead-letter destination, naming the record.
-    pub fn into_error(self, partition: i32, records: Records<'_>) -> SinkError {
-        SinkError::Undecodable {
-            partition,
-            offset: records.get(self.index).map_or(-1, |r| r.offset),
-            reason: self.reason,
-        }
-    }
-}
 
 /// One shard core's JSON decoder for the value fields of its table.
 pub struct JsonValues {

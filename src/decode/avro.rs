@@ -18,7 +18,8 @@ use arrow_avro::schema::{
 };
 use arrow_schema::SchemaRef;
 
-use super::decode::{Rejected, precheck};
+use super::Rejected;
+use super::json::precheck;
 use crate::record::{RecordRef, Records};
 
 /// The id bare bodies are framed with (they carry none).
@@ -121,7 +122,7 @@ impl AvroValues {
         &self.schema
     }
 
-    /// Same contract as [`super::decode::JsonValues::decode`].
+    /// Same contract as [`super::json::JsonValues::decode`].
     pub fn decode(
         &mut self,
         records: Records<'_>,
@@ -327,8 +328,8 @@ mod tests {
 
     fn table_schema(schemas: &AvroSchemas) -> SchemaRef {
         let shape =
-            super::super::schema::Shape::from_arrow(&schemas.arrow_schema().unwrap()).unwrap();
-        let all = super::super::schema::arrow_schema(&shape.iceberg_schema().unwrap()).unwrap();
+            crate::sink::schema::Shape::from_arrow(&schemas.arrow_schema().unwrap()).unwrap();
+        let all = crate::sink::schema::arrow_schema(&shape.iceberg_schema().unwrap()).unwrap();
         Arc::new(arrow_schema::Schema::new(all.fields()[5..].to_vec()))
     }
 
