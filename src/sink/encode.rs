@@ -15,13 +15,13 @@ use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
 
 use super::SinkError;
 use super::schema::{self, HeaderLayout};
+use super::chunks::Chunks;
+use super::props;
 use crate::decode::Rejected;
 use crate::decode::avro::{AvroSchemas, AvroValues};
 use crate::decode::json::JsonValues;
@@ -49,10 +49,20 @@ impl Default for EncodeOptions {
     }
 }
 
+impl EncodedFile {
+    /// The file as one buffer (a copy; for tests and readers, not the upload path).
+    pub fn to_bytes(&self) -> Bytes {
+        Bytes::from(self.parts.concat())
+    }
+}
+
 /// A finished Parquet file, ready to upload.
 #[derive(Debug)]
 pub struct EncodedFile {
-    pub bytes: Bytes,
+    /// The file's bytes, in order (see [`super::chunks`]).
+    pub parts: Vec<Bytes>,
+    /// Their total length.
+    pub size: u64,
     pub rows: u64,
     /// The footer, for the table's per-column statistics.
     pub metadata: ParquetMetaData,
@@ -313,7 +323,7 @@ pub struct FileEncoder {
     /// What the buffered rows hold so far; becomes the next batch's capacity hint.
     sizes: Sizes,
     buffered: usize,
-    writer: Option<ArrowWriter<Vec<u8>>>,
+    writer: Option<ArrowWriter<Chunks>>,
     file_rows: u64,
     /// Key, value and header bytes of every record appended.
     payload_bytes: u64,
@@ -350,14 +360,8 @@ impl FileEncoder {
                 })
             }
         };
-        let level = ZstdLevel::try_new(opts.zstd_level)
+        let props = props::writer_properties(&schema, opts.zstd_level, opts.row_group_rows)
             .map_err(|source| SinkError::Encode { core, source })?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .set_max_row_group_row_count(Some(opts.row_group_rows))
-            // Values are rarely repetitive; a dictionary there costs CPU and falls back anyway.
-            .set_column_dictionary_enabled(ColumnPath::from(schema::VALUE), false)
-            .build();
         Ok(Self {
             core,
             cols: Columns::with_capacity(Sizes::default(), &layout),
@@ -537,7 +541,7 @@ impl FileEncoder {
         }
         self.cols = Columns::with_capacity(sizes, &self.layout);
         if self.writer.is_none() {
-            let w = ArrowWriter::try_new(Vec::new(), self.schema.clone(), Some(self.props.clone()))
+            let w = ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(self.props.clone()))
                 .map_err(|source| SinkError::Encode { core, source })?;
             self.writer = Some(w);
         }
@@ -564,7 +568,8 @@ impl FileEncoder {
         let buf = std::mem::take(writer.inner_mut());
         let rows = std::mem::take(&mut self.file_rows);
         Ok(Some(EncodedFile {
-            bytes: Bytes::from(buf),
+            size: buf.len() as u64,
+            parts: buf.into_parts(),
             rows,
             metadata,
         }))
@@ -616,7 +621,7 @@ mod tests {
             )
             .unwrap();
             let file = enc.finish_file().unwrap().unwrap();
-            let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes).unwrap();
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
             let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
             batches[0].column(4).clone()
         };
@@ -671,7 +676,7 @@ mod tests {
         assert_eq!(file.rows, 3);
         assert!(enc.finish_file().unwrap().is_none(), "no empty files");
 
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file.bytes.clone()).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
         let parquet_schema = reader.parquet_schema();
         let ids: Vec<i32> = parquet_schema
             .root_schema()

@@ -7,10 +7,12 @@
 //! state machine does), does not parse values (typed columns come from `crate::decode`) and knows
 //! nothing of Kafka clients or executors.
 
+pub mod chunks;
 pub mod commit;
 pub mod encode;
 pub mod evolve;
 pub mod guard;
+pub mod props;
 pub mod schema;
 pub mod stats;
 pub mod storage;

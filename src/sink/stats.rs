@@ -27,6 +27,8 @@ struct Column {
     upper: Option<Datum>,
     /// Some chunk's maximum has no representable upper bound: the file gets none.
     unbounded: bool,
+    /// Some chunk has no null count (statistics off for the column): the file's is unknown.
+    nulls_unknown: bool,
 }
 
 /// The `DataFile` for a file written at `path` (its full location) with `size` bytes.
@@ -58,9 +60,13 @@ pub fn data_file(
             c.size += chunk.compressed_size().max(0) as u64;
             c.values += chunk.num_values().max(0) as u64;
             let Some(stats) = chunk.statistics() else {
+                c.nulls_unknown = true;
                 continue;
             };
-            c.nulls += stats.null_count_opt().unwrap_or(0);
+            match stats.null_count_opt() {
+                Some(n) => c.nulls += n,
+                None => c.nulls_unknown = true,
+            }
             if let Some(ty) = top_level.get(&id)
                 && let Some((lo, hi)) = bounds(stats, ty)
             {
@@ -84,7 +90,12 @@ pub fn data_file(
         .file_size_in_bytes(size)
         .column_sizes(cols.iter().map(|(id, c)| (*id, c.size)).collect())
         .value_counts(cols.iter().map(|(id, c)| (*id, c.values)).collect())
-        .null_value_counts(cols.iter().map(|(id, c)| (*id, c.nulls)).collect())
+        .null_value_counts(
+            cols.iter()
+                .filter(|(_, c)| !c.nulls_unknown)
+                .map(|(id, c)| (*id, c.nulls))
+                .collect(),
+        )
         .lower_bounds(
             cols.iter()
                 .filter_map(|(id, c)| Some((*id, c.lower.clone()?)))
@@ -187,14 +198,14 @@ mod tests {
         let f = enc.finish_file().unwrap().unwrap();
         let df = data_file(
             "file:///x.parquet".into(),
-            f.bytes.len() as u64,
+            f.size,
             &f.metadata,
             &schema::iceberg_schema(),
             0,
         )
         .unwrap();
         assert_eq!(df.record_count(), 10);
-        assert_eq!(df.file_size_in_bytes(), f.bytes.len() as u64);
+        assert_eq!(df.file_size_in_bytes(), f.size);
         assert_eq!(df.value_counts()[&2], 10);
         assert_eq!(df.null_value_counts()[&4], 5, "odd offsets have no key");
         assert_eq!(df.lower_bounds()[&1], Datum::int(4));
@@ -203,5 +214,10 @@ mod tests {
         assert_eq!(df.upper_bounds()[&3], Datum::timestamptz_micros(1_019_000));
         assert_eq!(df.lower_bounds()[&4], Datum::binary(b"k10".iter().copied()));
         assert!(df.column_sizes().keys().all(|id| (1..=9).contains(id)));
+        // The value column carries no statistics (sink::props): its null count is unknown,
+        // not zero, and it has no bounds.
+        assert_eq!(df.value_counts()[&6], 10);
+        assert!(!df.null_value_counts().contains_key(&6));
+        assert!(!df.lower_bounds().contains_key(&6));
     }
 }

@@ -157,7 +157,7 @@ impl TableFiles {
     }
 
     /// Writes `bytes` at `rel` (relative to the table location); returns the full location.
-    pub async fn put_bytes(&self, rel: &str, bytes: bytes::Bytes) -> Result<String, SinkError> {
+    pub async fn put_bytes(&self, rel: &str, payload: PutPayload) -> Result<String, SinkError> {
         let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
         let path: StorePath = self
             .storage
@@ -172,7 +172,7 @@ impl TableFiles {
                 source: Box::new(e),
             })?;
         store
-            .put(&path, PutPayload::from(bytes))
+            .put(&path, payload)
             .await
             .map_err(|source| SinkError::Upload {
                 path: location.clone(),
@@ -193,8 +193,10 @@ impl TableFiles {
         file: Box<EncodedFile>,
         target: Target,
     ) -> Result<Uploaded, SinkError> {
-        let size = file.bytes.len() as u64;
-        let location = self.put_bytes(&rel, file.bytes.clone()).await?;
+        let size = file.size;
+        let location = self
+            .put_bytes(&rel, PutPayload::from_iter(file.parts.iter().cloned()))
+            .await?;
         let grown = self.evolution.as_ref().map(|e| e.schema());
         let data_file = stats::data_file(
             location,
