@@ -16,12 +16,12 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use icefall::decode::avro::AvroSchemas;
+use icefall::decode::fields::KnownFields;
 use icefall::kafka::{Decoded, Decoder, Isolation};
 use icefall::record::{Batch, Record};
 use icefall::routing::Router;
-use icefall::decode::avro::AvroSchemas;
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
-use icefall::decode::fields::KnownFields;
 use icefall::sink::schema::{Shape, arrow_schema, raw_arrow_schema};
 use icefall::source::emit::{Fetched, PerCore, route};
 

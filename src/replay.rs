@@ -108,7 +108,9 @@ async fn replay_async(
             let batch = crate::record::Batch::of_records(reader.partition(), &records);
             encoder.append(reader.partition(), batch.records(), &mut rejected)?;
             if let Some(bad) = rejected.into_iter().next() {
-                return Err(SinkError::undecodable(bad, reader.partition(), batch.records()).into());
+                return Err(
+                    SinkError::undecodable(bad, reader.partition(), batch.records()).into(),
+                );
             }
             if encoder.buffered_rows() >= cfg.batch_rows.get() {
                 encoder.encode_buffered()?;

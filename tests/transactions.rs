@@ -87,12 +87,11 @@ impl Builder {
     }
 }
 
+/// Per partition, the offsets an isolation level keeps.
+type Kept = BTreeMap<i32, Vec<i64>>;
+
 /// The logs, and per partition the offsets read_committed keeps and read_uncommitted keeps.
-fn logs() -> (
-    BTreeMap<i32, Log>,
-    BTreeMap<i32, Vec<i64>>,
-    BTreeMap<i32, Vec<i64>>,
-) {
+fn logs() -> (BTreeMap<i32, Log>, Kept, Kept) {
     // p0 on node 0: producers 1 and 3 commit, 2 aborts; 3 aborts once, then commits; a COMMIT
     // marker is the tail.
     let mut p0 = Builder::new(0, 0);
@@ -285,7 +284,8 @@ fn a_bad_batch_stops_the_run_naming_topic_partition_and_offset() {
     };
     // The CRC of the second batch no longer matches; an unknown codec (CRC made right); a record
     // length that runs past its batch (CRC made right).
-    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+    type Spoil = fn(&mut Vec<u8>);
+    let cases: [(&str, Spoil); 3] = [
         ("CRC-32C mismatch", |b| *b.last_mut().unwrap() ^= 0x55),
         ("unknown compression codec 6", |b| {
             b[21..23].copy_from_slice(&6i16.to_be_bytes());

@@ -317,7 +317,7 @@ async fn producer(
             .iter()
             .map(|&i| (shape.key(i), shape.value(i), shape.headers(i)))
             .collect();
-        let headers: Vec<Vec<(&[u8], Option<&[u8]>)>> = owned
+        let headers: Vec<Vec<icefall::kafka::HeaderRef<'_>>> = owned
             .iter()
             .map(|(_, _, h)| {
                 h.iter()

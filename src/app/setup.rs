@@ -5,8 +5,8 @@
 use std::num::NonZeroU64;
 
 use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
-use crate::runtime::RuntimeError;
 use crate::decode::avro::AvroSchemas;
+use crate::runtime::RuntimeError;
 use crate::sink::commit::CatalogSpec;
 use crate::sink::encode::EncodeOptions;
 use crate::sink::schema::Shape;

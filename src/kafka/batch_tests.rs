@@ -42,8 +42,11 @@ fn decode(
     Ok(out)
 }
 
-/// (offset, value, headers) of every decoded record, resolved against the buffer.
-fn rows(d: &Decoded) -> Vec<(i64, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+/// (offset, value, headers) of a decoded record, resolved against the buffer.
+type Row = (i64, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+/// Every decoded record as a [`Row`].
+fn rows(d: &Decoded) -> Vec<Row> {
     d.records
         .iter()
         .map(|r| {

@@ -21,4 +21,4 @@ pub use client::{Client, ClientConfig, OffsetAt};
 pub use codec::{Codec, CodecError};
 pub use conn::{Conn, ConnConfig};
 pub use error::KafkaError;
-pub use produce::{ProduceRecord, Producer, ProducerConfig};
+pub use produce::{HeaderRef, ProduceRecord, Producer, ProducerConfig};

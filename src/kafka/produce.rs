@@ -16,13 +16,16 @@ use super::codec::Codec;
 use super::encode::{BatchSpec, OutRecord, encode_batch};
 use super::error::{Backoff, KafkaError};
 
+/// A header to produce: its key and its value (`None`: a null value).
+pub type HeaderRef<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// One record to produce.
 #[derive(Debug, Clone, Copy)]
 pub struct ProduceRecord<'a> {
     pub timestamp_ms: i64,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
-    pub headers: &'a [(&'a [u8], Option<&'a [u8]>)],
+    pub headers: &'a [HeaderRef<'a>],
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -8,13 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::decode::json::infer_fields;
 use crate::metrics::live::Live;
 use crate::metrics::{EpochLatency, ShardStats, now_ms};
 use crate::offsets::SetAside;
 use crate::record::{DeadLetter, Records, ToShard};
 use crate::runtime::bridge::{Fan, Sender};
 use crate::runtime::{self, Control};
-use crate::decode::json::infer_fields;
 use crate::sink::encode::{EncodeOptions, FileEncoder};
 use crate::sink::evolve::Evolution;
 use crate::sink::upload::{Target, ToIo};

@@ -53,7 +53,8 @@ impl Chunks {
     /// The chunks, in order; the last one may be short.
     pub fn into_parts(mut self) -> Vec<Bytes> {
         if !self.current.is_empty() {
-            self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+            self.done
+                .push(Bytes::from(std::mem::take(&mut self.current)));
         }
         self.done
     }
@@ -71,7 +72,8 @@ impl std::io::Write for Chunks {
             self.current.extend_from_slice(now);
             buf = rest;
             if self.current.len() == self.chunk {
-                self.done.push(Bytes::from(std::mem::take(&mut self.current)));
+                self.done
+                    .push(Bytes::from(std::mem::take(&mut self.current)));
             }
         }
         self.len += n;

@@ -294,7 +294,9 @@ pub async fn ledger_entries(
         return Ok(vec![(kind.key(topic), json)]);
     }
     let rel = format!("metadata/icefall-{}-{name}.json", kind.name());
-    let location = files.put_bytes(&rel, object_store::PutPayload::from(json)).await?;
+    let location = files
+        .put_bytes(&rel, object_store::PutPayload::from(json))
+        .await?;
     Ok(vec![(kind.file_key(topic), location)])
 }
 

@@ -19,9 +19,9 @@ use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 
 use super::SinkError;
-use super::schema::{self, HeaderLayout};
 use super::chunks::Chunks;
 use super::props;
+use super::schema::{self, HeaderLayout};
 use crate::decode::Rejected;
 use crate::decode::avro::{AvroSchemas, AvroValues};
 use crate::decode::json::JsonValues;
@@ -541,8 +541,9 @@ impl FileEncoder {
         }
         self.cols = Columns::with_capacity(sizes, &self.layout);
         if self.writer.is_none() {
-            let w = ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(self.props.clone()))
-                .map_err(|source| SinkError::Encode { core, source })?;
+            let w =
+                ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(self.props.clone()))
+                    .map_err(|source| SinkError::Encode { core, source })?;
             self.writer = Some(w);
         }
         let writer = self.writer.as_mut().expect("writer opened above");

@@ -84,6 +84,11 @@ mod tests {
             assert_eq!(props.encoding(&p), Some(Encoding::DELTA_BINARY_PACKED));
         }
         assert!(props.dictionary_enabled(&ColumnPath::from(schema::KEY)));
-        assert!(!opaque(&["_kafka_headers".into(), "list".into(), "element".into(), "key".into()]));
+        assert!(!opaque(&[
+            "_kafka_headers".into(),
+            "list".into(),
+            "element".into(),
+            "key".into()
+        ]));
     }
 }

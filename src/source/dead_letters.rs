@@ -95,7 +95,7 @@ impl DeadLetterTopic {
                     end += 1;
                 }
                 let chunk = &letters[start..end];
-                let headers: Vec<Vec<(&[u8], Option<&[u8]>)>> =
+                let headers: Vec<Vec<crate::kafka::HeaderRef<'_>>> =
                     chunk.iter().map(Letter::headers).collect();
                 let recs: Vec<ProduceRecord<'_>> = chunk
                     .iter()

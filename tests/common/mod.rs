@@ -947,7 +947,7 @@ pub fn fetch_answer(
     use icefall::kafka::encode::{BatchSpec, OutRecord, encode_batch};
     let mut out = Vec::new();
     for chunk in records.chunks(500) {
-        let hs: Vec<Vec<(&[u8], Option<&[u8]>)>> = chunk
+        let hs: Vec<Vec<icefall::kafka::HeaderRef<'_>>> = chunk
             .iter()
             .map(|r| {
                 r.headers

@@ -1,7 +1,9 @@
 //! A protocol-level Kafka broker for what Tansu cannot serve: transactions (markers, aborted
 //! transaction lists), several nodes with leaders that move, and prepared record batches of
 //! every codec. It speaks the real wire format through kafka-protocol's codecs: ApiVersions,
-//! Metadata, ListOffsets and Fetch, on real TCP listeners on loopback. Batches are served as
+//! Metadata, ListOffsets, Fetch, and for producers InitProducerId and Produce (idempotent: a
+//! batch whose sequence was already written is answered DUPLICATE_SEQUENCE_NUMBER and not
+//! written again), on real TCP listeners on loopback. Batches are served as
 //! prepared; a Fetch answer also carries the first bytes of the next batch when one remains (a
 //! cut-short trailing batch, as a real broker sends at its byte limit).
 
@@ -63,6 +65,13 @@ pub struct State {
     pub connections: BTreeMap<i32, usize>,
     /// After this many Fetch requests to its leader, partition p moves to node n.
     pub move_after: Option<(usize, i32, i32)>,
+    /// Per Produce request and partition: (producer id, epoch, partition, base sequence, records).
+    pub produces: Vec<(i64, i16, i32, i32, i32)>,
+    /// The next sequence each (producer id, partition) must send.
+    pub sequences: BTreeMap<(i64, i32), i32>,
+    /// Produce requests to apply and then answer by closing the connection (a lost acknowledgement).
+    pub lose_produce_answers: usize,
+    pub producer_ids: i64,
 }
 
 pub struct WireBroker {
@@ -148,6 +157,25 @@ async fn serve(
                 let req = FetchRequest::decode(&mut frame, v).map_err(std::io::Error::other)?;
                 respond(&fetch(&state, node, &req), v, header.correlation_id)
             }
+            Ok(ApiKey::InitProducerId) => {
+                let mut r = InitProducerIdResponse::default();
+                let mut s = state.lock().unwrap();
+                s.producer_ids += 1;
+                r.producer_id = ProducerId(1000 + s.producer_ids);
+                r.producer_epoch = 0;
+                respond(&r, v, header.correlation_id)
+            }
+            Ok(ApiKey::Produce) => {
+                let req = ProduceRequest::decode(&mut frame, v).map_err(std::io::Error::other)?;
+                let r = produce(&state, &req);
+                let mut s = state.lock().unwrap();
+                if s.lose_produce_answers > 0 {
+                    s.lose_produce_answers -= 1;
+                    return Ok(());
+                }
+                drop(s);
+                respond(&r, v, header.correlation_id)
+            }
             _ => return Ok(()),
         };
         sock.write_all(&out).await?;
@@ -169,16 +197,23 @@ fn respond<R: Encodable + HeaderVersion>(r: &R, version: i16, correlation: i32) 
 
 fn api_versions() -> ApiVersionsResponse {
     let mut r = ApiVersionsResponse::default();
-    r.api_keys = [(18, 0, 3), (3, 1, 12), (2, 1, 7), (1, 4, 12)]
-        .into_iter()
-        .map(|(k, min, max)| {
-            let mut a = ApiVersion::default();
-            a.api_key = k;
-            a.min_version = min;
-            a.max_version = max;
-            a
-        })
-        .collect();
+    r.api_keys = [
+        (18, 0, 3),
+        (3, 1, 12),
+        (2, 1, 7),
+        (1, 4, 12),
+        (0, 3, 9),
+        (22, 0, 4),
+    ]
+    .into_iter()
+    .map(|(k, min, max)| {
+        let mut a = ApiVersion::default();
+        a.api_key = k;
+        a.min_version = min;
+        a.max_version = max;
+        a
+    })
+    .collect();
     r
 }
 
@@ -246,6 +281,59 @@ fn list_offsets(state: &Mutex<State>, req: &ListOffsetsRequest) -> ListOffsetsRe
             rt
         })
         .collect();
+    r
+}
+
+/// Appends each partition's batch unless its sequence is one the producer already wrote.
+fn produce(state: &Mutex<State>, req: &ProduceRequest) -> ProduceResponse {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    let mut s = state.lock().unwrap();
+    let mut r = ProduceResponse::default();
+    for t in &req.topic_data {
+        let mut rt = TopicProduceResponse::default();
+        rt.name = t.name.clone();
+        for d in &t.partition_data {
+            let mut rp = PartitionProduceResponse::default();
+            rp.index = d.index;
+            let bytes = d.records.clone().unwrap_or_default();
+            let field = |at: usize, n: usize| bytes.get(at..at + n).map(|b| b.to_vec());
+            let (Some(pid), Some(epoch), Some(seq), Some(count)) =
+                (field(43, 8), field(51, 2), field(53, 4), field(57, 4))
+            else {
+                rp.error_code = 87; // INVALID_RECORD
+                rt.partition_responses.push(rp);
+                continue;
+            };
+            let pid = i64::from_be_bytes(pid.try_into().unwrap());
+            let epoch = i16::from_be_bytes(epoch.try_into().unwrap());
+            let seq = i32::from_be_bytes(seq.try_into().unwrap());
+            let count = i32::from_be_bytes(count.try_into().unwrap());
+            s.produces.push((pid, epoch, d.index, seq, count));
+            let next = s.sequences.get(&(pid, d.index)).copied().unwrap_or(0);
+            let end = s.logs.get(&d.index).map(Log::end);
+            match end {
+                None => rp.error_code = 3, // UNKNOWN_TOPIC_OR_PARTITION
+                Some(_) if pid >= 0 && seq < next => rp.error_code = 46, // DUPLICATE_SEQUENCE_NUMBER
+                Some(_) if pid >= 0 && seq > next => rp.error_code = 45, // OUT_OF_ORDER_SEQUENCE_NUMBER
+                Some(base) => {
+                    let mut b = BytesMut::from(&bytes[..]);
+                    b[..8].copy_from_slice(&base.to_be_bytes());
+                    let last = base + i64::from(count) - 1;
+                    s.logs.get_mut(&d.index).unwrap().batches.push(Prepared {
+                        base_offset: base,
+                        last_offset: last,
+                        bytes: b.freeze(),
+                    });
+                    s.sequences.insert((pid, d.index), seq + count);
+                    rp.base_offset = base;
+                }
+            }
+            rt.partition_responses.push(rp);
+        }
+        r.responses.push(rt);
+    }
     r
 }
 
