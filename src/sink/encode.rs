@@ -10,6 +10,7 @@ use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, MapFieldNames,
     StringBuilder, TimestampMicrosecondBuilder,
 };
+use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, ListArray, RecordBatch, StructArray};
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, FieldRef, SchemaRef};
@@ -318,7 +319,9 @@ pub struct FileEncoder {
     core: usize,
     schema: SchemaRef,
     layout: Layout,
-    props: WriterProperties,
+    /// For files whose values compress, and for files whose values do not.
+    props: [WriterProperties; 2],
+    zstd_level: i32,
     cols: Columns,
     /// What the buffered rows hold so far; becomes the next batch's capacity hint.
     sizes: Sizes,
@@ -360,14 +363,21 @@ impl FileEncoder {
                 })
             }
         };
-        let props = props::writer_properties(&schema, opts.zstd_level, opts.row_group_rows)
-            .map_err(|source| SinkError::Encode { core, source })?;
+        let props = |values| {
+            props::writer_properties(&schema, opts.zstd_level, opts.row_group_rows, values)
+                .map_err(|source| SinkError::Encode { core, source })
+        };
+        let props = [
+            props(props::Sample::Compresses)?,
+            props(props::Sample::Incompressible)?,
+        ];
         Ok(Self {
             core,
             cols: Columns::with_capacity(Sizes::default(), &layout),
             schema,
             layout,
             props,
+            zstd_level: opts.zstd_level,
             sizes: Sizes::default(),
             buffered: 0,
             writer: None,
@@ -521,6 +531,18 @@ impl FileEncoder {
             .map_or(0, |w| w.bytes_written() + w.in_progress_size())
     }
 
+    /// How the values of a file's first batch compress (raw tables; typed tables have no value
+    /// column and always compress).
+    fn sample_values(&self, batch: &RecordBatch) -> props::Sample {
+        let Ok(i) = batch.schema().index_of(schema::VALUE) else {
+            return props::Sample::Compresses;
+        };
+        match batch.column(i).as_binary_opt::<i32>() {
+            Some(values) => props::Sample::of(values.value_data(), self.zstd_level),
+            None => props::Sample::Compresses,
+        }
+    }
+
     /// Hands the buffered rows to the Parquet writer as one record batch.
     pub fn encode_buffered(&mut self) -> Result<(), SinkError> {
         if self.buffered == 0 {
@@ -541,9 +563,13 @@ impl FileEncoder {
         }
         self.cols = Columns::with_capacity(sizes, &self.layout);
         if self.writer.is_none() {
-            let w =
-                ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(self.props.clone()))
-                    .map_err(|source| SinkError::Encode { core, source })?;
+            let [compressed, uncompressed] = &self.props;
+            let props = match self.sample_values(&batch) {
+                props::Sample::Compresses => compressed.clone(),
+                props::Sample::Incompressible => uncompressed.clone(),
+            };
+            let w = ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(props))
+                .map_err(|source| SinkError::Encode { core, source })?;
             self.writer = Some(w);
         }
         let writer = self.writer.as_mut().expect("writer opened above");

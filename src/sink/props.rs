@@ -7,6 +7,10 @@
 //! header values are mostly unique: no dictionary, and no statistics, since min/max of opaque
 //! bytes prunes nothing (their Iceberg null counts are then left unknown, never guessed). Keys,
 //! partitions and header keys keep both: they repeat, and keys are what users filter on.
+//!
+//! Values that zstd cannot shrink (encrypted, already compressed, random) are written
+//! uncompressed: each file decides from a sample of its first batch ([`Sample`]), so a topic
+//! whose values change nature changes with them at the next file.
 
 use arrow_schema::Schema;
 use parquet::arrow::ArrowSchemaConverter;
@@ -17,16 +21,47 @@ use parquet::schema::types::ColumnPath;
 
 use super::schema;
 
-/// Writer properties for files of `arrow` (a table's Arrow schema).
+/// Bytes of values a file's compressibility is judged on.
+pub const SAMPLE_BYTES: usize = 64 << 10;
+
+/// What a sample of a file's values says about compressing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// zstd saves at least 3% (or the sample is too small to tell): compress.
+    Compresses,
+    /// zstd saves less than 3%: store the values as they are.
+    Incompressible,
+}
+
+impl Sample {
+    /// Judges `bytes` (at most [`SAMPLE_BYTES`] are looked at) at the table's zstd level.
+    pub fn of(bytes: &[u8], zstd_level: i32) -> Sample {
+        let bytes = &bytes[..bytes.len().min(SAMPLE_BYTES)];
+        if bytes.len() < 4096 {
+            return Sample::Compresses;
+        }
+        match zstd::bulk::compress(bytes, zstd_level) {
+            Ok(z) if z.len() as u64 * 100 >= bytes.len() as u64 * 97 => Sample::Incompressible,
+            _ => Sample::Compresses,
+        }
+    }
+}
+
+/// Writer properties for files of `arrow` (a table's Arrow schema) whose values sampled as
+/// `values`.
 pub fn writer_properties(
     arrow: &Schema,
     zstd_level: i32,
     row_group_rows: usize,
+    values: Sample,
 ) -> Result<WriterProperties, ParquetError> {
     let level = ZstdLevel::try_new(zstd_level)?;
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(row_group_rows));
+    if values == Sample::Incompressible {
+        b = b.set_column_compression(ColumnPath::from(schema::VALUE), Compression::UNCOMPRESSED);
+    }
     for name in [schema::OFFSET, schema::TIMESTAMP] {
         let path = ColumnPath::from(name);
         b = b
@@ -60,7 +95,7 @@ mod tests {
 
     #[test]
     fn opaque_columns_lose_dictionary_and_statistics_and_offsets_are_delta_encoded() {
-        let props = writer_properties(&raw_arrow_schema(), 1, 1024).unwrap();
+        let props = writer_properties(&raw_arrow_schema(), 1, 1024, Sample::Compresses).unwrap();
         let parquet = ArrowSchemaConverter::new()
             .convert(&raw_arrow_schema())
             .unwrap();
@@ -90,5 +125,98 @@ mod tests {
             "element".into(),
             "key".into()
         ]));
+        let value = ColumnPath::from(schema::VALUE);
+        assert!(matches!(props.compression(&value), Compression::ZSTD(_)));
+        let raw = writer_properties(&raw_arrow_schema(), 1, 1024, Sample::Incompressible).unwrap();
+        assert_eq!(raw.compression(&value), Compression::UNCOMPRESSED);
+        let key = ColumnPath::from(schema::KEY);
+        assert!(matches!(raw.compression(&key), Compression::ZSTD(_)));
+    }
+
+    #[test]
+    fn samples_tell_text_from_noise() {
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("{{\"user\":\"user-{:04}\",\"ok\":true}}", i % 97).into_bytes())
+            .collect();
+        assert_eq!(Sample::of(&text, 1), Sample::Compresses);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..SAMPLE_BYTES * 2)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert_eq!(Sample::of(&noise, 1), Sample::Incompressible);
+        assert_eq!(
+            Sample::of(&noise[..100], 1),
+            Sample::Compresses,
+            "too small to tell"
+        );
+    }
+
+    /// The value column's codec in a file of `values`, after checking the file reads back.
+    fn value_codec(values: Vec<Vec<u8>>) -> Compression {
+        use crate::record::{Batch, Record};
+        use crate::sink::encode::{EncodeOptions, FileEncoder};
+        use arrow_array::cast::AsArray;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let recs: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                offset: i as i64,
+                timestamp_ms: 0,
+                shard: 0,
+                key: None,
+                value: Some(v.clone()),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut enc = FileEncoder::new(0, raw_arrow_schema(), &EncodeOptions::default()).unwrap();
+        enc.append(0, Batch::of_records(0, &recs).records(), &mut Vec::new())
+            .unwrap();
+        let file = enc.finish_file().unwrap().unwrap();
+        let mut back = Vec::new();
+        for b in ParquetRecordBatchReaderBuilder::try_new(file.to_bytes())
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let b = b.unwrap();
+            let col = b.column_by_name(schema::VALUE).unwrap().as_binary::<i32>();
+            back.extend(col.iter().map(|v| v.unwrap().to_vec()));
+        }
+        assert_eq!(back, values, "read back row for row");
+        let rg = file.metadata.row_group(0);
+        let value = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == schema::VALUE)
+            .unwrap();
+        value.compression()
+    }
+
+    #[test]
+    fn a_file_of_random_values_stores_them_uncompressed_and_text_stays_compressed() {
+        let mut x = 7u64;
+        let random: Vec<Vec<u8>> = (0..2_000)
+            .map(|_| {
+                (0..100)
+                    .map(|_| {
+                        x = x
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        (x >> 56) as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(value_codec(random), Compression::UNCOMPRESSED);
+        let text: Vec<Vec<u8>> = (0..2_000)
+            .map(|i| format!("{{\"user\":\"user-{:04}\",\"n\":{i}}}", i % 50).into_bytes())
+            .collect();
+        assert!(matches!(value_codec(text), Compression::ZSTD(_)));
     }
 }
