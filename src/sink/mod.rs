@@ -8,6 +8,7 @@
 //! nothing of Kafka clients or executors.
 
 pub mod chunks;
+mod columns;
 pub mod commit;
 pub mod encode;
 pub mod evolve;
