@@ -68,7 +68,7 @@ fn main() {
                 .expect("append");
             let f = enc.finish_file().expect("encode").expect("file");
             let path = format!("{location}/data/bench-{epoch:06}.parquet");
-            let size = f.size;
+            let size = f.size();
             storage.write(&path, f.to_bytes()).await.expect("upload");
             let df = data_file(path, size, &f.metadata, &table_schema, 0).expect("data file");
             let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);

@@ -350,14 +350,7 @@ mod tests {
             rec(Some(body(5, &"e".repeat(2_000), None, None))),
             rec(Some(body(6, "frank", Some(-1.0), None))),
         ];
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
-        let b = d
-            .decode(
-                crate::record::Batch::of_records(0, &records).records(),
-                &mut good,
-                &mut rejected,
-            )
-            .unwrap();
+        let (b, good, rejected) = crate::decode::decode_all(&records, |r, g, x| d.decode(r, g, x));
         assert_eq!(good, [true, false, true, false, false, false, true]);
         let reasons: Vec<(usize, &str)> = rejected
             .iter()
@@ -393,14 +386,7 @@ mod tests {
             rec(Some(b"{\"json\":1}".to_vec())),
             rec(Some(framed(11, body(4, "d", None, None)))),
         ];
-        let (mut good, mut rejected) = (Vec::new(), Vec::new());
-        let b = d
-            .decode(
-                crate::record::Batch::of_records(0, &records).records(),
-                &mut good,
-                &mut rejected,
-            )
-            .unwrap();
+        let (b, good, rejected) = crate::decode::decode_all(&records, |r, g, x| d.decode(r, g, x));
         assert_eq!(good, [true, true, false, false, true]);
         assert_eq!(rejected[0].reason, "unknown schema id 99");
         assert!(

@@ -273,14 +273,7 @@ mod tests {
             rec(Some(r#"{"id":1,"name":"a"}"#)),
             rec(Some(r#" {"id":2} "#)),
         ];
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        let b = d
-            .decode(
-                crate::record::Batch::of_records(0, &records).records(),
-                &mut good,
-                &mut bad,
-            )
-            .unwrap();
+        let (b, good, bad) = crate::decode::decode_all(&records, |r, g, x| d.decode(r, g, x));
         assert_eq!(good, [true, true]);
         assert!(bad.is_empty());
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
@@ -301,14 +294,7 @@ mod tests {
             rec(Some(r#"{"id":7}{"id":8}"#)),
             rec(Some(r#"{"id":10,"name":"j"}"#)),
         ];
-        let (mut good, mut bad) = (Vec::new(), Vec::new());
-        let b = d
-            .decode(
-                crate::record::Batch::of_records(0, &records).records(),
-                &mut good,
-                &mut bad,
-            )
-            .unwrap();
+        let (b, good, bad) = crate::decode::decode_all(&records, |r, g, x| d.decode(r, g, x));
         assert_eq!(good, [true, false, false, false, false, false, false, true]);
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[1, 10]);
         let reasons: Vec<&str> = bad.iter().map(|r| r.reason.as_str()).collect();
@@ -322,13 +308,8 @@ mod tests {
         assert!(reasons[4].contains("--max-record-bytes 40"), "{reasons:?}");
         assert!(reasons[5].contains("more than one"), "{reasons:?}");
         // The decoder is clean again afterwards.
-        let b = d
-            .decode(
-                crate::record::Batch::of_records(0, &[rec(Some(r#"{"id":11}"#))]).records(),
-                &mut good,
-                &mut bad,
-            )
-            .unwrap();
+        let again = [rec(Some(r#"{"id":11}"#))];
+        let (b, ..) = crate::decode::decode_all(&again, |r, g, x| d.decode(r, g, x));
         assert_eq!(b.column(0).as_primitive::<Int64Type>().values(), &[11]);
     }
 }

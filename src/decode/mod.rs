@@ -19,3 +19,20 @@ pub struct Rejected {
     pub index: usize,
     pub reason: String,
 }
+
+/// Tests: runs a decoder (`decode(records, good, rejected)`) over `records` and returns the
+/// batch it made, which records were good, and the rejected ones.
+#[cfg(test)]
+pub(crate) fn decode_all(
+    records: &[crate::record::Record],
+    decode: impl FnOnce(
+        crate::record::Records<'_>,
+        &mut Vec<bool>,
+        &mut Vec<Rejected>,
+    ) -> Option<arrow_array::RecordBatch>,
+) -> (arrow_array::RecordBatch, Vec<bool>, Vec<Rejected>) {
+    let (mut good, mut rejected) = (Vec::new(), Vec::new());
+    let batch = crate::record::Batch::of_records(0, records);
+    let b = decode(batch.records(), &mut good, &mut rejected).expect("a batch");
+    (b, good, rejected)
+}

@@ -16,7 +16,6 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 pub struct Chunks {
     done: Vec<Bytes>,
     current: Vec<u8>,
-    len: usize,
     chunk: usize,
 }
 
@@ -36,18 +35,17 @@ impl Chunks {
         Self {
             done: Vec::new(),
             current: Vec::new(),
-            len: 0,
             chunk: chunk.max(1),
         }
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> usize {
-        self.len
+        self.done.iter().map(Bytes::len).sum::<usize>() + self.current.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.done.is_empty() && self.current.is_empty()
     }
 
     /// The chunks, in order; the last one may be short.
@@ -76,7 +74,6 @@ impl std::io::Write for Chunks {
                     .push(Bytes::from(std::mem::take(&mut self.current)));
             }
         }
-        self.len += n;
         Ok(n)
     }
 

@@ -51,6 +51,11 @@ impl EncodedFile {
     pub fn to_bytes(&self) -> Bytes {
         Bytes::from(self.parts.concat())
     }
+
+    /// The file's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
 }
 
 /// A finished Parquet file, ready to upload.
@@ -58,8 +63,6 @@ impl EncodedFile {
 pub struct EncodedFile {
     /// The file's bytes, in order (see [`super::chunks`]).
     pub parts: Vec<Bytes>,
-    /// Their total length.
-    pub size: u64,
     pub rows: u64,
     /// The footer, for the table's per-column statistics.
     pub metadata: ParquetMetaData,
@@ -376,7 +379,6 @@ impl FileEncoder {
         let buf = std::mem::take(writer.inner_mut());
         let rows = std::mem::take(&mut self.file_rows);
         Ok(Some(EncodedFile {
-            size: buf.len() as u64,
             parts: buf.into_parts(),
             rows,
             metadata,

@@ -198,14 +198,14 @@ mod tests {
         let f = enc.finish_file().unwrap().unwrap();
         let df = data_file(
             "file:///x.parquet".into(),
-            f.size,
+            f.size(),
             &f.metadata,
             &schema::iceberg_schema(),
             0,
         )
         .unwrap();
         assert_eq!(df.record_count(), 10);
-        assert_eq!(df.file_size_in_bytes(), f.size);
+        assert_eq!(df.file_size_in_bytes(), f.size());
         assert_eq!(df.value_counts()[&2], 10);
         assert_eq!(df.null_value_counts()[&4], 5, "odd offsets have no key");
         assert_eq!(df.lower_bounds()[&1], Datum::int(4));

@@ -193,7 +193,7 @@ impl TableFiles {
         file: Box<EncodedFile>,
         target: Target,
     ) -> Result<Uploaded, SinkError> {
-        let size = file.size;
+        let size = file.size();
         let location = self
             .put_bytes(&rel, PutPayload::from_iter(file.parts.iter().cloned()))
             .await?;
