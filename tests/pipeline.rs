@@ -32,22 +32,21 @@ fn every_record_lands_once_in_key_order_on_any_core_layout() {
     };
 
     let online = icefall::runtime::online_cores().expect("online cores");
-    let first = online[0].to_string();
+    let one_core = common::one_core_args();
     let all = icefall::config::CoreList::new(online.clone())
         .expect("cores")
         .to_string();
     let layouts: Vec<(&str, Vec<&str>)> = vec![
         ("default", vec![]),
         (
-            "one core",
-            vec![
-                "--fetch-cores",
-                &first,
-                "--shard-cores",
-                &first,
-                "--io-core",
-                &first,
-            ],
+            // One shard core writes one ~24 MB file of 10 row groups: they are uploaded in parts
+            // while the file goes on (a multipart upload), and the parts make the whole file.
+            "one core, streamed file",
+            one_core
+                .iter()
+                .map(String::as_str)
+                .chain(["--row-group-rows", "20000"])
+                .collect(),
         ),
         (
             "every core, small files",
@@ -97,6 +96,17 @@ fn every_record_lands_once_in_key_order_on_any_core_layout() {
         );
         let rows = verify_sample(&files, &shape, RECORDS);
         assert_eq!(rows as u64, RECORDS, "{name}");
+        if name.contains("streamed") {
+            assert_eq!(files.len(), 1, "{name}: one file");
+            assert!(
+                summary_field(&stdout, "streamed_files") >= 1,
+                "{name}: the file was not streamed: {stdout}"
+            );
+            let f = std::fs::File::open(&files[0].0).expect("data file");
+            let meta = parquet::file::reader::SerializedFileReader::new(f).expect("parquet");
+            use parquet::file::reader::FileReader;
+            assert_eq!(meta.metadata().num_row_groups(), 10, "{name}");
+        }
         if name.contains("small files") {
             assert!(
                 files.len() > 2,

@@ -73,7 +73,18 @@ fn s3_warehouse_round_trips() {
 
     let broker = Broker::start();
     broker.create_topic("events", 4);
-    broker.produce("events", 20_000, 100);
+    // 8 MB on one shard core in 2,000-row groups: the file goes up as a multipart upload.
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            "20000",
+            "--keys",
+            "100",
+            "--value-bytes",
+            "400",
+        ],
+    );
     let tmp = tempfile::tempdir().unwrap();
     let catalog = format!("sqlite://{}/catalog.db?mode=rwc", tmp.path().display());
     let out = {
@@ -93,7 +104,10 @@ fn s3_warehouse_round_trips() {
             "--catalog",
             &catalog,
             "--stop-at-end",
+            "--row-group-rows",
+            "2000",
         ])
+        .args(common::one_core_args())
         .env("AWS_ENDPOINT_URL", &endpoint)
         .env("ICEFALL_LOG", "warn");
         for (k, v) in AWS_ENV {
@@ -105,6 +119,11 @@ fn s3_warehouse_round_trips() {
         out.status.success(),
         "icefall: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("files=1 ") && stdout.contains("streamed_files=1"),
+        "one file, uploaded in parts: {stdout}"
     );
     // The s3:// warehouse without --catalog is refused up front.
     let refused = icefall(&[
@@ -150,6 +169,7 @@ fn s3_warehouse_round_trips() {
         .collect();
     let shape = sample::Shape {
         keys: 100,
+        value_bytes: 400,
         ..Default::default()
     };
     assert_eq!(verify_sample(&files, &shape, 20_000), 20_000);

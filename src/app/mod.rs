@@ -313,11 +313,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         let (tx, rx) = bridge::channel::<ToIo>(FILE_RING);
         file_rings.push(rx);
         // Data and dead-letter files share the name scheme, in their own tables' folders.
-        let names = FileNames {
-            run_id: run_id.clone(),
-            core_index: i,
-            next_seq: 0,
-        };
+        let names = FileNames::new(run_id.clone(), i);
         let core = ShardCore {
             core_index: i,
             inputs: Fan::new(inputs),

@@ -2,8 +2,6 @@
 //! (declared, read from the table, or inferred from Kafka), the HTTP listener, and the
 //! dead-letter destination with what an earlier run already set aside.
 
-use std::num::NonZeroU64;
-
 use crate::config::{CatalogKind, ConfigError, RunConfig, ValueFormat, WarehouseLocation};
 use crate::decode::avro::AvroSchemas;
 use crate::runtime::RuntimeError;
@@ -148,10 +146,9 @@ pub(crate) fn catalog_spec(cfg: &RunConfig, warehouse_url: String) -> Result<Cat
 pub(crate) fn encode_options(cfg: &RunConfig, avro: Option<AvroSchemas>) -> EncodeOptions {
     EncodeOptions {
         zstd_level: cfg.zstd_level,
-        row_group_rows: (cfg
-            .file_max_rows
-            .min(NonZeroU64::new(256 * 1024).expect("non-zero"))
-            .get()) as usize,
+        row_group_rows: usize::try_from(cfg.file_max_rows.get())
+            .unwrap_or(usize::MAX)
+            .min(cfg.row_group_rows.get()),
         max_record_bytes: usize::try_from(cfg.max_record_bytes.0).unwrap_or(usize::MAX),
         avro,
     }

@@ -238,6 +238,10 @@ pub struct RunArgs {
     /// Roll a data file once it holds this many rows.
     #[arg(long, default_value = "10000000")]
     pub file_max_rows: String,
+    /// Rows per Parquet row group. A written row group is uploaded while its file goes on, so
+    /// this (not --file-max-bytes) bounds what a shard core holds of an open file.
+    #[arg(long, default_value = "131072")]
+    pub row_group_rows: String,
     /// zstd level for Parquet pages (1-22).
     #[arg(long, default_value = "1")]
     pub zstd_level: String,
@@ -301,6 +305,7 @@ pub struct RunConfig {
     pub batch_rows: NonZeroUsize,
     pub file_max_bytes: ByteSize,
     pub file_max_rows: NonZeroU64,
+    pub row_group_rows: NonZeroUsize,
     pub zstd_level: i32,
     pub catalog: Option<CatalogKind>,
     pub commit_interval: Duration,
@@ -549,6 +554,7 @@ impl RunArgs {
             batch_rows: field("--batch-rows", &self.batch_rows)?,
             file_max_bytes,
             file_max_rows: field("--file-max-rows", &self.file_max_rows)?,
+            row_group_rows: field("--row-group-rows", &self.row_group_rows)?,
             zstd_level,
             catalog,
             commit_interval,

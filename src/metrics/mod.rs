@@ -120,6 +120,8 @@ pub struct ShardStats {
 #[derive(Debug, Default, Clone)]
 pub struct IoStats {
     pub files: u64,
+    /// Of `files`, those uploaded in parts while they were written (multipart uploads).
+    pub streamed_files: u64,
     pub bytes: u64,
     pub rows: u64,
     /// Dead letters written (rows of the dead-letter table, or records produced to its topic).
@@ -144,6 +146,7 @@ pub struct RunSummary {
     pub records: u64,
     pub payload_bytes: u64,
     pub files: u64,
+    pub streamed_files: u64,
     pub file_bytes: u64,
     pub rows_written: u64,
     pub commits: u64,
@@ -172,6 +175,7 @@ impl RunSummary {
         let mut s = RunSummary {
             seconds,
             files: io.files,
+            streamed_files: io.streamed_files,
             file_bytes: io.bytes,
             commits: io.commits,
             commit_attempts: io.commit_attempts,
@@ -228,7 +232,7 @@ impl RunSummary {
     /// One line, `key=value` pairs, stable for scripts.
     pub fn line(&self) -> String {
         format!(
-            "summary records={} dropped={} dead_letters={} dead_letters_skipped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0} unknown_fields={} columns_added={}",
+            "summary records={} dropped={} dead_letters={} dead_letters_skipped={} files={} bytes={} payload_bytes={} commits={} commit_attempts={} commit_p50_ms={:.1} commit_p99_ms={:.1} latency_p50_ms={:.0} latency_p99_ms={:.0} seconds={:.3} records_per_sec={:.0} unknown_fields={} columns_added={} streamed_files={}",
             self.records,
             self.dropped,
             self.dead_letters,
@@ -246,6 +250,7 @@ impl RunSummary {
             self.records_per_sec(),
             self.unknown_fields,
             self.columns_added,
+            self.streamed_files,
         )
     }
 }

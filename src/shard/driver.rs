@@ -23,22 +23,44 @@ use arrow_schema::DataType;
 use super::{Alignment, ShardError, ShardState, Step};
 
 /// Names the files one shard core writes: `data/<run_id>-<core>-<seq>.parquet`, relative to the
-/// table location.
+/// table location. The open file is named when its first part leaves for the upload.
 #[derive(Debug, Clone)]
 pub struct FileNames {
-    pub run_id: String,
-    pub core_index: usize,
-    pub next_seq: u64,
+    run_id: String,
+    core_index: usize,
+    next_seq: u64,
+    open: Option<String>,
 }
 
 impl FileNames {
-    fn next(&mut self) -> String {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        format!(
-            "data/{}-{:03}-{:06}.parquet",
-            self.run_id, self.core_index, seq
-        )
+    pub fn new(run_id: String, core_index: usize) -> Self {
+        Self {
+            run_id,
+            core_index,
+            next_seq: 0,
+            open: None,
+        }
+    }
+
+    /// The name of the open file.
+    fn open(&mut self) -> String {
+        if self.open.is_none() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let name = format!(
+                "data/{}-{:03}-{:06}.parquet",
+                self.run_id, self.core_index, seq
+            );
+            self.open = Some(name);
+        }
+        self.open.clone().unwrap_or_default()
+    }
+
+    /// The name of the file being closed; the next one gets a new name.
+    fn close(&mut self) -> String {
+        let name = self.open();
+        self.open = None;
+        name
     }
 }
 
@@ -140,7 +162,10 @@ impl ShardCore {
                     );
                     match step {
                         Step::Append => {}
-                        Step::EncodeBatch => self.encoder.encode_buffered()?,
+                        Step::EncodeBatch => {
+                            self.encoder.encode_buffered()?;
+                            self.stream_parts().await?;
+                        }
                         Step::RollFile => self.roll(epoch + 1).await?,
                     }
                 }
@@ -278,7 +303,7 @@ impl ShardCore {
                 };
                 ToIo::File {
                     epoch,
-                    path: names.next(),
+                    path: names.close(),
                     file: Box::new(file),
                     target: Target::DeadLetters,
                 }
@@ -323,11 +348,31 @@ impl ShardCore {
         Ok(Some(epoch))
     }
 
+    /// Sends the open file's written row groups to the io role, which uploads them while the
+    /// file goes on (the rest follows when it is rolled).
+    async fn stream_parts(&mut self) -> Result<(), ShardError> {
+        let parts = self.encoder.take_parts();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let path = self.names.open();
+        let what = path.clone();
+        self.send(
+            ToIo::FilePart {
+                path,
+                parts,
+                target: Target::Table,
+            },
+            || what,
+        )
+        .await
+    }
+
     async fn roll(&mut self, epoch: u64) -> Result<(), ShardError> {
         let Some(file) = self.encoder.finish_file()? else {
             return Ok(());
         };
-        let path = self.names.next();
+        let path = self.names.close();
         let what = path.clone();
         self.send(
             ToIo::File {

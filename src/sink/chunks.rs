@@ -3,7 +3,8 @@
 //! A file of up to `--file-max-bytes` (128 MiB by default) written into one `Vec<u8>` doubles its
 //! way there: every doubling copies what was written and faults in fresh pages, which measured
 //! as a third of the shard core (BENCHMARKS.md). Chunks are filled once, frozen into `Bytes` and
-//! handed to object_store as one multi-part `PutPayload` without being joined.
+//! handed to object_store without being joined: the full ones as soon as a row group is written
+//! ([`Chunks::take_done`], streamed to a multipart upload), the rest when the file is finished.
 
 use bytes::Bytes;
 
@@ -14,6 +15,8 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 /// A `std::io::Write` sink that keeps what it is given as a list of chunks.
 #[derive(Debug)]
 pub struct Chunks {
+    /// Bytes of the chunks already taken by [`Chunks::take_done`].
+    taken: usize,
     done: Vec<Bytes>,
     current: Vec<u8>,
     chunk: usize,
@@ -33,22 +36,30 @@ impl Chunks {
     /// Chunks of `chunk` bytes (at least 1).
     pub fn with_chunk(chunk: usize) -> Self {
         Self {
+            taken: 0,
             done: Vec::new(),
             current: Vec::new(),
             chunk: chunk.max(1),
         }
     }
 
-    /// Bytes written so far.
+    /// Bytes written so far, taken chunks included.
     pub fn len(&self) -> usize {
-        self.done.iter().map(Bytes::len).sum::<usize>() + self.current.len()
+        self.taken + self.done.iter().map(Bytes::len).sum::<usize>() + self.current.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.done.is_empty() && self.current.is_empty()
+        self.len() == 0
     }
 
-    /// The chunks, in order; the last one may be short.
+    /// The full chunks written since the last call, in order; the one being filled stays.
+    pub fn take_done(&mut self) -> Vec<Bytes> {
+        let done = std::mem::take(&mut self.done);
+        self.taken += done.iter().map(Bytes::len).sum::<usize>();
+        done
+    }
+
+    /// The chunks not taken yet, in order; the last one may be short.
     pub fn into_parts(mut self) -> Vec<Bytes> {
         if !self.current.is_empty() {
             self.done
@@ -92,19 +103,25 @@ mod tests {
         #[test]
         fn chunks_hold_every_byte_in_order(
             chunk in 1usize..20,
-            writes in proptest::collection::vec(0usize..50, 0..8),
+            writes in proptest::collection::vec((0usize..50, any::<bool>()), 0..8),
         ) {
             let mut c = Chunks::with_chunk(chunk);
             let mut want = Vec::new();
-            for (i, n) in writes.iter().enumerate() {
+            let mut got: Vec<Bytes> = Vec::new();
+            for (i, (n, take)) in writes.iter().enumerate() {
                 let part: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
                 c.write_all(&part).unwrap();
                 want.extend_from_slice(&part);
+                if *take {
+                    let taken = c.take_done();
+                    prop_assert!(taken.iter().all(|p| p.len() == chunk), "only full chunks");
+                    got.extend(taken);
+                }
             }
             prop_assert_eq!(c.len(), want.len());
-            let parts = c.into_parts();
-            prop_assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= chunk));
-            prop_assert_eq!(parts.concat(), want);
+            got.extend(c.into_parts());
+            prop_assert!(got.iter().all(|p| !p.is_empty() && p.len() <= chunk));
+            prop_assert_eq!(got.concat(), want);
         }
     }
 }

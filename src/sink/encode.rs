@@ -2,7 +2,9 @@
 //!
 //! The encoder appends records to column builders (one copy of each byte, no per-record
 //! allocation of its own), turns the builders into a record batch every `batch_rows` rows, and
-//! streams batches into an `ArrowWriter` whose buffer becomes the finished file.
+//! streams batches into an `ArrowWriter` writing into chunks. Once a row group is written its
+//! chunks can be taken ([`FileEncoder::take_parts`]) and uploaded while the file goes on, so a
+//! file never has to sit whole in memory.
 
 use std::sync::Arc;
 
@@ -39,7 +41,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         Self {
             zstd_level: 1,
-            row_group_rows: 256 * 1024,
+            row_group_rows: 128 * 1024,
             max_record_bytes: 1 << 20,
             avro: None,
         }
@@ -47,22 +49,29 @@ impl Default for EncodeOptions {
 }
 
 impl EncodedFile {
-    /// The file as one buffer (a copy; for tests and readers, not the upload path).
+    /// The file as one buffer (a copy; for tests and readers, not the upload path). Whole only
+    /// if no part of it was taken while it was written.
     pub fn to_bytes(&self) -> Bytes {
+        debug_assert_eq!(
+            self.parts.iter().map(Bytes::len).sum::<usize>() as u64,
+            self.size
+        );
         Bytes::from(self.parts.concat())
     }
 
-    /// The file's length in bytes.
+    /// The file's length in bytes, parts taken while it was written included.
     pub fn size(&self) -> u64 {
-        self.parts.iter().map(|p| p.len() as u64).sum()
+        self.size
     }
 }
 
 /// A finished Parquet file, ready to upload.
 #[derive(Debug)]
 pub struct EncodedFile {
-    /// The file's bytes, in order (see [`super::chunks`]).
+    /// The file's bytes not taken yet ([`FileEncoder::take_parts`]), in order (see
+    /// [`super::chunks`]).
     pub parts: Vec<Bytes>,
+    size: u64,
     pub rows: u64,
     /// The footer, for the table's per-column statistics.
     pub metadata: ParquetMetaData,
@@ -365,7 +374,17 @@ impl FileEncoder {
         Ok(())
     }
 
-    /// Closes the open file and returns it; `None` when it holds no rows.
+    /// The bytes of the open file's written row groups not taken yet, in order (empty until a
+    /// row group is written): to upload while the file goes on.
+    pub fn take_parts(&mut self) -> Vec<Bytes> {
+        self.writer
+            .as_mut()
+            .map(|w| w.inner_mut().take_done())
+            .unwrap_or_default()
+    }
+
+    /// Closes the open file and returns what of it was not taken yet; `None` when it holds no
+    /// rows.
     pub fn finish_file(&mut self) -> Result<Option<EncodedFile>, SinkError> {
         self.encode_buffered()?;
         let Some(mut writer) = self.writer.take() else {
@@ -379,6 +398,7 @@ impl FileEncoder {
         let buf = std::mem::take(writer.inner_mut());
         let rows = std::mem::take(&mut self.file_rows);
         Ok(Some(EncodedFile {
+            size: buf.len() as u64,
             parts: buf.into_parts(),
             rows,
             metadata,
@@ -518,6 +538,63 @@ mod tests {
         let values = b.column(5).as_binary::<i32>();
         assert_eq!(values.value(1), b"");
         assert!(!values.is_null(1), "an empty value is not a null value");
+    }
+
+    /// A file larger than a chunk gives up its written row groups while it goes on; the parts
+    /// taken and the rest make the whole file.
+    #[test]
+    fn written_row_groups_leave_before_the_file_is_finished() {
+        let opts = EncodeOptions {
+            row_group_rows: 4096,
+            ..EncodeOptions::default()
+        };
+        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &opts).unwrap();
+        // Bytes zstd cannot shrink: the file is as large as its values.
+        let value = |o: i64| -> Vec<u8> {
+            let mut x = (o as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            (0..1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let mut taken = Vec::new();
+        for batch in 0..12i64 {
+            let records: Vec<Record> = (0..1000)
+                .map(|i| rec(batch * 1000 + i, Some("k"), &value(batch * 1000 + i), &[]))
+                .collect();
+            enc.append(2, Batch::of_records(2, &records).records(), &mut Vec::new())
+                .unwrap();
+            enc.encode_buffered().unwrap();
+            taken.extend(enc.take_parts());
+        }
+        assert!(
+            !taken.is_empty(),
+            "12 MB of rows in 4096-row groups fill chunks"
+        );
+        let file = enc.finish_file().unwrap().unwrap();
+        let taken_bytes: usize = taken.iter().map(Bytes::len).sum();
+        let rest: usize = file.parts.iter().map(Bytes::len).sum();
+        assert_eq!((taken_bytes + rest) as u64, file.size());
+        taken.extend(file.parts.iter().cloned());
+        let whole = Bytes::from(taken.concat());
+        let reader = ParquetRecordBatchReaderBuilder::try_new(whole).unwrap();
+        assert!(reader.metadata().num_row_groups() >= 3);
+        let mut next = 0i64;
+        for b in reader.build().unwrap() {
+            let b = b.unwrap();
+            let offsets = b.column(1).as_primitive::<Int64Type>();
+            let values = b.column(5).as_binary::<i32>();
+            for i in 0..b.num_rows() {
+                assert_eq!(offsets.value(i), next);
+                assert_eq!(values.value(i), value(next).as_slice());
+                next += 1;
+            }
+        }
+        assert_eq!(next, 12_000);
     }
 
     fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {

@@ -12,6 +12,7 @@ mod columns;
 pub mod commit;
 pub mod encode;
 pub mod evolve;
+pub mod files;
 pub mod guard;
 pub mod props;
 pub mod schema;

@@ -1,13 +1,14 @@
 //! The io role: upload finished files, and commit each epoch once it is complete.
 //!
 //! Files arrive over the bridge from every shard core, followed by each core's end-of-epoch
-//! marker. Uploads run a few at a time; an epoch is committed (one snapshot, its files and the
+//! marker. A file larger than a row group arrives in parts while it is written: its upload is a
+//! multipart upload that starts with the first part and completes when the file is finished
+//! (a smaller file is one put). Uploads run a few at a time; an epoch is committed (one snapshot, its files and the
 //! offsets) once every shard core has ended it and all its files are uploaded, strictly in epoch
 //! order, while later epochs keep uploading. The io role also ticks the epoch clock that makes
 //! fetch cores send barriers every commit interval.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,24 +16,20 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use iceberg::spec::{DataFile, Schema};
-use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use iceberg::spec::DataFile;
 
 use super::SinkError;
 use super::commit::{self, Committed, Committer};
 use super::encode::EncodedFile;
-use super::stats;
-use super::storage::MEMORY_ROOT;
-use super::storage::ObjectStoreStorage;
-use crate::config::WarehouseLocation;
+use super::files::Stream;
+pub use super::files::{TableFiles, open_warehouse};
 use crate::metrics::{EpochLatency, IoStats, now_ms};
 use crate::offsets::{self, EpochTracker, LedgerKind};
 use crate::record::{DeadLetter, Offsets, Progress};
 use crate::runtime::bridge::Fan;
 
 /// Which table a file belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
     Table,
     /// `--dlq-table`.
@@ -42,6 +39,12 @@ pub enum Target {
 /// What a shard core sends the io role.
 #[derive(Debug)]
 pub enum ToIo {
+    /// Written row groups of a file still open, in order; its [`ToIo::File`] follows.
+    FilePart {
+        path: String,
+        parts: Vec<bytes::Bytes>,
+        target: Target,
+    },
     /// A finished file of `epoch`, `path` relative to the location of the `target` table.
     File {
         epoch: u64,
@@ -62,157 +65,6 @@ pub enum ToIo {
         progress: Vec<Arc<Progress>>,
         latency: Box<EpochLatency>,
     },
-}
-
-/// Opens the warehouse a run writes to and proves it writable by writing and deleting a probe
-/// object through the store the run will use. Returns the storage and the warehouse URL
-/// (`file:///abs/dir` or `s3://bucket/prefix`).
-pub async fn open_warehouse(
-    location: &WarehouseLocation,
-) -> Result<(ObjectStoreStorage, String), SinkError> {
-    let shown = match location {
-        WarehouseLocation::Local(dir) => dir.to_path_buf(),
-        WarehouseLocation::S3 { bucket, prefix } => {
-            PathBuf::from(format!("s3://{bucket}/{prefix}"))
-        }
-        WarehouseLocation::Memory => PathBuf::from("memory://"),
-    };
-    let fail = |source: Box<dyn std::error::Error + Send + Sync>| SinkError::WarehouseNotWritable {
-        path: shown.clone(),
-        source,
-    };
-    let (storage, url) = match location {
-        WarehouseLocation::Local(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| fail(e.into()))?;
-            let abs = std::fs::canonicalize(dir).map_err(|e| fail(e.into()))?;
-            (
-                ObjectStoreStorage::local(),
-                format!("file://{}", abs.display()),
-            )
-        }
-        WarehouseLocation::S3 { bucket, prefix } => {
-            let storage = ObjectStoreStorage::s3(bucket).map_err(|e| fail(e.into()))?;
-            let url = if prefix.is_empty() {
-                format!("s3://{bucket}")
-            } else {
-                format!("s3://{bucket}/{prefix}")
-            };
-            (storage, url)
-        }
-        WarehouseLocation::Memory => (ObjectStoreStorage::memory(), MEMORY_ROOT.to_string()),
-    };
-    let store = storage.store().map_err(|e| fail(e.into()))?;
-    let probe = format!("{url}/.icefall-write-check-{}", uuid::Uuid::new_v4());
-    let probe = storage.locate(&probe).map_err(|e| fail(e.into()))?;
-    store
-        .put(&probe, PutPayload::from_static(b"icefall"))
-        .await
-        .map_err(|e| fail(e.into()))?;
-    store.delete(&probe).await.map_err(|e| fail(e.into()))?;
-    Ok((storage, url))
-}
-
-/// Where a table's data files go and how they are described.
-#[derive(Debug, Clone)]
-pub struct TableFiles {
-    pub storage: ObjectStoreStorage,
-    /// The table location (`file:///…/ns/table`).
-    pub location: String,
-    pub schema: Schema,
-    pub partition_spec_id: i32,
-    /// `--evolve`: the schema grows while the run goes; files are described in the latest.
-    pub evolution: Option<Arc<super::evolve::Evolution>>,
-}
-
-struct Uploaded {
-    epoch: u64,
-    file: DataFile,
-    target: Target,
-    rows: u64,
-    bytes: u64,
-}
-
-impl TableFiles {
-    /// Where and how data files of `table` are written, and the Arrow schema to encode in.
-    pub fn for_table(
-        table: &iceberg::table::Table,
-        ident: &crate::config::TableIdent,
-        storage: &ObjectStoreStorage,
-    ) -> Result<(Self, arrow_schema::SchemaRef), SinkError> {
-        let meta = table.metadata();
-        let table_schema = meta.current_schema().as_ref().clone();
-        let arrow_schema =
-            super::schema::arrow_schema(&table_schema).map_err(|source| SinkError::Catalog {
-                what: format!("cannot map the schema of {ident} to Arrow"),
-                source: Box::new(source),
-            })?;
-        let files = TableFiles {
-            storage: storage.clone(),
-            location: meta.location().to_string(),
-            schema: table_schema,
-            partition_spec_id: meta.default_partition_spec_id(),
-            evolution: None,
-        };
-        Ok((files, arrow_schema))
-    }
-
-    /// Writes `bytes` at `rel` (relative to the table location); returns the full location.
-    pub async fn put_bytes(&self, rel: &str, payload: PutPayload) -> Result<String, SinkError> {
-        let location = format!("{}/{}", self.location.trim_end_matches('/'), rel);
-        let path: StorePath = self
-            .storage
-            .locate(&location)
-            .map_err(|e| SinkError::Catalog {
-                what: format!("cannot place {location}"),
-                source: Box::new(e),
-            })?;
-        let store: &Arc<dyn ObjectStore> =
-            self.storage.store().map_err(|e| SinkError::Catalog {
-                what: format!("no store for {location}"),
-                source: Box::new(e),
-            })?;
-        store
-            .put(&path, payload)
-            .await
-            .map_err(|source| SinkError::Upload {
-                path: location.clone(),
-                source: Box::new(source),
-            })?;
-        Ok(location)
-    }
-
-    /// Uploads one finished file (`rel` to the table location) and describes it for a commit.
-    pub async fn upload(&self, rel: String, file: Box<EncodedFile>) -> Result<DataFile, SinkError> {
-        Ok(self.put(0, rel, file, Target::Table).await?.file)
-    }
-
-    async fn put(
-        &self,
-        epoch: u64,
-        rel: String,
-        file: Box<EncodedFile>,
-        target: Target,
-    ) -> Result<Uploaded, SinkError> {
-        let size = file.size();
-        let location = self
-            .put_bytes(&rel, PutPayload::from_iter(file.parts.iter().cloned()))
-            .await?;
-        let grown = self.evolution.as_ref().map(|e| e.schema());
-        let data_file = stats::data_file(
-            location,
-            size,
-            &file.metadata,
-            grown.as_deref().unwrap_or(&self.schema),
-            self.partition_spec_id,
-        )?;
-        Ok(Uploaded {
-            epoch,
-            file: data_file,
-            target,
-            rows: file.rows,
-            bytes: size,
-        })
-    }
 }
 
 /// Epochs requested so far; fetch cores send a barrier for every epoch up to it. A fetch core
@@ -322,6 +174,20 @@ pub struct IoRole {
     pub live: Arc<crate::metrics::live::Live>,
 }
 
+/// The table a file of `target` belongs to.
+fn table_of<'a>(
+    target: Target,
+    files: &'a TableFiles,
+    dead_files: Option<&'a TableFiles>,
+) -> Result<&'a TableFiles, SinkError> {
+    match target {
+        Target::Table => Ok(files),
+        Target::DeadLetters => dead_files.ok_or_else(|| SinkError::Schema {
+            reason: "a dead-letter file without --dlq-table".into(),
+        }),
+    }
+}
+
 type CommitOutcome = (Committers, u64, Offsets, Result<Committed, SinkError>);
 type CommitFuture = Pin<Box<dyn Future<Output = CommitOutcome>>>;
 
@@ -371,6 +237,8 @@ impl IoRole {
         // Per epoch in commit: rows of its dead-letter files, published once it is committed.
         let mut dead_rows: std::collections::BTreeMap<u64, u64> = Default::default();
         let mut uploads = FuturesUnordered::new();
+        // Files still being written whose parts are uploading, by table and path.
+        let mut streams: std::collections::HashMap<(Target, String), Stream> = Default::default();
         let mut open = true;
         let mut ticker = tokio::time::interval_at(
             tokio::time::Instant::now() + commit_interval,
@@ -452,19 +320,36 @@ impl IoRole {
                         "epochs left incomplete at shutdown; their files are not committed"
                     );
                 }
+                for ((_, path), s) in streams.drain() {
+                    tracing::warn!(
+                        path,
+                        "a file left unfinished at shutdown: its upload is aborted"
+                    );
+                    if let Err(e) = s.parts.abort().await {
+                        tracing::warn!(path, error = %e, "could not abort the upload");
+                    }
+                }
                 break;
             }
             tokio::select! {
                 next = inputs.recv(), if open && uploads.len() < max_in_flight => match next {
+                    Some((_, ToIo::FilePart { path, parts, target })) => {
+                        let to = table_of(target, &files, dead_files.as_ref())?;
+                        let key = (target, path);
+                        let s = match streams.entry(key) {
+                            std::collections::hash_map::Entry::Occupied(s) => s.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                let s = to.open_stream(&v.key().1).await?;
+                                v.insert(s)
+                            }
+                        };
+                        s.push(parts, max_in_flight).await?;
+                    }
                     Some((_, ToIo::File { epoch, path, file, target })) => {
                         tracker.on_file_sent(epoch);
-                        let to = match target {
-                            Target::Table => &files,
-                            Target::DeadLetters => dead_files.as_ref().ok_or_else(|| SinkError::Schema {
-                                reason: "a dead-letter file without --dlq-table".into(),
-                            })?,
-                        };
-                        uploads.push(to.put(epoch, path, file, target));
+                        let to = table_of(target, &files, dead_files.as_ref())?;
+                        let stream = streams.remove(&(target, path.clone()));
+                        uploads.push(to.put(epoch, path, file, target, stream));
                     }
                     Some((_, ToIo::DeadLetters { epoch, letters: l })) => {
                         stats.dead_letter_rows += l.len() as u64;
@@ -479,6 +364,7 @@ impl IoRole {
                 Some(done) = uploads.next(), if !uploads.is_empty() => {
                     let u = done?;
                     stats.files += 1;
+                    stats.streamed_files += u64::from(u.streamed);
                     stats.bytes += u.bytes;
                     match u.target {
                         Target::Table => stats.rows += u.rows,

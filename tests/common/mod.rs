@@ -364,6 +364,21 @@ pub fn wait_for_files(child: &mut Child, dir: &Path, n: usize) {
     }
 }
 
+/// Every role on the first online core (never a fixed CPU id).
+pub fn one_core_args() -> Vec<String> {
+    let first = icefall::runtime::online_cores().expect("online cores")[0].to_string();
+    [
+        "--fetch-cores",
+        &first,
+        "--shard-cores",
+        &first,
+        "--io-core",
+        &first,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 pub fn base_args<'a>(broker: &'a str, topic: &'a str, warehouse: &'a str) -> Vec<&'a str> {
     vec![
         "--brokers",
