@@ -114,7 +114,11 @@ impl Headers {
     ) -> Result<(), arrow_schema::ArrowError> {
         for (k, v) in r.headers() {
             // Kafka header keys are strings; bytes that are not UTF-8 are replaced, not lost.
-            let key = String::from_utf8_lossy(k);
+            // `from_utf8` first: its ASCII fast path is what nearly every key takes.
+            let key = match std::str::from_utf8(k) {
+                Ok(key) => std::borrow::Cow::Borrowed(key),
+                Err(_) => String::from_utf8_lossy(k),
+            };
             match self {
                 Headers::List { keys, values, .. } => {
                     keys.append_value(key);

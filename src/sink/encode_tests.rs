@@ -1,0 +1,222 @@
+use super::*;
+use crate::record::{Batch, Record};
+use arrow_array::Array;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn rec(offset: i64, key: Option<&str>, value: &[u8], headers: &[(&str, &[u8])]) -> Record {
+    Record {
+        offset,
+        timestamp_ms: 1_700_000_000_000 + offset,
+        shard: 0,
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: Some(value.to_vec()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), Some(v.to_vec())))
+            .collect(),
+    }
+}
+
+/// Repeated keys and null values stay as they were, in order; a legacy map table takes the
+/// same records (null as empty bytes).
+#[test]
+fn headers_keep_order_repeats_and_nulls() {
+    let r = Record {
+        offset: 1,
+        headers: vec![
+            (b"k".to_vec(), Some(b"1".to_vec())),
+            (b"k".to_vec(), None),
+            (b"a".to_vec(), Some(b"2".to_vec())),
+        ],
+        ..Record::default()
+    };
+    let read = |schema: SchemaRef| {
+        let mut enc = FileEncoder::new(0, schema, &EncodeOptions::default()).unwrap();
+        enc.append(
+            0,
+            Batch::of_records(0, std::slice::from_ref(&r)).records(),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let file = enc.finish_file().unwrap().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        batches[0].column(4).clone()
+    };
+    let list = read(schema::raw_arrow_schema());
+    let entries = list.as_list::<i32>().value(0);
+    let entries = entries.as_struct();
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_binary::<i32>();
+    let got: Vec<_> = (0..3)
+        .map(|i| (keys.value(i), (!values.is_null(i)).then(|| values.value(i))))
+        .collect();
+    assert_eq!(
+        got,
+        [("k", Some(&b"1"[..])), ("k", None), ("a", Some(&b"2"[..]))]
+    );
+
+    let mut fields: Vec<_> = schema::iceberg_schema().as_struct().fields().to_vec();
+    let mut h = (*fields[4]).clone();
+    h.field_type = Box::new(schema::legacy_headers_type());
+    fields[4] = Arc::new(h);
+    let legacy = iceberg::spec::Schema::builder()
+        .with_fields(fields)
+        .build()
+        .unwrap();
+    let map = read(schema::arrow_schema(&legacy).unwrap());
+    let m = map.as_map().value(0);
+    assert_eq!(m.column(0).as_string::<i32>().value(1), "k");
+    assert_eq!(m.column(1).as_binary::<i32>().value(1), b"");
+}
+
+/// A header key that is not UTF-8 keeps its record: the bad bytes become U+FFFD.
+#[test]
+fn a_header_key_that_is_not_utf8_is_replaced_not_lost() {
+    let r = Record {
+        offset: 1,
+        headers: vec![(b"k\xffz".to_vec(), Some(b"v".to_vec()))],
+        ..Record::default()
+    };
+    let mut enc =
+        FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
+    enc.append(
+        0,
+        Batch::of_records(0, std::slice::from_ref(&r)).records(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let file = enc.finish_file().unwrap().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
+    let b = reader.build().unwrap().next().unwrap().unwrap();
+    let list = b.column(4).as_list::<i32>().value(0);
+    let keys = list
+        .as_struct()
+        .column(0)
+        .as_string::<i32>()
+        .value(0)
+        .to_owned();
+    assert_eq!(keys, "k\u{fffd}z");
+}
+
+#[test]
+fn round_trips_through_parquet_with_field_ids() {
+    let mut enc =
+        FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
+    let batch = vec![
+        rec(5, Some("a"), b"x", &[("h1", b"v1"), ("h2", b"")]),
+        rec(6, None, b"", &[]),
+    ];
+    enc.append(3, Batch::of_records(3, &batch).records(), &mut Vec::new())
+        .unwrap();
+    enc.encode_buffered().unwrap();
+    enc.append(
+        3,
+        Batch::of_records(3, &[rec(9, Some("b"), b"yz", &[])]).records(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(enc.file_rows(), 3);
+    // a + x + h1 v1 h2, nothing, b + yz.
+    assert_eq!(enc.payload_bytes(), 8 + 3);
+    let file = enc.finish_file().unwrap().unwrap();
+    assert_eq!(file.rows, 3);
+    assert!(enc.finish_file().unwrap().is_none(), "no empty files");
+
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
+    let parquet_schema = reader.parquet_schema();
+    let ids: Vec<i32> = parquet_schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.get_basic_info().id())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+    let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    let b = arrow_select_concat(&batches);
+    assert_eq!(b.num_rows(), 3);
+    let offsets = b.column(1).as_primitive::<Int64Type>();
+    assert_eq!(offsets.values(), &[5, 6, 9]);
+    let ts = b.column(2).as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(ts.value(0), 1_700_000_000_005_000);
+    assert_eq!(file.metadata.file_metadata().num_rows(), 3);
+    let keys = b.column(3).as_binary::<i32>();
+    assert_eq!(keys.value(0), b"a");
+    assert!(keys.is_null(1));
+    let headers = b.column(4).as_list::<i32>();
+    let first = headers.value(0);
+    let first = first.as_struct();
+    let hk = first.column(0).as_string::<i32>();
+    let hv = first.column(1).as_binary::<i32>();
+    assert_eq!((hk.value(0), hv.value(0)), ("h1", &b"v1"[..]));
+    assert_eq!((hk.value(1), hv.value(1)), ("h2", &b""[..]));
+    assert!(!hv.is_null(1), "an empty header value is not a null one");
+    assert_eq!(headers.value(1).len(), 0);
+    let values = b.column(5).as_binary::<i32>();
+    assert_eq!(values.value(1), b"");
+    assert!(!values.is_null(1), "an empty value is not a null value");
+}
+
+/// A file larger than a chunk gives up its written row groups while it goes on; the parts
+/// taken and the rest make the whole file.
+#[test]
+fn written_row_groups_leave_before_the_file_is_finished() {
+    let opts = EncodeOptions {
+        row_group_rows: 4096,
+        ..EncodeOptions::default()
+    };
+    let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &opts).unwrap();
+    // Bytes zstd cannot shrink: the file is as large as its values.
+    let value = |o: i64| -> Vec<u8> {
+        let mut x = (o as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let mut taken = Vec::new();
+    for batch in 0..12i64 {
+        let records: Vec<Record> = (0..1000)
+            .map(|i| rec(batch * 1000 + i, Some("k"), &value(batch * 1000 + i), &[]))
+            .collect();
+        enc.append(2, Batch::of_records(2, &records).records(), &mut Vec::new())
+            .unwrap();
+        enc.encode_buffered().unwrap();
+        taken.extend(enc.take_parts());
+    }
+    assert!(
+        !taken.is_empty(),
+        "12 MB of rows in 4096-row groups fill chunks"
+    );
+    let file = enc.finish_file().unwrap().unwrap();
+    let taken_bytes: usize = taken.iter().map(Bytes::len).sum();
+    let rest: usize = file.parts.iter().map(Bytes::len).sum();
+    assert_eq!((taken_bytes + rest) as u64, file.size());
+    taken.extend(file.parts.iter().cloned());
+    let whole = Bytes::from(taken.concat());
+    let reader = ParquetRecordBatchReaderBuilder::try_new(whole).unwrap();
+    assert!(reader.metadata().num_row_groups() >= 3);
+    let mut next = 0i64;
+    for b in reader.build().unwrap() {
+        let b = b.unwrap();
+        let offsets = b.column(1).as_primitive::<Int64Type>();
+        let values = b.column(5).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            assert_eq!(offsets.value(i), next);
+            assert_eq!(values.value(i), value(next).as_slice());
+            next += 1;
+        }
+    }
+    assert_eq!(next, 12_000);
+}
+
+fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    assert_eq!(batches.len(), 1, "small files read back as one batch");
+    batches[0].clone()
+}
