@@ -164,10 +164,22 @@ fn logs() -> (BTreeMap<i32, Log>, Kept, Kept) {
 type Landed = BTreeMap<i32, Vec<(i64, Vec<u8>, Vec<(String, Option<Vec<u8>>)>)>>;
 
 fn run(isolation: &str) -> (WireBroker, Landed) {
+    run_on(isolation, false)
+}
+
+/// `sessions`: the broker serves incremental fetch sessions, and evicts them once mid-run.
+fn run_on(isolation: &str, sessions: bool) -> (WireBroker, Landed) {
     let (logs, _, _) = logs();
     let broker = WireBroker::start(2, "txn", logs);
-    // p2 moves from node 0 to node 1 after node 0 has answered three fetches for it.
-    broker.state.lock().unwrap().move_after = Some((3, 2, 1));
+    {
+        let mut s = broker.state.lock().unwrap();
+        // p2 moves from node 0 to node 1 after node 0 has answered three fetches for it.
+        s.move_after = Some((3, 2, 1));
+        s.hold_until_moved = Some(1);
+        s.sessions = sessions;
+        s.evict_sessions_after = sessions.then_some(6);
+        s.thin_answers = sessions;
+    }
     let wh = tempfile::tempdir().unwrap();
     let addr = broker.bootstrap();
     let whs = wh.path().to_str().unwrap();
@@ -264,6 +276,44 @@ fn read_committed_lands_exactly_the_committed_records_across_a_leader_move() {
     for (node, n) in &s.connections {
         assert!(*n <= 2, "node {node}: {n} connections");
     }
+}
+
+/// A broker that offers fetch sessions (KIP-227) gets them: after the first, full request of a
+/// session, a request names only the partitions whose position moved; a partition that moves
+/// to another leader leaves the old one's session; an evicted session is replaced by a full
+/// request; and the table holds exactly the committed records.
+#[test]
+fn incremental_fetch_sessions_land_exactly_the_committed_records() {
+    let (_, committed, _) = logs();
+    let (broker, got) = run_on("read_committed", true);
+    assert_exactly(&got, &committed);
+    let s = broker.state.lock().unwrap();
+    let f = &s.session_fetches;
+    assert!(
+        f.iter().any(|x| x.epoch > 0),
+        "incremental requests were sent: {f:?}"
+    );
+    assert!(
+        f.iter().any(|x| x.epoch > 0 && x.named.len() < x.held),
+        "an incremental request left out a partition the session holds: {f:?}"
+    );
+    // p2 moved to node 1: once node 1 names it, node 0 never does again (its session forgot
+    // it, or was replaced by one without it).
+    let moved = f
+        .iter()
+        .position(|x| x.node == 1 && x.named.contains(&2))
+        .expect("node 1 fetched p2");
+    assert!(
+        f[moved..]
+            .iter()
+            .all(|x| x.node != 0 || !x.named.contains(&2)),
+        "node 0 named p2 after it moved: {f:?}"
+    );
+    let made = |n: i32| f.iter().filter(|x| x.node == n && x.epoch == 0).count();
+    assert!(
+        made(0) >= 2 || made(1) >= 2,
+        "the evicted session was replaced by a full request: {f:?}"
+    );
 }
 
 #[test]

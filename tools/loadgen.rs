@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use icefall::kafka::client::fetch_on;
+use icefall::kafka::client::fetch_in_session;
 use icefall::kafka::fetch::{FetchParams, Want};
 use icefall::kafka::{
     Client, ClientConfig, Codec, ConnConfig, Decoded, Decoder, Isolation, ProduceRecord, Producer,
@@ -422,7 +422,7 @@ async fn fetch_leader(
         if behind {
             p.max_wait = Duration::ZERO;
         }
-        let (c, r) = fetch_on(conn, topic, &wants, &p).await;
+        let (c, r) = fetch_in_session(conn, topic, &wants, &p).await;
         let answers = r?;
         conn = c.context("connection lost")?;
         let mut done = Vec::new();

@@ -477,42 +477,76 @@ impl Client {
     }
 }
 
-/// Sends one Fetch over `conn` and takes the answer apart; gives the connection back unless it
-/// failed. Missing partitions are answered with an error, so the caller retries them.
+/// Sends one sessionless Fetch over `conn` and takes the answer apart; gives the connection back
+/// unless it failed. Missing partitions are answered with an error, so the caller retries them.
 pub async fn fetch_on(
+    conn: Conn,
+    topic: &str,
+    wants: &[Want],
+    params: &FetchParams,
+) -> (Option<Conn>, Result<Vec<Answer>, KafkaError>) {
+    fetch_over(conn, topic, wants, params, false).await
+}
+
+/// [`fetch_on`] within the connection's fetch session (KIP-227): the request names only the
+/// partitions whose position changed, and partitions without news are not answered (a full
+/// request, the first and any after a failure, still answers every one of `wants`).
+pub async fn fetch_in_session(
+    conn: Conn,
+    topic: &str,
+    wants: &[Want],
+    params: &FetchParams,
+) -> (Option<Conn>, Result<Vec<Answer>, KafkaError>) {
+    fetch_over(conn, topic, wants, params, true).await
+}
+
+async fn fetch_over(
     mut conn: Conn,
     topic: &str,
     wants: &[Want],
     params: &FetchParams,
+    in_session: bool,
 ) -> (Option<Conn>, Result<Vec<Answer>, KafkaError>) {
     let version = match conn.version::<kafka_protocol::messages::FetchRequest>() {
         Ok(v) => v,
         Err(e) => return (Some(conn), Err(e)),
     };
-    let req = fetch::request(topic, wants, params);
+    let plan = in_session.then(|| conn.session.plan(wants));
+    let req = match &plan {
+        Some(plan) => fetch::session_request(topic, plan, params),
+        None => fetch::request(topic, wants, params),
+    };
     let resp = match conn.call(&req, version, params.max_wait).await {
         Ok(r) => r,
         Err(e) => return (None, Err(e)),
     };
     let r = match fetch::answers(topic, resp) {
-        Err(error) => Err(KafkaError::Broker {
-            broker: conn.broker.clone(),
-            api: "Fetch",
-            error,
-        }),
-        Ok((throttle, mut answers)) => {
+        Err(error) => {
+            conn.session.reset();
+            Err(KafkaError::Broker {
+                broker: conn.broker.clone(),
+                api: "Fetch",
+                error,
+            })
+        }
+        Ok((throttle, session_id, mut answers)) => {
+            if let Some(plan) = &plan {
+                conn.session.answered(plan, session_id);
+            }
             if !throttle.is_zero() {
                 tokio::time::sleep(throttle).await;
             }
             let asked: BTreeSet<i32> = wants.iter().map(|w| w.partition).collect();
             answers.retain(|a| asked.contains(&a.partition));
-            let answered: BTreeSet<i32> = answers.iter().map(|a| a.partition).collect();
-            for &partition in asked.difference(&answered) {
-                answers.push(Answer {
-                    partition,
-                    error: Some(ResponseError::UnknownServerError),
-                    ..Answer::default()
-                });
+            if plan.as_ref().is_none_or(|p| p.is_full()) {
+                let answered: BTreeSet<i32> = answers.iter().map(|a| a.partition).collect();
+                for &partition in asked.difference(&answered) {
+                    answers.push(Answer {
+                        partition,
+                        error: Some(ResponseError::UnknownServerError),
+                        ..Answer::default()
+                    });
+                }
             }
             Ok(answers)
         }

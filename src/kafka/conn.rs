@@ -55,6 +55,8 @@ pub struct Conn {
     client_id: StrBytes,
     timeout: Duration,
     max_frame: usize,
+    /// The fetch session on this connection (KIP-227); a new connection starts without one.
+    pub session: super::session::FetchSession,
 }
 
 impl Conn {
@@ -83,6 +85,7 @@ impl Conn {
             broker: broker.to_owned(),
             correlation: 0,
             versions: Vec::new(),
+            session: Default::default(),
             client_id: StrBytes::from_string(cfg.client_id.clone()),
             timeout: cfg.timeout,
             max_frame: cfg.max_frame,

@@ -2,14 +2,14 @@
 //! partition a core reads from one leader; the answer is split into per-partition parts whose
 //! record bytes are slices of the response frame.
 //!
-//! Fetch sessions (KIP-227) are not used yet: every request is a full, sessionless fetch
-//! (session id 0, epoch -1), which every broker serves.
+//! A request is sessionless (session id 0, epoch -1, every broker serves it) or belongs to an
+//! incremental fetch session ([`super::session`]), which names only what changed.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
@@ -36,8 +36,36 @@ pub struct Want {
     pub leader_epoch: i32,
 }
 
-/// A Fetch request for `wants` of `topic`.
+/// A sessionless Fetch request for `wants` of `topic`.
 pub fn request(topic: &str, wants: &[Want], p: &FetchParams) -> FetchRequest {
+    let mut r = request_in(topic, wants, p);
+    r.session_id = 0;
+    r.session_epoch = -1;
+    r
+}
+
+/// The Fetch request of a session's `plan`.
+pub fn session_request(
+    topic: &str,
+    plan: &super::session::SessionRequest,
+    p: &FetchParams,
+) -> FetchRequest {
+    let mut r = request_in(topic, &plan.send, p);
+    r.session_id = plan.session_id;
+    r.session_epoch = plan.session_epoch;
+    if r.topics.first().is_some_and(|t| t.partitions.is_empty()) {
+        r.topics.clear();
+    }
+    if !plan.forget.is_empty() {
+        let mut f = ForgottenTopic::default();
+        f.topic = TopicName(StrBytes::from_string(topic.to_owned()));
+        f.partitions = plan.forget.clone();
+        r.forgotten_topics_data = vec![f];
+    }
+    r
+}
+
+fn request_in(topic: &str, wants: &[Want], p: &FetchParams) -> FetchRequest {
     let mut t = FetchTopic::default();
     t.topic = TopicName(StrBytes::from_string(topic.to_owned()));
     t.partitions = wants
@@ -59,8 +87,6 @@ pub fn request(topic: &str, wants: &[Want], p: &FetchParams) -> FetchRequest {
     r.min_bytes = p.min_bytes;
     r.max_bytes = p.max_bytes;
     r.isolation_level = p.isolation.wire();
-    r.session_id = 0;
-    r.session_epoch = -1;
     r.topics = vec![t];
     r
 }
@@ -91,13 +117,17 @@ impl Answer {
     }
 }
 
-/// A response taken apart: the throttle to honour and each partition of `topic` it answers.
-/// `Err` is a response-level error code.
-pub fn answers(topic: &str, resp: FetchResponse) -> Result<(Duration, Vec<Answer>), ResponseError> {
+/// A response taken apart: the throttle to honour, the session id it carries, and each
+/// partition of `topic` it answers. `Err` is a response-level error code.
+pub fn answers(
+    topic: &str,
+    resp: FetchResponse,
+) -> Result<(Duration, i32, Vec<Answer>), ResponseError> {
     if let Some(e) = ResponseError::try_from_code(resp.error_code) {
         return Err(e);
     }
     let throttle = Duration::from_millis(u64::try_from(resp.throttle_time_ms).unwrap_or(0));
+    let session_id = resp.session_id;
     let mut out = Vec::new();
     for t in resp.responses {
         if t.topic.0.as_str() != topic {
@@ -123,7 +153,7 @@ pub fn answers(topic: &str, resp: FetchResponse) -> Result<(Duration, Vec<Answer
             });
         }
     }
-    Ok((throttle, out))
+    Ok((throttle, session_id, out))
 }
 
 #[cfg(test)]
@@ -181,7 +211,7 @@ mod tests {
         let mut resp = FetchResponse::default();
         resp.throttle_time_ms = 30;
         resp.responses = vec![t, other];
-        let (throttle, parts) = answers("t", resp).unwrap();
+        let (throttle, _, parts) = answers("t", resp).unwrap();
         assert_eq!(throttle, Duration::from_millis(30));
         assert_eq!(parts.len(), 1);
         assert_eq!(

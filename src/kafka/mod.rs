@@ -15,6 +15,7 @@ pub mod encode;
 pub mod error;
 pub mod fetch;
 pub mod produce;
+pub mod session;
 
 pub use batch::{Aborted, BatchError, Decoded, Decoder, Isolation, Problem};
 pub use client::{Client, ClientConfig, OffsetAt};

@@ -19,7 +19,7 @@ use futures_util::stream::FuturesUnordered;
 
 use super::emit::{Emitter, Fetched};
 use super::{PartitionPlan, SourceConfig, SourceError, read};
-use crate::kafka::client::fetch_on;
+use crate::kafka::client::fetch_in_session;
 use crate::kafka::error::Backoff;
 use crate::kafka::fetch::{Answer, Want};
 use crate::kafka::{Client, Conn, Decoded, KafkaError};
@@ -148,7 +148,8 @@ impl FetchCore {
                         }
                         let cfg = cfg.clone();
                         in_flight.push(async move {
-                            let (conn, r) = fetch_on(conn, &cfg.topic, &wants, &params).await;
+                            let (conn, r) =
+                                fetch_in_session(conn, &cfg.topic, &wants, &params).await;
                             (node, conn, wants, r) as Done
                         });
                     }

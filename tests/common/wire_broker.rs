@@ -65,6 +65,9 @@ pub struct State {
     pub connections: BTreeMap<i32, usize>,
     /// After this many Fetch requests to its leader, partition p moves to node n.
     pub move_after: Option<(usize, i32, i32)>,
+    /// A partition answered without records until that move is done (so it is still being read
+    /// when the moved partition joins its leader, whatever the timing).
+    pub hold_until_moved: Option<i32>,
     /// Per Produce request and partition: (producer id, epoch, partition, base sequence, records).
     pub produces: Vec<(i64, i16, i32, i32, i32)>,
     /// The next sequence each (producer id, partition) must send.
@@ -72,6 +75,41 @@ pub struct State {
     /// Produce requests to apply and then answer by closing the connection (a lost acknowledgement).
     pub lose_produce_answers: usize,
     pub producer_ids: i64,
+    /// Serve incremental fetch sessions (KIP-227) to requests that ask for one (epoch 0).
+    pub sessions: bool,
+    /// Open sessions by id.
+    pub open_sessions: BTreeMap<i32, OpenSession>,
+    /// Every Fetch request served in a session.
+    pub session_fetches: Vec<SessionFetch>,
+    /// After this many requests in sessions, every open session is evicted once (the next
+    /// incremental request gets FETCH_SESSION_ID_NOT_FOUND).
+    pub evict_sessions_after: Option<usize>,
+    pub sessions_made: i32,
+    /// In a session, an odd-epoch request is answered for one partition only (as a broker at
+    /// its response limit does): the others get no news and stay where they were.
+    pub thin_answers: bool,
+}
+
+/// A fetch session the broker holds.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub node: i32,
+    /// The epoch the next request must carry.
+    pub next_epoch: i32,
+    /// Partition → (fetch offset, partition max bytes).
+    pub held: BTreeMap<i32, (i64, i32)>,
+}
+
+/// One Fetch request served in a session.
+#[derive(Debug, Clone)]
+pub struct SessionFetch {
+    pub node: i32,
+    pub id: i32,
+    pub epoch: i32,
+    pub named: Vec<i32>,
+    pub forgotten: Vec<i32>,
+    /// Partitions the session holds after it.
+    pub held: usize,
 }
 
 pub struct WireBroker {
@@ -358,30 +396,94 @@ fn fetch(state: &Mutex<State>, node: i32, req: &FetchRequest) -> FetchResponse {
             s.move_after = None;
         }
     }
-    let mut r = FetchResponse::default();
-    r.responses = req
+    let named: BTreeMap<i32, (i64, i32)> = req
         .topics
         .iter()
-        .map(|t| {
-            let mut rt = FetchableTopicResponse::default();
-            rt.topic = t.topic.clone();
-            rt.partitions = t
-                .partitions
-                .iter()
-                .map(|fp| {
-                    answer(
-                        &s,
-                        node,
-                        fp.partition,
-                        fp.fetch_offset,
-                        fp.partition_max_bytes,
-                        req.isolation_level,
-                    )
-                })
-                .collect();
-            rt
+        .flat_map(|t| t.partitions.iter())
+        .map(|fp| (fp.partition, (fp.fetch_offset, fp.partition_max_bytes)))
+        .collect();
+    let mut r = FetchResponse::default();
+    let topic = req
+        .topics
+        .first()
+        .map(|t| t.topic.clone())
+        .or_else(|| req.forgotten_topics_data.first().map(|f| f.topic.clone()))
+        .unwrap_or_default();
+    // Sessionless (or sessions off): every named partition is answered.
+    let (wanted, only_news) = if !s.sessions || req.session_epoch == -1 {
+        (named, false)
+    } else if req.session_epoch == 0 {
+        s.sessions_made += 1;
+        let id = s.sessions_made;
+        s.open_sessions.insert(
+            id,
+            OpenSession {
+                node,
+                next_epoch: 1,
+                held: named.clone(),
+            },
+        );
+        s.session_fetches.push(SessionFetch {
+            node,
+            id,
+            epoch: 0,
+            named: named.keys().copied().collect(),
+            forgotten: vec![],
+            held: named.len(),
+        });
+        r.session_id = id;
+        (named, false)
+    } else {
+        if let Some(n) = s.evict_sessions_after
+            && s.session_fetches.len() >= n
+        {
+            s.open_sessions.clear();
+            s.evict_sessions_after = None;
+        }
+        let forgotten: Vec<i32> = req
+            .forgotten_topics_data
+            .iter()
+            .flat_map(|f| f.partitions.iter().copied())
+            .collect();
+        let Some(open) = s.open_sessions.get_mut(&req.session_id) else {
+            r.error_code = 70; // FETCH_SESSION_ID_NOT_FOUND
+            return r;
+        };
+        if open.node != node || open.next_epoch != req.session_epoch {
+            r.error_code = 71; // INVALID_FETCH_SESSION_EPOCH
+            return r;
+        }
+        open.next_epoch += 1;
+        for p in &forgotten {
+            open.held.remove(p);
+        }
+        open.held.extend(named.iter().map(|(p, v)| (*p, *v)));
+        let held = open.held.clone();
+        s.session_fetches.push(SessionFetch {
+            node,
+            id: req.session_id,
+            epoch: req.session_epoch,
+            named: named.keys().copied().collect(),
+            forgotten,
+            held: held.len(),
+        });
+        r.session_id = req.session_id;
+        (held, true)
+    };
+    let mut rt = FetchableTopicResponse::default();
+    rt.topic = topic;
+    rt.partitions = wanted
+        .iter()
+        .map(|(p, (offset, max))| answer(&s, node, *p, *offset, *max, req.isolation_level))
+        // In a session, a partition without news is left out of the answer.
+        .filter(|pd| {
+            !only_news || pd.error_code != 0 || pd.records.as_ref().is_some_and(|r| !r.is_empty())
         })
         .collect();
+    if only_news && s.thin_answers && req.session_epoch % 2 == 1 {
+        rt.partitions.truncate(1);
+    }
+    r.responses = vec![rt];
     r
 }
 
@@ -406,6 +508,10 @@ fn answer(
     pd.high_watermark = log.end();
     pd.last_stable_offset = log.end();
     pd.log_start_offset = log.batches.first().map_or(0, |b| b.base_offset);
+    if s.move_after.is_some() && s.hold_until_moved == Some(partition) {
+        pd.records = Some(Bytes::new());
+        return pd;
+    }
     let mut out = BytesMut::new();
     let mut last = offset;
     let mut rest = log
