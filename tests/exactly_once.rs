@@ -27,6 +27,13 @@ fn sigkill_and_restart_lands_every_record_exactly_once() {
         "--file-max-bytes",
         "2MiB",
         "--stop-at-end",
+        // Paced by construction, not by this machine's speed: one shard, which sleeps 300 ms
+        // before each batch it gets (Tansu's answers make ~20 of them: 6 s or more in all), so
+        // the runs cannot reach the end within 5 kill waits of at most 600 ms each.
+        "--shards",
+        "1",
+        "--debug-slow-shard",
+        "0:300ms",
     ]);
 
     // Kill moments drawn from a seed printed for reproduction.
@@ -43,7 +50,7 @@ fn sigkill_and_restart_lands_every_record_exactly_once() {
             round < 20,
             "icefall kept finishing before it could be killed"
         );
-        let wait = Duration::from_millis(200 + sample::mix(seed ^ round) % 1_300);
+        let wait = Duration::from_millis(100 + sample::mix(seed ^ round) % 500);
         let mut child = spawn_icefall(&args);
         let started = Instant::now();
         while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
