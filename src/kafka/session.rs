@@ -65,10 +65,12 @@ impl FetchSession {
             .filter(|w| self.held.get(&w.partition) != Some(&(w.offset, w.leader_epoch)))
             .copied()
             .collect();
+        // A set, not a scan of `wants` per held partition: thousands of partitions per broker.
+        let wanted: std::collections::BTreeSet<i32> = wants.iter().map(|w| w.partition).collect();
         let forget = self
             .held
             .keys()
-            .filter(|p| !wants.iter().any(|w| w.partition == **p))
+            .filter(|p| !wanted.contains(p))
             .copied()
             .collect();
         SessionRequest {
