@@ -44,16 +44,13 @@ impl FileNames {
 
     /// The name of the open file.
     fn open(&mut self) -> String {
-        if self.open.is_none() {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let name = format!(
-                "data/{}-{:03}-{:06}.parquet",
-                self.run_id, self.core_index, seq
-            );
-            self.open = Some(name);
-        }
-        self.open.clone().unwrap_or_default()
+        let (run_id, core, seq) = (&self.run_id, self.core_index, &mut self.next_seq);
+        self.open
+            .get_or_insert_with(|| {
+                *seq += 1;
+                format!("data/{run_id}-{core:03}-{:06}.parquet", *seq - 1)
+            })
+            .clone()
     }
 
     /// The name of the file being closed; the next one gets a new name.

@@ -19,6 +19,21 @@ fn rec(offset: i64, key: Option<&str>, value: &[u8], headers: &[(&str, &[u8])]) 
     }
 }
 
+/// `r` encoded alone into a file of `schema`, and read back.
+fn one_record_file(schema: SchemaRef, r: &Record) -> RecordBatch {
+    let mut enc = FileEncoder::new(0, schema, &EncodeOptions::default()).unwrap();
+    enc.append(
+        0,
+        Batch::of_records(0, std::slice::from_ref(r)).records(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let file = enc.finish_file().unwrap().unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
+    let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+    arrow_select_concat(&batches)
+}
+
 /// Repeated keys and null values stay as they were, in order; a legacy map table takes the
 /// same records (null as empty bytes).
 #[test]
@@ -32,19 +47,7 @@ fn headers_keep_order_repeats_and_nulls() {
         ],
         ..Record::default()
     };
-    let read = |schema: SchemaRef| {
-        let mut enc = FileEncoder::new(0, schema, &EncodeOptions::default()).unwrap();
-        enc.append(
-            0,
-            Batch::of_records(0, std::slice::from_ref(&r)).records(),
-            &mut Vec::new(),
-        )
-        .unwrap();
-        let file = enc.finish_file().unwrap().unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
-        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
-        batches[0].column(4).clone()
-    };
+    let read = |schema: SchemaRef| one_record_file(schema, &r).column(4).clone();
     let list = read(schema::raw_arrow_schema());
     let entries = list.as_list::<i32>().value(0);
     let entries = entries.as_struct();
@@ -80,17 +83,7 @@ fn a_header_key_that_is_not_utf8_is_replaced_not_lost() {
         headers: vec![(b"k\xffz".to_vec(), Some(b"v".to_vec()))],
         ..Record::default()
     };
-    let mut enc =
-        FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
-    enc.append(
-        0,
-        Batch::of_records(0, std::slice::from_ref(&r)).records(),
-        &mut Vec::new(),
-    )
-    .unwrap();
-    let file = enc.finish_file().unwrap().unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
-    let b = reader.build().unwrap().next().unwrap().unwrap();
+    let b = one_record_file(schema::raw_arrow_schema(), &r);
     let list = b.column(4).as_list::<i32>().value(0);
     let keys = list
         .as_struct()

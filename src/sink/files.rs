@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use iceberg::spec::{DataFile, Schema};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -82,27 +84,50 @@ const STREAM_PART_BYTES: usize = 8 << 20;
 /// The multipart upload of a file still being written.
 pub(super) struct Stream {
     location: String,
-    pub(super) parts: WriteMultipart,
+    parts: WriteMultipart,
 }
 
 impl Stream {
+    fn failed(&self, source: object_store::Error) -> SinkError {
+        SinkError::Upload {
+            path: self.location.clone(),
+            source: Box::new(source),
+        }
+    }
+
     /// Hands `parts` to the upload, waiting while `in_flight` part uploads are still running.
     pub(super) async fn push(
         &mut self,
-        parts: Vec<bytes::Bytes>,
+        parts: Vec<Bytes>,
         in_flight: usize,
     ) -> Result<(), SinkError> {
         for p in parts {
-            self.parts
-                .wait_for_capacity(in_flight)
-                .await
-                .map_err(|source| SinkError::Upload {
-                    path: self.location.clone(),
-                    source: Box::new(source),
-                })?;
+            if let Err(e) = self.parts.wait_for_capacity(in_flight).await {
+                return Err(self.failed(e));
+            }
             self.parts.put(p);
         }
         Ok(())
+    }
+
+    /// Uploads the file's last `parts` and completes the upload; returns the file's location.
+    async fn finish(mut self, parts: Vec<Bytes>) -> Result<String, SinkError> {
+        for p in parts {
+            self.parts.put(p);
+        }
+        let Stream { location, parts } = self;
+        match parts.finish().await {
+            Ok(_) => Ok(location),
+            Err(source) => Err(SinkError::Upload {
+                path: location,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Gives up the upload of a file that will not be finished.
+    pub(super) async fn abort(self) -> Result<(), object_store::Error> {
+        self.parts.abort().await
     }
 }
 
@@ -198,29 +223,16 @@ impl TableFiles {
         &self,
         epoch: u64,
         rel: String,
-        file: Box<EncodedFile>,
+        mut file: Box<EncodedFile>,
         target: Target,
         stream: Option<Stream>,
     ) -> Result<Uploaded, SinkError> {
         let size = file.size();
         let streamed = stream.is_some();
+        let parts = std::mem::take(&mut file.parts);
         let location = match stream {
-            None => {
-                self.put_bytes(&rel, PutPayload::from_iter(file.parts.iter().cloned()))
-                    .await?
-            }
-            Some(mut s) => {
-                for p in &file.parts {
-                    s.parts.put(p.clone());
-                }
-                let fail = |source: object_store::Error| SinkError::Upload {
-                    path: s.location.clone(),
-                    source: Box::new(source),
-                };
-                let location = s.location.clone();
-                s.parts.finish().await.map_err(fail)?;
-                location
-            }
+            None => self.put_bytes(&rel, PutPayload::from_iter(parts)).await?,
+            Some(s) => s.finish(parts).await?,
         };
         let grown = self.evolution.as_ref().map(|e| e.schema());
         let data_file = stats::data_file(

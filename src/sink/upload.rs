@@ -325,7 +325,7 @@ impl IoRole {
                         path,
                         "a file left unfinished at shutdown: its upload is aborted"
                     );
-                    if let Err(e) = s.parts.abort().await {
+                    if let Err(e) = s.abort().await {
                         tracing::warn!(path, error = %e, "could not abort the upload");
                     }
                 }
