@@ -81,6 +81,8 @@ struct Row {
     peak_rss_mb: f64,
     /// CPU seconds (user + system) per million records.
     cpu_per_m: f64,
+    /// The system part of `cpu_per_m`.
+    sys_per_m: f64,
 }
 
 impl Row {
@@ -94,6 +96,7 @@ impl Row {
             wall_s: m.wall_s,
             peak_rss_mb: m.peak_rss_mb,
             cpu_per_m: m.cpu_s / (field(line, "records") / 1e6).max(1e-9),
+            sys_per_m: m.sys_s / (field(line, "records") / 1e6).max(1e-9),
         }
     }
 }
@@ -181,12 +184,14 @@ fn main() {
         }
     }
 
-    println!("| round | tool | records | records/s | wall s | peak RSS MB | CPU s per M records |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| round | tool | records | records/s | wall s | peak RSS MB | CPU s per M records | of which system |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
-            r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb, r.cpu_per_m
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} |",
+            r.round, r.tool, r.records, r.rate, r.wall_s, r.peak_rss_mb, r.cpu_per_m, r.sys_per_m
         );
     }
     let med = |tool: &str, of: fn(&Row) -> f64| {
@@ -195,16 +200,20 @@ fn main() {
     let rate = |tool: &str| med(tool, |r| r.rate);
     let mem = |tool: &str| med(tool, |r| r.peak_rss_mb);
     let cpu = |tool: &str| med(tool, |r| r.cpu_per_m);
+    let sys = |tool: &str| med(tool, |r| r.sys_per_m);
     let raw = rate("raw fetch (icefall client)");
     let icefall = rate("icefall (default placement)");
     let one_core = rate("icefall (one core)");
     let python = rate("Python + PyIceberg");
-    println!("| median | records/s | ratio | peak RSS MB | CPU s per M records | CPU ratio |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| median | records/s | ratio | peak RSS MB | CPU s per M records | of which system | CPU ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let raw_cpu = cpu("raw fetch (icefall client)");
     println!(
-        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} | {raw_cpu:.2} | 1.00 |",
-        mem("raw fetch (icefall client)")
+        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} | {raw_cpu:.2} | {:.2} | 1.00 |",
+        mem("raw fetch (icefall client)"),
+        sys("raw fetch (icefall client)")
     );
     for (tool, rate) in [
         ("icefall (default placement)", icefall),
@@ -212,10 +221,11 @@ fn main() {
         ("Python + PyIceberg", python),
     ] {
         println!(
-            "| {tool} | {rate:.0} | {:.2} | {:.0} | {:.2} | {:.1} |",
+            "| {tool} | {rate:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} |",
             rate / raw,
             mem(tool),
             cpu(tool),
+            sys(tool),
             cpu(tool) / raw_cpu
         );
     }

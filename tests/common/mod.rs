@@ -890,6 +890,8 @@ pub struct Measured {
     pub peak_rss_mb: f64,
     /// User plus system CPU time of the process.
     pub cpu_s: f64,
+    /// The system part of `cpu_s` (socket reads, page faults, page-cache writes).
+    pub sys_s: f64,
 }
 
 /// Runs `cmd` to its end, asserts it succeeded, and measures its wall time and peak resident set.
@@ -928,6 +930,7 @@ pub fn measure(cmd: &mut Command) -> Measured {
         wall_s,
         peak_rss_mb: usage.ru_maxrss as f64 / 1024.0,
         cpu_s: secs(usage.ru_utime) + secs(usage.ru_stime),
+        sys_s: secs(usage.ru_stime),
     }
 }
 
