@@ -25,10 +25,6 @@ use icefall::record::Record;
 use icefall::runtime::{Control, online_cores};
 use icefall::source::memory::MemoryInput;
 
-/// The allocator the `icefall` binary runs with.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const PARTITIONS: u32 = 8;
 const CHILD: &str = "ICEFALL_PIPELINE_CHILD";
 
@@ -89,6 +85,7 @@ fn child(records: u64, fetch: &str, shard: &str) {
 }
 
 fn main() {
+    icefall::runtime::tune_malloc();
     let records = std::env::args()
         .skip(1)
         .find_map(|a| a.parse::<u64>().ok())

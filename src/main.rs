@@ -18,12 +18,6 @@ use icefall::config::layers::{self, LayerError};
 use icefall::config::{Command, LogFormat};
 use icefall::runtime::Control;
 
-/// Records are allocated on fetch cores and freed on shard cores. glibc's malloc frees another
-/// thread's memory under that thread's arena lock, so the two roles fought over it; mimalloc
-/// frees across threads without a lock (end to end 270k → 460k+ records/s, BENCHMARKS.md).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ICEFALL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -63,6 +57,7 @@ fn drain_watchdog(stop: Arc<std::sync::atomic::AtomicBool>, timeout: Duration) {
 }
 
 fn main() -> ExitCode {
+    icefall::runtime::tune_malloc();
     let env = |k: &str| std::env::var(k).ok();
     let layered = match layers::parse(std::env::args_os().collect(), &env) {
         Ok(l) => l,

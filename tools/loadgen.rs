@@ -28,10 +28,6 @@ use icefall::kafka::{
 };
 use tokio::sync::mpsc;
 
-/// The allocator icefall runs with, so the raw-fetch baseline pays what icefall's fetch pays.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "icefall-loadgen",
@@ -129,6 +125,9 @@ fn client_config(a: &Args) -> ClientConfig {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // The allocator settings icefall runs with, so the raw-fetch baseline pays what icefall's
+    // fetch pays (the current-thread runtime has started no other thread yet).
+    icefall::runtime::tune_malloc();
     let a = Args::parse();
     if a.keys == 0 || a.batch == 0 || a.producers == 0 {
         bail!("--keys, --batch and --producers must be positive");

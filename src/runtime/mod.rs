@@ -101,6 +101,23 @@ pub struct Placement {
     pub io: usize,
 }
 
+/// Tunes glibc's malloc for icefall's allocation pattern, once, before any thread starts.
+///
+/// Answer buffers (up to partitions × `--fetch-max-bytes`), Parquet pages and 4 MiB file chunks
+/// are allocated and freed all run long. glibc serves blocks above its dynamic mmap threshold
+/// with fresh mappings and trims freed heap tops back to the kernel, so every such block is
+/// faulted in anew: about 150 MB of first touches per million records, which a VM bills as
+/// system time (BENCHMARKS.md). A fixed 32 MiB mmap threshold and a 64 MiB trim threshold keep
+/// those blocks in the heap for reuse; what a run holds at its peak is unchanged.
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 /// The cores this process may run on (its affinity mask: honours taskset, cgroups and offline CPUs).
 pub fn online_cores() -> Result<Vec<usize>, RuntimeError> {
     // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for the calling thread.
