@@ -44,9 +44,13 @@ impl Router {
         self.hasher.hash_one(key)
     }
 
-    /// The shard of a record: by key hash, or by partition when the record has no key.
+    /// The shard of a record: by key hash, or by partition when the record has no key. With one
+    /// shard (one shard core, the default on small hosts) every record is shard 0, unhashed.
     #[inline]
     pub fn shard_of(&self, key: Option<&[u8]>, partition: i32) -> u32 {
+        if self.shards == 1 {
+            return 0;
+        }
         match key {
             Some(k) => (self.key_hash(k) % u64::from(self.shards)) as u32,
             None => (partition.unsigned_abs()) % self.shards,
@@ -82,6 +86,14 @@ pub fn assign_partitions(partitions: &[i32], fetch_cores: usize) -> Vec<Vec<i32>
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn one_shard_takes_every_record_unhashed() {
+        let r = Router::new(1, 1);
+        for (k, p) in [(Some(&b"user-42"[..]), 3), (None, 7), (Some(&b""[..]), -1)] {
+            assert_eq!(r.shard_of(k, p), 0);
+        }
+    }
 
     /// Golden values: if a dependency upgrade changes the hash, routing would silently change
     /// across a restart. This test makes that loud.
