@@ -88,15 +88,17 @@ struct Row {
 impl Row {
     /// `line` holds the tool's own `records=` and `records_per_sec=`.
     fn of(round: usize, tool: &'static str, m: &Measured, line: &str) -> Self {
+        let records = field(line, "records");
+        let millions = (records / 1e6).max(1e-9);
         Row {
             round,
             tool,
-            records: field(line, "records"),
+            records,
             rate: field(line, "records_per_sec"),
             wall_s: m.wall_s,
             peak_rss_mb: m.peak_rss_mb,
-            cpu_per_m: m.cpu_s / (field(line, "records") / 1e6).max(1e-9),
-            sys_per_m: m.sys_s / (field(line, "records") / 1e6).max(1e-9),
+            cpu_per_m: m.cpu_s / millions,
+            sys_per_m: m.sys_s / millions,
         }
     }
 }
