@@ -5,8 +5,16 @@
 //! cannot pay off. Offsets and timestamps rise by small steps, so they are delta-encoded without
 //! a dictionary (a dictionary of unique values only fills up and falls back). Record values and
 //! header values are mostly unique: no dictionary, and no statistics, since min/max of opaque
-//! bytes prunes nothing (their Iceberg null counts are then left unknown, never guessed). Keys,
-//! partitions and header keys keep both: they repeat, and keys are what users filter on.
+//! bytes prunes nothing (their Iceberg null counts are then left unknown, never guessed). Keys
+//! and partitions keep both: they repeat, and keys are what users filter on. Header keys keep
+//! their dictionary but lose their statistics: no reader prunes on a field inside a list
+//! (Iceberg keeps bounds for top-level columns only, in Java as in [`super::stats`]), and the
+//! comparisons cost the shard core ~6 ns per record.
+//!
+//! Header values are compressed with Snappy, not zstd: short, mostly unique values (ids,
+//! sequence numbers, trace contexts) are where zstd is slowest per byte. On the e2e sample it was
+//! the largest single cost of the shard core; Snappy makes files ~1.5% larger (BENCHMARKS.md,
+//! "Shard core: header columns").
 //!
 //! Values that zstd cannot shrink (encrypted, already compressed, random) are written
 //! uncompressed: each file decides from a sample of its first batch ([`Sample`]), so a topic
@@ -70,21 +78,51 @@ pub fn writer_properties(
     }
     let parquet = ArrowSchemaConverter::new().convert(arrow)?;
     for leaf in parquet.columns() {
-        if opaque(leaf.path().parts()) {
-            b = b
-                .set_column_dictionary_enabled(leaf.path().clone(), false)
-                .set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+        let path = leaf.path().clone();
+        match header_leaf(path.parts()) {
+            Some(HeaderLeaf::Key) => {
+                b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+            }
+            Some(HeaderLeaf::Value) => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
+                    .set_column_compression(path, Compression::SNAPPY);
+            }
+            None if opaque(path.parts()) => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_statistics_enabled(path, EnabledStatistics::None);
+            }
+            None => {}
         }
     }
     Ok(b.build())
 }
 
-/// Raw values, and header values in either header layout (a list of structs or a legacy map).
+/// The two leaves of the headers column, in either layout (a list of structs or a legacy map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderLeaf {
+    Key,
+    Value,
+}
+
+fn header_leaf(parts: &[String]) -> Option<HeaderLeaf> {
+    match parts {
+        [first, _, .., last] if first == schema::HEADERS => match last.as_str() {
+            "key" => Some(HeaderLeaf::Key),
+            "value" => Some(HeaderLeaf::Value),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Columns of opaque bytes: the raw value and the header values.
 fn opaque(parts: &[String]) -> bool {
     match parts {
         [only] => only == schema::VALUE,
-        [first, .., last] => first == schema::HEADERS && last == "value",
-        [] => false,
+        _ => header_leaf(parts) == Some(HeaderLeaf::Value),
     }
 }
 
@@ -99,7 +137,7 @@ mod tests {
         let parquet = ArrowSchemaConverter::new()
             .convert(&raw_arrow_schema())
             .unwrap();
-        let mut opaque_leaves = 0;
+        let (mut opaque_leaves, mut header_keys) = (0, 0);
         for leaf in parquet.columns() {
             let p = leaf.path();
             let dict = props.dictionary_enabled(p);
@@ -108,11 +146,39 @@ mod tests {
                 opaque_leaves += 1;
                 assert!(!dict, "{p}");
                 assert_eq!(stats, EnabledStatistics::None, "{p}");
+            } else if header_leaf(p.parts()) == Some(HeaderLeaf::Key) {
+                header_keys += 1;
+                assert!(dict, "{p} repeats: a dictionary pays");
+                assert_eq!(
+                    stats,
+                    EnabledStatistics::None,
+                    "{p}: no reader prunes on it"
+                );
             } else {
                 assert_ne!(stats, EnabledStatistics::None, "{p} keeps its statistics");
             }
+            let snappy = props.compression(p) == Compression::SNAPPY;
+            assert_eq!(
+                snappy,
+                header_leaf(p.parts()) == Some(HeaderLeaf::Value),
+                "{p}"
+            );
         }
         assert_eq!(opaque_leaves, 2, "the value and the header value");
+        assert_eq!(header_keys, 1);
+        let legacy = ArrowSchemaConverter::new()
+            .convert(&legacy_map_schema())
+            .unwrap();
+        let leaves: Vec<_> = legacy
+            .columns()
+            .iter()
+            .filter_map(|c| header_leaf(c.path().parts()))
+            .collect();
+        assert_eq!(
+            leaves,
+            [HeaderLeaf::Key, HeaderLeaf::Value],
+            "a legacy map's leaves"
+        );
         for name in [schema::OFFSET, schema::TIMESTAMP] {
             let p = ColumnPath::from(name);
             assert!(!props.dictionary_enabled(&p));
@@ -131,6 +197,19 @@ mod tests {
         assert_eq!(raw.compression(&value), Compression::UNCOMPRESSED);
         let key = ColumnPath::from(schema::KEY);
         assert!(matches!(raw.compression(&key), Compression::ZSTD(_)));
+    }
+
+    /// The Arrow schema of a table created with the legacy `map<string, binary>` headers.
+    fn legacy_map_schema() -> Schema {
+        let mut fields: Vec<_> = schema::iceberg_schema().as_struct().fields().to_vec();
+        let mut h = (*fields[4]).clone();
+        h.field_type = Box::new(schema::legacy_headers_type());
+        fields[4] = std::sync::Arc::new(h);
+        let legacy = iceberg::spec::Schema::builder()
+            .with_fields(fields)
+            .build()
+            .unwrap();
+        (*schema::arrow_schema(&legacy).unwrap()).clone()
     }
 
     #[test]
