@@ -2,7 +2,9 @@
 //! transactions of three producers interleaved with markers at the tail, a compaction gap,
 //! cut-short trailing batches, every codec, duplicate header keys and null header values, two
 //! nodes, and a leader that moves mid-run. `--stop-at-end` must end, and the table must hold
-//! exactly the committed records (every record with `read_uncommitted`), each once.
+//! exactly the committed records (every record with `read_uncommitted`), each once. The same
+//! broker shows what the fetch loop asks and when: the next request leaves before an answer is
+//! routed.
 
 mod common;
 
@@ -364,4 +366,72 @@ fn a_bad_batch_stops_the_run_naming_topic_partition_and_offset() {
 fn fix_crc(b: &mut [u8]) {
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// While a slow shard core holds the fetch core back, the next request to the broker has already
+/// left: it is sent when an answer arrives, before that answer waits for room in the ring. The
+/// shard core sleeps on its first batch far longer than the test, so the fetch core ends up
+/// blocked routing some answer, with the partition's position already moved past it. A fetch
+/// loop that asked only after routing would then have asked the broker up to the answer it is
+/// routing (one offset short of the position); one that asks ahead has asked from the position.
+/// Read once nothing moves any more, from the broker and `/metrics`; no clock decides it.
+#[test]
+fn the_next_fetch_leaves_while_an_answer_waits_for_a_full_ring() {
+    let mut p0 = Builder::new(0, 0);
+    for o in 0..8 {
+        p0.push(BatchSpec::default(), &[o], &[]);
+    }
+    let broker = WireBroker::start(1, "ahead", BTreeMap::from([(0, p0.log)]));
+    let wh = tempfile::tempdir().unwrap();
+    let addr = broker.bootstrap();
+    let mut args = base_args(&addr, "ahead", wh.path().to_str().unwrap());
+    // One batch per answer, one batch in the ring.
+    args.extend([
+        "--stop-at-end",
+        "--fetch-max-bytes",
+        "1B",
+        "--ring-batches",
+        "1",
+        "--debug-slow-shard",
+        "0:120s",
+    ]);
+    let (mut child, log) = spawn_icefall_logged(&args);
+    let http = logged_http_addr(&log);
+    let read = || {
+        let (_, metrics) = http_get(&http, "/metrics");
+        let position = metric_sum(&metrics, "icefall_position") as i64;
+        let asked = broker
+            .state
+            .lock()
+            .unwrap()
+            .fetch_offsets
+            .iter()
+            .map(|f| f.1)
+            .max();
+        (position, asked)
+    };
+    // Settled: the same reading for a second, past the first two batches.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (mut last, mut since) = (read(), std::time::Instant::now());
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = read();
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if last.0 >= 2 && since.elapsed() >= std::time::Duration::from_secs(1) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (position, asked) = last;
+    assert!(
+        (2..8).contains(&position),
+        "blocked mid-partition, at {position}"
+    );
+    assert!(
+        asked >= Some(position),
+        "blocked routing the answer that ends at {position}, the broker was last asked from \
+         {asked:?}: the next request should already have left"
+    );
 }

@@ -157,8 +157,8 @@ pub struct RunArgs {
     /// Take each partition's high watermark at start, stop when every partition reaches it.
     #[arg(long)]
     pub stop_at_end: bool,
-    /// Most bytes one fetch request may return per partition (in-flight fetch memory is at most
-    /// partitions × this).
+    /// Most bytes one fetch request may return per partition (fetch memory is at most twice
+    /// partitions × this: the answer being routed and the next one arriving).
     #[arg(long, default_value = "4MiB")]
     pub fetch_max_bytes: String,
     /// Longest time the broker may hold a fetch waiting for data.

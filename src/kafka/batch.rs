@@ -219,6 +219,27 @@ fn head(b: &[u8], fetch_offset: i64) -> Result<Option<(Head, bool)>, BatchError>
     Ok(Some((h, complete)))
 }
 
+/// Where a fetch after `data` (one partition of a Fetch response) starts, from its batch headers
+/// alone: the `next_offset` that [`Decoder::decode`] gives `data` when it decodes it (past every
+/// complete batch, whatever it holds). Lets the next request leave before the records are
+/// routed. `None` when not one complete batch is there or a header is malformed (decoding will
+/// then say why); a cut-short tail ends the walk, as it ends decoding.
+pub fn next_offset(data: &[u8]) -> Option<i64> {
+    let mut at = 0;
+    let mut next: Option<i64> = None;
+    while let Some(rest) = data.get(at..).filter(|r| !r.is_empty()) {
+        match head(rest, -1) {
+            Ok(Some((h, true))) => {
+                next = Some(next.map_or(h.next_offset(), |n| n.max(h.next_offset())));
+                at += h.size;
+            }
+            Ok(_) => break,
+            Err(_) => return None,
+        }
+    }
+    next
+}
+
 /// Transaction state across the batches of one response (Java's `CompletedFetch`).
 #[derive(Debug, Default)]
 struct Transactions {

@@ -31,6 +31,8 @@ fn batch(spec: BatchSpec, recs: &[OutRecord<'_>]) -> Vec<u8> {
     out
 }
 
+/// Decodes `data`; every successful decode is also checked against [`next_offset`], which must
+/// foresee its next offset from the batch headers alone.
 fn decode(
     data: &[u8],
     from: i64,
@@ -39,6 +41,7 @@ fn decode(
 ) -> Result<Decoded, BatchError> {
     let mut out = Decoded::default();
     Decoder::new(1 << 24).decode(&Bytes::copy_from_slice(data), from, iso, aborted, &mut out)?;
+    assert_eq!(next_offset(data), out.next_offset, "foreseen next offset");
     Ok(out)
 }
 
@@ -420,6 +423,37 @@ proptest! {
         let crc = crc32c::crc32c(&data[21..]);
         data[17..21].copy_from_slice(&crc.to_be_bytes());
         let _ = decode(&data, 0, Isolation::ReadCommitted, &[]);
+    }
+
+    /// Runs of batches cut anywhere: the next offset foreseen from the headers is the decoder's
+    /// (checked in `decode`), whatever the codecs, gaps and markers.
+    #[test]
+    fn the_next_offset_is_foreseen_at_every_cut(
+        runs in proptest::collection::vec((0usize..5, 1i64..4, 0i64..3, any::<bool>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut data = Vec::new();
+        let mut offset = 0;
+        for (codec, n, gap, is_marker) in runs {
+            if is_marker {
+                data.extend(marker(9, offset, true));
+                offset += 1;
+                continue;
+            }
+            let recs: Vec<_> = (0..n).map(|i| rec(offset + i, b"v", HEADERS)).collect();
+            let spec = BatchSpec {
+                codec: ALL[codec],
+                last_offset: Some(offset + n - 1 + gap),
+                ..BatchSpec::default()
+            };
+            data.extend(batch(spec, &recs));
+            offset += n + gap;
+        }
+        let at = cut.index(data.len() + 1);
+        let d = decode(&data[..at], 0, Isolation::ReadCommitted, &[]).unwrap();
+        if at == data.len() {
+            prop_assert_eq!(d.next_offset, Some(offset));
+        }
     }
 
     /// Any records round-trip through the encoder and decoder, under every codec.

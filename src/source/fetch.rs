@@ -4,7 +4,12 @@
 //!
 //! Brokers are fetched concurrently and independently (a slow broker never stalls the others).
 //! One request per broker is in flight at a time, so a partition's batches enter every ring in
-//! offset order. The position moves past every batch the answer completes (markers, aborted
+//! offset order. The next request to a broker leaves as soon as its answer is in, before that
+//! answer is routed: where each partition goes on is read from the batch headers
+//! ([`crate::kafka::batch::next_offset`]), so the broker fetches while the shard cores are fed
+//! and a backfill is never a round trip per answer slower than the shard cores. An answer is
+//! routed only if it was asked for at the partition's routed position (else it is asked again).
+//! The position moves past every batch the answer completes (markers, aborted
 //! transactions and compaction gaps included). The overload policy is fed each answer's end
 //! (high watermark, or last stable offset under `read_committed`), never ListOffsets. When an
 //! answer or a broker says the leader moved, metadata is asked again and partitions move to
@@ -15,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 
 use super::emit::{Emitter, Fetched};
@@ -42,6 +48,8 @@ struct Part {
     leader_epoch: i32,
     /// When it started failing (reset by an answer with data or none).
     failing_since: Option<Instant>,
+    /// Where its next request starts: its routed position, or past the answer being routed.
+    fetch_at: i64,
     done: bool,
 }
 
@@ -51,6 +59,17 @@ type Done = (
     Vec<Want>,
     Result<Vec<Answer>, KafkaError>,
 );
+
+type InFlight = FuturesUnordered<BoxFuture<'static, Done>>;
+
+/// A request whose task the runtime dropped (it is shutting down): retried like a lost connection.
+fn cancelled(node: i32) -> KafkaError {
+    KafkaError::Io {
+        broker: format!("node {node}"),
+        api: "Fetch",
+        source: std::io::Error::other("the request was cancelled"),
+    }
+}
 
 /// What the fetch loop keeps between answers.
 struct Loop {
@@ -119,6 +138,7 @@ impl FetchCore {
                     leader: -1,
                     leader_epoch: -1,
                     failing_since: None,
+                    fetch_at: plan.start,
                     done: false,
                 })
                 .collect(),
@@ -130,7 +150,15 @@ impl FetchCore {
             decoder: read::decoder(cfg),
         };
         l.assign(&client, &cfg.topic);
-        let mut in_flight = FuturesUnordered::new();
+        // Data is already waiting where a partition starts behind its end: the first request to
+        // its leader asks the broker not to wait (a broker may sit out `max_wait` even then).
+        l.behind = l
+            .parts
+            .iter()
+            .filter(|p| p.leader >= 0 && p.plan.start < p.plan.high_watermark)
+            .map(|p| p.leader)
+            .collect();
+        let mut in_flight = InFlight::new();
         let mut stop_poll = tokio::time::interval(STOP_POLL);
         stop_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Backoff::default();
@@ -138,24 +166,7 @@ impl FetchCore {
             if control.should_stop() {
                 break;
             }
-            for (node, wants) in l.requests(&self.emitter) {
-                match client.take(node).await {
-                    Ok(conn) => {
-                        l.busy.insert(node);
-                        let mut params = cfg.fetch_params(wants.len());
-                        if l.behind.contains(&node) {
-                            params.max_wait = Duration::ZERO;
-                        }
-                        let cfg = cfg.clone();
-                        in_flight.push(async move {
-                            let (conn, r) =
-                                fetch_in_session(conn, &cfg.topic, &wants, &params).await;
-                            (node, conn, wants, r) as Done
-                        });
-                    }
-                    Err(e) => l.failed(cfg, &wants, e)?,
-                }
-            }
+            l.send(cfg, &mut client, &mut in_flight).await?;
             if in_flight.is_empty() {
                 if l.parts.iter().all(|p| p.done) {
                     break;
@@ -181,9 +192,16 @@ impl FetchCore {
             match result {
                 Err(e) => l.failed(cfg, &wants, e)?,
                 Ok(answers) => {
+                    if l.look_ahead(cfg, node, &answers) {
+                        // The broker fetches the next answer while this one is routed.
+                        l.send(cfg, &mut client, &mut in_flight).await?;
+                    }
+                    let asked: std::collections::HashMap<i32, i64> =
+                        wants.iter().map(|w| (w.partition, w.offset)).collect();
                     let mut behind = false;
                     for a in answers {
-                        behind |= self.answer(cfg, &mut l, a, &mut stats).await?;
+                        let asked = asked.get(&a.partition).copied();
+                        behind |= self.answer(cfg, &mut l, a, asked, &mut stats).await?;
                     }
                     if behind {
                         l.behind.insert(node);
@@ -203,13 +221,15 @@ impl FetchCore {
         Ok(stats)
     }
 
-    /// One partition's answer: its records routed, its position moved, or its error handled.
-    /// True when the partition is still behind its end (more is waiting on the broker).
+    /// One partition's answer to a request `asked` from an offset: its records routed, its
+    /// position moved, or its error handled. True when the partition is still behind its end
+    /// (more is waiting on the broker).
     async fn answer(
         &mut self,
         cfg: &SourceConfig,
         l: &mut Loop,
         a: Answer,
+        asked: Option<i64>,
         stats: &mut FetchStats,
     ) -> Result<bool, SourceError> {
         let Some(&idx) = l.index.get(&a.partition) else {
@@ -222,6 +242,18 @@ impl FetchCore {
             .get(&partition)
             .copied()
             .unwrap_or(l.parts[idx].plan.start);
+        if asked.is_some_and(|o| o > position) {
+            // Asked past what was routed (the answer before it did not end where its headers
+            // said): routing it would leave a gap. Ask again from the position.
+            tracing::debug!(
+                partition,
+                position,
+                ?asked,
+                "an answer ahead of the position is asked again"
+            );
+            l.parts[idx].fetch_at = position;
+            return Ok(true);
+        }
         if let Some(error) = a.error {
             let e = KafkaError::Partition {
                 api: "Fetch",
@@ -255,6 +287,7 @@ impl FetchCore {
             records: &d.records[..keep],
             headers: &d.headers,
         };
+        l.parts[idx].fetch_at = l.parts[idx].fetch_at.max(next);
         self.emitter.emit(partition, fetched, next, stats).await?;
         if plan.is_done(next) {
             l.parts[idx].done = true;
@@ -278,25 +311,95 @@ impl Loop {
         }
     }
 
+    /// Sends one request to every broker that leads a partition still to read and has none in
+    /// flight.
+    async fn send(
+        &mut self,
+        cfg: &Arc<SourceConfig>,
+        client: &mut Client,
+        in_flight: &mut InFlight,
+    ) -> Result<(), SourceError> {
+        for (node, wants) in self.requests() {
+            match client.take(node).await {
+                Ok(conn) => {
+                    self.busy.insert(node);
+                    let mut params = cfg.fetch_params(wants.len());
+                    if self.behind.contains(&node) {
+                        params.max_wait = Duration::ZERO;
+                    }
+                    let cfg = cfg.clone();
+                    // A task of its own, so the request goes out and its answer comes in while
+                    // this core waits to route the answer before it.
+                    let task = tokio::spawn(async move {
+                        let (conn, r) = fetch_in_session(conn, &cfg.topic, &wants, &params).await;
+                        (node, conn, wants, r) as Done
+                    });
+                    in_flight.push(Box::pin(async move {
+                        match task.await {
+                            Ok(done) => done,
+                            Err(e) => match e.try_into_panic() {
+                                Ok(panic) => std::panic::resume_unwind(panic),
+                                Err(_) => (node, None, Vec::new(), Err(cancelled(node))),
+                            },
+                        }
+                    }));
+                }
+                Err(e) => self.failed(cfg, &wants, e)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Before `answers` are routed: moves each of their partitions' next request past what
+    /// they hold, read from the batch headers. False (nothing moved) when an answer carries an
+    /// error or cannot be read ahead: the next request then waits for the routing, as it must.
+    fn look_ahead(&mut self, cfg: &SourceConfig, node: i32, answers: &[Answer]) -> bool {
+        if self.stale {
+            return false;
+        }
+        let mut ahead = Vec::with_capacity(answers.len());
+        for a in answers {
+            let Some(&idx) = self.index.get(&a.partition) else {
+                continue;
+            };
+            if a.error.is_some() {
+                return false;
+            }
+            let at = self.parts[idx].fetch_at;
+            let next = match crate::kafka::batch::next_offset(&a.records) {
+                Some(n) => n.max(at),
+                None if a.records.is_empty() => at,
+                None => return false,
+            };
+            ahead.push((idx, next, next < a.end(cfg.isolation)));
+        }
+        let mut behind = false;
+        for (idx, next, b) in ahead {
+            self.parts[idx].fetch_at = next;
+            behind |= b;
+        }
+        if behind {
+            self.behind.insert(node);
+        } else {
+            self.behind.remove(&node);
+        }
+        true
+    }
+
     /// One request for every broker that leads a partition still to read and has none in
-    /// flight, from the emitter's positions.
-    fn requests(&mut self, emitter: &Emitter) -> Vec<(i32, Vec<Want>)> {
+    /// flight, from where each partition's next request starts.
+    fn requests(&mut self) -> Vec<(i32, Vec<Want>)> {
         if self.stale {
             return Vec::new();
         }
         let mut by_node: std::collections::BTreeMap<i32, Vec<Want>> = Default::default();
         for p in self.parts.iter().filter(|p| !p.done && p.leader >= 0) {
-            if self.busy.contains(&p.leader) {
+            if self.busy.contains(&p.leader) || p.plan.is_done(p.fetch_at) {
                 continue;
             }
-            let offset = emitter
-                .positions
-                .get(&p.plan.partition)
-                .copied()
-                .unwrap_or(p.plan.start);
             by_node.entry(p.leader).or_default().push(Want {
                 partition: p.plan.partition,
-                offset,
+                offset: p.fetch_at,
                 leader_epoch: p.leader_epoch,
             });
         }

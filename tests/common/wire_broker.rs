@@ -61,6 +61,8 @@ pub struct State {
     pub logs: BTreeMap<i32, Log>,
     /// Per Fetch request: (node, partitions asked).
     pub fetches: Vec<(i32, Vec<i32>)>,
+    /// Per partition named in a Fetch request, in order: (partition, fetch offset).
+    pub fetch_offsets: Vec<(i32, i64)>,
     /// Connections accepted, per node.
     pub connections: BTreeMap<i32, usize>,
     /// After this many Fetch requests to its leader, partition p moves to node n.
@@ -383,6 +385,11 @@ fn fetch(state: &Mutex<State>, node: i32, req: &FetchRequest) -> FetchResponse {
         .flat_map(|t| t.partitions.iter().map(|p| p.partition))
         .collect();
     s.fetches.push((node, asked));
+    for t in &req.topics {
+        for p in &t.partitions {
+            s.fetch_offsets.push((p.partition, p.fetch_offset));
+        }
+    }
     if let Some((after, p, to)) = s.move_after {
         let to_leader = s
             .fetches
