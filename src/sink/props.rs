@@ -79,22 +79,15 @@ pub fn writer_properties(
     let parquet = ArrowSchemaConverter::new().convert(arrow)?;
     for leaf in parquet.columns() {
         let path = leaf.path().clone();
-        match header_leaf(path.parts()) {
-            Some(HeaderLeaf::Key) => {
-                b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
-            }
-            Some(HeaderLeaf::Value) => {
-                b = b
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_statistics_enabled(path.clone(), EnabledStatistics::None)
-                    .set_column_compression(path, Compression::SNAPPY);
-            }
-            None if opaque(path.parts()) => {
-                b = b
-                    .set_column_dictionary_enabled(path.clone(), false)
-                    .set_column_statistics_enabled(path, EnabledStatistics::None);
-            }
-            None => {}
+        if opaque(path.parts()) {
+            b = b.set_column_dictionary_enabled(path.clone(), false);
+        }
+        let header = header_leaf(path.parts());
+        if opaque(path.parts()) || header == Some(HeaderLeaf::Key) {
+            b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
+        }
+        if header == Some(HeaderLeaf::Value) {
+            b = b.set_column_compression(path, Compression::SNAPPY);
         }
     }
     Ok(b.build())
