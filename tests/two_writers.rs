@@ -28,7 +28,9 @@ fn disjoint_writers_share_a_table_without_losing_commits() {
     let mut children = Vec::new();
     for parts in ["0-3", "4-7"] {
         let mut args = base_args(&broker.addr, "events", w);
-        // Small fetches spread the work over many epochs, so the writers' commits interleave.
+        // Small fetches spread the work over many epochs, so the writers' commits interleave; a
+        // 50 ms pause before each batch makes a writer last many commit intervals however
+        // fast the machine (a lower bound by construction, not a guess at its speed).
         args.extend([
             "--partitions",
             parts,
@@ -36,6 +38,8 @@ fn disjoint_writers_share_a_table_without_losing_commits() {
             "100ms",
             "--fetch-max-bytes",
             "32KiB",
+            "--debug-slow-shard",
+            "0:50ms",
         ]);
         args.extend([
             "--commit-retry-base",
