@@ -17,6 +17,7 @@ pub mod record;
 pub mod replay;
 pub mod routing;
 pub mod runtime;
+pub mod secret;
 pub mod shard;
 pub mod sink;
 pub mod source;

@@ -40,6 +40,7 @@ fn run(idempotent: bool) -> (WireBroker, u64, u64) {
                 client_id: "produce-test".into(),
                 timeout: Duration::from_secs(5),
                 max_frame: 1 << 20,
+                security: Default::default(),
             },
             retry_for: Duration::from_secs(10),
         })

@@ -90,6 +90,10 @@ struct Args {
     /// Bytes per fetch request (--fetch).
     #[arg(long, default_value = "4MiB")]
     fetch_max_bytes: icefall::config::ByteSize,
+    /// A Kafka client setting by librdkafka's name, KEY=VALUE (repeatable; as `icefall run
+    /// --kafka-option`, over `ICEFALL_KAFKA_*` variables).
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    kafka_option: Vec<String>,
 }
 
 fn parse_dist(s: &str) -> Result<sample::KeyDist, String> {
@@ -111,13 +115,25 @@ fn parse_payload(s: &str) -> Result<sample::Payload, String> {
     }
 }
 
-fn client_config(a: &Args) -> ClientConfig {
+/// TLS and SASL from `ICEFALL_KAFKA_*` and `--kafka-option` (which wins), as `icefall run` has them.
+fn security(a: &Args) -> anyhow::Result<icefall::kafka::Security> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut options: Vec<String> = icefall::config::kafka::from_env(&env)
+        .into_iter()
+        .map(|(k, v, _)| format!("{k}={v}"))
+        .collect();
+    options.extend(a.kafka_option.iter().cloned());
+    Ok(icefall::config::kafka::security(&options)?)
+}
+
+fn client_config(a: &Args, security: &icefall::kafka::Security) -> ClientConfig {
     ClientConfig {
         bootstrap: a.brokers.clone(),
         conn: ConnConfig {
             client_id: "icefall-loadgen".into(),
             timeout: Duration::from_secs(30),
             max_frame: 256 << 20,
+            security: security.clone(),
         },
         retry_for: a.retry_for,
     }
@@ -132,14 +148,15 @@ async fn main() -> anyhow::Result<()> {
     if a.keys == 0 || a.batch == 0 || a.producers == 0 {
         bail!("--keys, --batch and --producers must be positive");
     }
-    let mut client = Client::connect(client_config(&a))
+    let security = security(&a)?;
+    let mut client = Client::connect(client_config(&a, &security))
         .await
         .with_context(|| format!("cannot reach Kafka at {}", a.brokers.join(",")))?;
     let partitions = client.partitions(&a.topic).await?.len() as u32;
     if a.fetch {
         return fetch_all(&a, client, partitions).await;
     }
-    produce(&a, partitions).await
+    produce(&a, partitions, &security).await
 }
 
 /// A partition's next chunk of sequence numbers, for the producer that owns it.
@@ -169,7 +186,11 @@ impl Produced {
     }
 }
 
-async fn produce(a: &Args, partitions: u32) -> anyhow::Result<()> {
+async fn produce(
+    a: &Args,
+    partitions: u32,
+    security: &icefall::kafka::Security,
+) -> anyhow::Result<()> {
     let shape = sample::Shape {
         keys: a.keys,
         value_bytes: a.value_bytes,
@@ -185,7 +206,7 @@ async fn produce(a: &Args, partitions: u32) -> anyhow::Result<()> {
     for p in 0..producers {
         let (tx, rx) = mpsc::channel::<Chunk>(4);
         txs.push(tx);
-        let client = Client::connect(client_config(a)).await?;
+        let client = Client::connect(client_config(a, security)).await?;
         let cfg = ProducerConfig {
             idempotent: a.idempotent,
             codec: Codec::None,

@@ -144,6 +144,17 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         "placement"
     );
 
+    let security = &cfg.kafka_security;
+    tracing::info!(
+        security_protocol = security.protocol(),
+        sasl_mechanism = security.sasl.as_ref().map(|s| s.mechanism.name()),
+        "kafka"
+    );
+    if security.tls.as_ref().is_some_and(|t| !t.verify_hostname) {
+        tracing::warn!(
+            "ssl.endpoint.identification.algorithm=none: brokers' certificates are not checked against their host names"
+        );
+    }
     let source_cfg = Arc::new(source_config(&cfg));
     let setup = setup_runtime()?;
     let avro = avro_schemas(&cfg, &setup)?;

@@ -118,6 +118,7 @@ pub(crate) fn source_config(cfg: &RunConfig) -> SourceConfig {
         fetch_max_wait: cfg.fetch_max_wait,
         timeout: cfg.kafka_timeout,
         isolation: cfg.isolation,
+        security: cfg.kafka_security.clone(),
     }
 }
 

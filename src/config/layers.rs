@@ -38,7 +38,7 @@ fn settings() -> Vec<Setting> {
     cmd.get_arguments()
         .filter_map(|a| {
             let long = a.get_long()?.to_string();
-            (long != "config" && !a.is_hide_set()).then(|| Setting {
+            (long != "config" && long != "kafka-option" && !a.is_hide_set()).then(|| Setting {
                 id: a.get_id().to_string(),
                 long,
                 switch: matches!(a.get_action(), ArgAction::SetTrue),
@@ -53,6 +53,45 @@ pub struct Layered {
     pub cli: Cli,
     origins: BTreeMap<String, Origin>,
     values: Vec<(String, Option<String>)>,
+    /// Kafka client settings (`[kafka]`, `ICEFALL_KAFKA_*`, `--kafka-option`): the effective
+    /// value of each key and where it came from.
+    kafka: BTreeMap<String, (String, Origin)>,
+}
+
+/// A file's `[kafka]` table as `(key, value)` pairs, nested tables joined with dots (so both
+/// `"sasl.mechanism" = ..` and `sasl.mechanism = ..` work).
+fn kafka_table(
+    path: &Path,
+    prefix: &str,
+    table: &dyn toml_edit::TableLike,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    for (k, item) in table.iter() {
+        let key = if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let Some(t) = item.as_table_like() {
+            kafka_table(path, &key, t, out)?;
+            continue;
+        }
+        use toml_edit::Value as V;
+        let text = match item.as_value() {
+            Some(V::String(v)) => v.value().clone(),
+            Some(V::Integer(v)) => v.value().to_string(),
+            Some(V::Boolean(v)) => v.value().to_string(),
+            _ => {
+                return Err(file_error(
+                    path,
+                    &format!("kafka.{key}"),
+                    "expected a string, a number or a boolean",
+                ));
+            }
+        };
+        out.push((key, text));
+    }
+    Ok(())
 }
 
 /// A config file or environment variable that cannot be used; exit code 2 like a bad flag.
@@ -66,7 +105,9 @@ fn file_error(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError 
 
 /// `--config FILE` as `(flag, value)` pairs (a switch's value is `true` or `false`), every key
 /// and type checked.
-fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, String)>, ConfigError> {
+type FileSettings = (Vec<(String, String)>, Vec<(String, String)>);
+
+fn file_flags(path: &Path, known: &[Setting]) -> Result<FileSettings, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| file_error(path, "", format!("cannot read: {e}")))?;
     let doc = toml_edit::DocumentMut::from_str(&text).map_err(|e| {
@@ -80,7 +121,15 @@ fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, String)>, C
         )
     })?;
     let mut out = Vec::new();
+    let mut kafka = Vec::new();
     for (key, item) in doc.as_table().iter() {
+        if key == "kafka" {
+            let t = item.as_table_like().ok_or_else(|| {
+                file_error(path, key, "expected a table of Kafka client settings")
+            })?;
+            kafka_table(path, "", t, &mut kafka)?;
+            continue;
+        }
         let name = key.replace('_', "-");
         let Some(s) = known.iter().find(|s| s.long == name) else {
             let mut names: Vec<&str> = known.iter().map(|s| s.long.as_str()).collect();
@@ -130,7 +179,7 @@ fn file_flags(path: &Path, known: &[Setting]) -> Result<Vec<(String, String)>, C
         };
         out.push((s.long.clone(), text));
     }
-    Ok(out)
+    Ok((out, kafka))
 }
 
 /// `ICEFALL_<FLAG>` variables (e.g. `ICEFALL_COMMIT_INTERVAL`) as `(flag, value, variable)`.
@@ -181,13 +230,29 @@ pub fn parse(
         .map_err(LayerError::Clap)?;
     let first_cli = Cli::from_arg_matches(&first).map_err(LayerError::Clap)?;
     let known = settings();
-    let from_file = match first_cli.command.run_args().config.clone() {
-        Some(path) => file_flags(&path, &known)?
+    let (from_file, mut kafka_layers): (Vec<_>, Vec<_>) =
+        match first_cli.command.run_args().config.clone() {
+            Some(path) => {
+                let (flags, kafka) = file_flags(&path, &known)?;
+                let origin = Origin::File(path);
+                (
+                    flags
+                        .into_iter()
+                        .map(|(k, v)| (k, v, origin.clone()))
+                        .collect(),
+                    kafka
+                        .into_iter()
+                        .map(|(k, v)| (k, v, origin.clone()))
+                        .collect(),
+                )
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+    kafka_layers.extend(
+        super::kafka::from_env(env)
             .into_iter()
-            .map(|(k, v)| (k, v, Origin::File(path.clone())))
-            .collect(),
-        None => Vec::new(),
-    };
+            .map(|(k, v, var)| (k, v, Origin::Env(var))),
+    );
     let from_env: Vec<_> = env_flags(&known, env)?
         .into_iter()
         .map(|(k, v, var)| (k, v, Origin::Env(var)))
@@ -214,7 +279,20 @@ pub fn parse(
             origins.insert(k, origin);
         }
     }
+    // Kafka settings from the file and the environment go first, so the command line's own
+    // --kafka-option values come after them and win (the last value of a key counts).
     let mut layered: Vec<OsString> = Vec::new();
+    let mut kafka = BTreeMap::new();
+    for (k, v, origin) in kafka_layers {
+        layered.push("--kafka-option".into());
+        layered.push(format!("{k}={v}").into());
+        kafka.insert(k, (v, origin));
+    }
+    for o in first_cli.command.run_args().kafka_option.iter() {
+        if let Some((k, v)) = o.split_once('=') {
+            kafka.insert(k.trim().to_string(), (v.to_string(), Origin::Flag));
+        }
+    }
     for (k, v) in merged {
         let switch = known.iter().any(|s| s.long == k && s.switch);
         if switch && v != "true" {
@@ -257,6 +335,7 @@ pub fn parse(
         cli,
         origins,
         values,
+        kafka,
     })
 }
 
@@ -279,6 +358,23 @@ impl Layered {
 
     /// A validation error, saying which source gave the bad value.
     pub fn explain(&self, e: ConfigError) -> ConfigError {
+        if let ConfigError::Kafka {
+            source_name,
+            key,
+            reason,
+        } = e
+        {
+            let source_name = match self.kafka.get(&key).map(|(_, o)| o) {
+                Some(Origin::File(path)) => format!("{}: [kafka] {key}", path.display()),
+                Some(Origin::Env(var)) => var.clone(),
+                _ => source_name,
+            };
+            return ConfigError::Kafka {
+                source_name,
+                key,
+                reason,
+            };
+        }
         let ConfigError::Invalid {
             flag,
             value,
@@ -321,6 +417,22 @@ impl Layered {
                 Some(s) => format!("{k} = {}", toml_string(s)),
             };
             out.push_str(&format!("{line:<48} # {origin}\n"));
+        }
+        if !self.kafka.is_empty() {
+            out.push_str("\n[kafka]\n");
+            for (k, (v, origin)) in &self.kafka {
+                let origin = match origin {
+                    Origin::Default | Origin::Flag => "flag".to_string(),
+                    Origin::Env(var) => var.clone(),
+                    Origin::File(p) => p.display().to_string(),
+                };
+                let line = format!(
+                    "{} = {}",
+                    toml_string(k),
+                    toml_string(&super::kafka::shown(k, v))
+                );
+                out.push_str(&format!("{line:<48} # {origin}\n"));
+            }
         }
         out
     }
@@ -429,6 +541,58 @@ stop-at-end = true
     }
 
     #[test]
+    fn kafka_settings_layer_file_under_env_under_flags_and_show_masked() {
+        let file = format!(
+            "{FILE}[kafka]\nsecurity.protocol = \"sasl_plaintext\"\n\"sasl.mechanism\" = \"PLAIN\"\nsasl.username = \"file-user\"\nsasl.password = \"file-secret\"\n"
+        );
+        let (l, _f) = parse_with(
+            &[
+                "icefall",
+                "run",
+                "--kafka-option",
+                "sasl.username=flag-user",
+            ],
+            Some(&file),
+            &[
+                ("ICEFALL_KAFKA_SASL_USERNAME", "env-user"),
+                ("ICEFALL_KAFKA_SASL_PASSWORD", "env-secret"),
+            ],
+        )
+        .unwrap();
+        let cfg = run_args(&l).validate().unwrap();
+        let sasl = cfg.kafka_security.sasl.clone().unwrap();
+        assert_eq!(sasl.username, "flag-user");
+        assert_eq!(sasl.password.as_ref().unwrap().expose(), "env-secret");
+        let shown = l.effective_toml();
+        assert!(
+            shown.contains("\"sasl.username\" = \"flag-user\""),
+            "{shown}"
+        );
+        assert!(shown.contains("ICEFALL_KAFKA_SASL_PASSWORD"), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+        // A bad value names where it came from.
+        let (l, _f) = parse_with(
+            &["icefall", "run"],
+            Some(&format!("{FILE}[kafka]\nsecurity.protocol = \"tls\"\n")),
+            &[],
+        )
+        .unwrap();
+        let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
+        assert!(
+            e.contains("[kafka] security.protocol") && e.contains("expected plaintext"),
+            "{e}"
+        );
+        let (l, _f) = parse_with(
+            &["icefall", "run"],
+            Some(FILE),
+            &[("ICEFALL_KAFKA_SASL_MECHANISM", "PLAIN")],
+        )
+        .unwrap();
+        let e = l.explain(run_args(&l).validate().unwrap_err()).to_string();
+        assert!(e.starts_with("ICEFALL_KAFKA_SASL_MECHANISM: is set"), "{e}");
+    }
+
+    #[test]
     fn bad_files_name_the_key_and_the_expected_form() {
         let err = |file: &str| match parse_with(&["icefall", "run"], Some(file), &[]) {
             Err(LayerError::Config(e)) => e.to_string(),
@@ -451,7 +615,7 @@ stop-at-end = true
         );
         let e = err("topic = \n");
         assert!(e.contains("not valid TOML (line 1)"), "{e}");
-        let e = err("[kafka]\nx = 1\n");
+        let e = err("kafka = 1\n");
         assert!(e.contains("key `kafka`") && e.contains("table"), "{e}");
         // A value of the right TOML type but the wrong form is caught by validate(), then
         // attributed to the file.

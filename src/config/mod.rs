@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::routing::overload::OverloadMode;
 
 mod formats;
+pub mod kafka;
 pub mod layers;
 mod values;
 
@@ -38,6 +39,14 @@ pub enum ConfigError {
     #[error("{path}: {}", if key.is_empty() { reason.clone() } else { format!("key `{key}`: {reason}") })]
     File {
         path: String,
+        key: String,
+        reason: String,
+    },
+    /// A Kafka client setting (`--kafka-option`, `[kafka]`, `ICEFALL_KAFKA_*`); never its value
+    /// when that is a secret.
+    #[error("{source_name}: {reason}")]
+    Kafka {
+        source_name: String,
         key: String,
         reason: String,
     },
@@ -171,6 +180,14 @@ pub struct RunArgs {
     /// its last stable offset; read_uncommitted: every record is read.
     #[arg(long, default_value = "read_committed")]
     pub isolation: String,
+    /// A Kafka client setting by librdkafka's name, KEY=VALUE (repeatable): security.protocol,
+    /// ssl.ca.location, ssl.certificate.location, ssl.key.location, ssl.key.password,
+    /// ssl.endpoint.identification.algorithm, sasl.mechanism, sasl.username, sasl.password,
+    /// sasl.oauthbearer.token, sasl.oauthbearer.token.file. Also a [kafka] table in the config
+    /// file and ICEFALL_KAFKA_<KEY> variables (sasl.password: ICEFALL_KAFKA_SASL_PASSWORD). A
+    /// secret may be @/path to read it from a file
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE", action = clap::ArgAction::Append)]
+    pub kafka_option: Vec<String>,
     /// Capacity of each fetch→shard ring, in batches.
     #[arg(long, default_value = "64")]
     pub ring_batches: String,
@@ -296,6 +313,8 @@ pub struct RunConfig {
     pub fetch_max_wait: Duration,
     pub kafka_timeout: Duration,
     pub isolation: crate::kafka::Isolation,
+    /// TLS and SASL to the brokers (`--kafka-option`).
+    pub kafka_security: crate::kafka::Security,
     pub ring_batches: NonZeroUsize,
     pub queue_capacity: NonZeroUsize,
     pub overload: OverloadMode,
@@ -545,6 +564,7 @@ impl RunArgs {
             fetch_max_wait,
             kafka_timeout,
             isolation: field("--isolation", &self.isolation)?,
+            kafka_security: kafka::security(&self.kafka_option)?,
             ring_batches: field("--ring-batches", &self.ring_batches)?,
             queue_capacity: field("--queue-capacity", &self.queue_capacity)?,
             overload: field("--overload", &self.overload)?,

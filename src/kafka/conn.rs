@@ -1,11 +1,16 @@
 //! One connection to one broker: length-prefixed frames, correlation ids, ApiVersions
 //! negotiation, and a bound on every response frame before it is allocated.
 //!
+//! A connection is TCP or TLS ([`super::tls`]), then ApiVersions, then SASL when configured
+//! ([`super::sasl`]); a SASL session the broker limits in time is renewed on the same connection
+//! before the next request once 85% of it has passed (KIP-368).
+//!
 //! Requests go one at a time (the caller awaits the answer before the next), so a response is
 //! matched by its correlation id alone. A frame is read into one buffer that the decoded
 //! response shares: a Fetch response's record bytes are slices of it, never copies.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -16,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::KafkaError;
+use super::sasl::{self, SaslSettings};
+use super::tls::{self, Stream, Tls};
 
 /// The highest version icefall speaks of each API it uses, by API key. Fetch stays at v11 (the
 /// last before tagged fields; v13 and later name topics by id): Tansu 0.6 puts a v16-only tagged
@@ -27,7 +34,9 @@ fn our_max(api_key: i16) -> i16 {
         1 => 11, // Fetch
         2 => 7,  // ListOffsets
         3 => 12, // Metadata
+        17 => 1, // SaslHandshake
         18 => 3, // ApiVersions
+        36 => 2, // SaslAuthenticate (v1+: session lifetime)
         22 => 4, // InitProducerId
         _ => 0,
     }
@@ -41,12 +50,33 @@ pub struct ConnConfig {
     pub timeout: Duration,
     /// The largest response frame accepted (a broker may return one batch past a fetch limit).
     pub max_frame: usize,
+    /// TLS and SASL (librdkafka's `security.protocol`); plaintext by default.
+    pub security: Security,
+}
+
+/// How connections are secured: TLS when `tls` is set, SASL when `sasl` is.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub tls: Option<Tls>,
+    pub sasl: Option<Arc<SaslSettings>>,
+}
+
+impl Security {
+    /// librdkafka's name for it: `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub fn protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
 }
 
 /// An open, negotiated connection.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// `host:port`, for errors.
     pub broker: String,
     correlation: i32,
@@ -57,6 +87,9 @@ pub struct Conn {
     max_frame: usize,
     /// The fetch session on this connection (KIP-227); a new connection starts without one.
     pub session: super::session::FetchSession,
+    sasl: Option<Arc<SaslSettings>>,
+    /// When the SASL session must be renewed (KIP-368), if the broker limits it.
+    reauth_at: Option<Instant>,
 }
 
 impl Conn {
@@ -80,6 +113,25 @@ impl Conn {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        let security = &cfg.security;
+        let stream = match &security.tls {
+            None => Stream::Plain(stream),
+            Some(t) => {
+                let host = host_of(broker);
+                let hs = tokio::time::timeout(cfg.timeout, t.connect(host, stream));
+                match hs.await {
+                    Err(_) => {
+                        return Err(KafkaError::Timeout {
+                            broker: broker.to_owned(),
+                            what: "the TLS handshake",
+                            timeout: cfg.timeout,
+                        });
+                    }
+                    Ok(Err(e)) => return Err(tls_failure(broker, &e, true)),
+                    Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                }
+            }
+        };
         let mut conn = Conn {
             stream,
             broker: broker.to_owned(),
@@ -89,9 +141,24 @@ impl Conn {
             client_id: StrBytes::from_string(cfg.client_id.clone()),
             timeout: cfg.timeout,
             max_frame: cfg.max_frame,
+            sasl: security.sasl.clone(),
+            reauth_at: None,
         };
-        conn.negotiate().await?;
+        conn.negotiate()
+            .await
+            .map_err(|e| explain_first(e, security))?;
+        conn.authenticate().await?;
         Ok(conn)
+    }
+
+    async fn authenticate(&mut self) -> Result<(), KafkaError> {
+        let Some(s) = self.sasl.clone() else {
+            return Ok(());
+        };
+        let lifetime = sasl::authenticate(self, &s).await?;
+        // Renew at 85% of the session, as the Java client does at 85-95%.
+        self.reauth_at = lifetime.map(|l| Instant::now() + l.mul_f64(0.85));
+        Ok(())
     }
 
     async fn negotiate(&mut self) -> Result<(), KafkaError> {
@@ -142,6 +209,19 @@ impl Conn {
         version: i16,
         wait: Duration,
     ) -> Result<R::Response, KafkaError> {
+        if self.reauth_at.is_some_and(|at| Instant::now() >= at) {
+            self.authenticate().await?;
+        }
+        self.exchange(req, version, wait).await
+    }
+
+    /// [`Conn::call`] without the re-authentication check (SASL's own requests).
+    pub(super) async fn exchange<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        wait: Duration,
+    ) -> Result<R::Response, KafkaError> {
         let frame = self.round_trip(req, version, wait).await?;
         let correlation = self.correlation;
         match decode_response::<R>(frame, version, correlation) {
@@ -170,6 +250,9 @@ impl Conn {
                 what: api_name(R::KEY),
                 timeout: limit,
             }),
+            Ok(Err(source)) if tls::tls_cause(&source).is_some() => {
+                Err(tls_failure(&self.broker, &source, false))
+            }
             Ok(Err(source)) => Err(KafkaError::Io {
                 broker: self.broker.clone(),
                 api: api_name(R::KEY),
@@ -185,6 +268,50 @@ impl Conn {
             api,
             why,
         }
+    }
+}
+
+/// The host part of `host:port` (a bracketed IPv6 address without its brackets).
+fn host_of(broker: &str) -> &str {
+    let host = broker.rsplit_once(':').map_or(broker, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// A TLS failure as one line: the broker and rustls's cause.
+fn tls_failure(broker: &str, e: &std::io::Error, handshake: bool) -> KafkaError {
+    let cause = tls::tls_cause(e).unwrap_or_else(|| e.to_string());
+    let hint = if cause.contains("InvalidContentType") || cause.contains("corrupt message") {
+        " (is this a plaintext listener? then security.protocol is plaintext or sasl_plaintext)"
+    } else {
+        ""
+    };
+    KafkaError::Tls {
+        broker: broker.to_owned(),
+        why: format!(
+            "{}{cause}{hint}",
+            if handshake { "handshake failed: " } else { "" }
+        ),
+    }
+}
+
+/// The first answer on a plaintext connection failing is what a TLS listener does to it.
+fn explain_first(e: KafkaError, security: &Security) -> KafkaError {
+    match e {
+        KafkaError::Io { broker, source, .. }
+            if security.tls.is_none()
+                && matches!(
+                    source.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+        {
+            KafkaError::Tls {
+                broker,
+                why: format!(
+                    "the broker closed the connection at its first request ({source}): if its listener is TLS, set security.protocol to ssl or sasl_ssl"
+                ),
+            }
+        }
+        other => other,
     }
 }
 
@@ -272,7 +399,9 @@ pub fn api_name(key: i16) -> &'static str {
         1 => "Fetch",
         2 => "ListOffsets",
         3 => "Metadata",
+        17 => "SaslHandshake",
         18 => "ApiVersions",
+        36 => "SaslAuthenticate",
         22 => "InitProducerId",
         _ => "a request",
     }

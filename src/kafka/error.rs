@@ -28,6 +28,14 @@ pub enum KafkaError {
         what: &'static str,
         timeout: Duration,
     },
+    #[error("TLS with Kafka broker {broker}: {why}")]
+    Tls { broker: String, why: String },
+    #[error("Kafka broker {broker} refused SASL {mechanism} authentication: {why}")]
+    Auth {
+        broker: String,
+        mechanism: &'static str,
+        why: String,
+    },
     #[error("Kafka broker {broker} sent a malformed {api} response: {why}")]
     Malformed {
         broker: String,

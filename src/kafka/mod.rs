@@ -15,11 +15,13 @@ pub mod encode;
 pub mod error;
 pub mod fetch;
 pub mod produce;
+pub mod sasl;
 pub mod session;
+pub mod tls;
 
 pub use batch::{Aborted, BatchError, Decoded, Decoder, Isolation, Problem};
 pub use client::{Client, ClientConfig, OffsetAt};
 pub use codec::{Codec, CodecError};
-pub use conn::{Conn, ConnConfig};
+pub use conn::{Conn, ConnConfig, Security};
 pub use error::KafkaError;
 pub use produce::{HeaderRef, ProduceRecord, Producer, ProducerConfig};

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::StartAt;
 use crate::kafka::fetch::{FetchParams, Want};
-use crate::kafka::{Client, ClientConfig, ConnConfig, Isolation, KafkaError, OffsetAt};
+use crate::kafka::{Client, ClientConfig, ConnConfig, Isolation, KafkaError, OffsetAt, Security};
 use crate::record::Offsets;
 
 /// Kafka failures, each naming what it was about. All are fatal for the run; the client has
@@ -110,6 +110,8 @@ pub struct SourceConfig {
     pub fetch_max_wait: Duration,
     pub timeout: Duration,
     pub isolation: Isolation,
+    /// TLS and SASL, for every connection (the dead-letter producer's too).
+    pub security: Security,
 }
 
 /// Where one partition starts and (with `--stop-at-end`) where it stops.
@@ -147,6 +149,7 @@ impl SourceConfig {
                 max_frame: (response as usize)
                     .saturating_mul(2)
                     .saturating_add(16 << 20),
+                security: self.security.clone(),
             },
             retry_for: self.timeout,
         }

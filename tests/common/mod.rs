@@ -157,6 +157,7 @@ pub fn client_config(addr: &str) -> icefall::kafka::ClientConfig {
             client_id: "icefall-tests".into(),
             timeout: Duration::from_secs(20),
             max_frame: 64 << 20,
+            security: Default::default(),
         },
         retry_for: Duration::from_secs(20),
     }
