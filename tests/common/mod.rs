@@ -27,6 +27,8 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     pub addr: String,
     engine: String,
+    /// Extra `tools/broker` variables (`BROKER_ADVERTISE`, `BROKER_ARGS`).
+    env: Vec<(String, String)>,
 }
 
 impl Broker {
@@ -35,21 +37,42 @@ impl Broker {
     }
 
     pub fn start_with_engine(engine: &str) -> Broker {
+        Self::start_with(engine, &[])
+    }
+
+    /// With `tools/broker` variables, e.g. `BROKER_ADVERTISE` (metadata names a TLS terminator).
+    pub fn start_with(engine: &str, env: &[(&str, &str)]) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = Self::launch(dir.path(), engine, None);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let addr = Self::launch(dir.path(), engine, None, &env);
         Broker {
             dir,
             addr,
             engine: engine.to_string(),
+            env,
         }
     }
 
-    fn launch(dir: &Path, engine: &str, port: Option<&str>) -> String {
+    /// Stops the broker and starts it again on the same port and data with other variables.
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.start_again();
+    }
+
+    fn launch(dir: &Path, engine: &str, port: Option<&str>, env: &[(String, String)]) -> String {
         let out = Command::new(repo().join("tools/broker"))
             .arg("start")
             .arg(dir)
             .args(port)
             .env("BROKER_ENGINE", engine)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run tools/broker");
         assert!(
@@ -76,7 +99,7 @@ impl Broker {
     /// Starts the broker again on the same port, over the same data.
     pub fn start_again(&self) {
         let port = self.addr.rsplit_once(':').expect("HOST:PORT").1;
-        let addr = Self::launch(self.dir.path(), &self.engine, Some(port));
+        let addr = Self::launch(self.dir.path(), &self.engine, Some(port), &self.env);
         assert_eq!(addr, self.addr);
     }
 
