@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use common::wire_broker::{Log, SaslSetup, WireBroker};
 use common::{Broker, assert_clean_failure, base_args, icefall, icefall_command, loadgen};
 
 const KEY_PASSWORD: &str = "kp-Zq81vW";
@@ -511,4 +514,153 @@ fn collect(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
         }
     });
     log
+}
+
+fn sasl_broker(topic: &str, setup: SaslSetup) -> WireBroker {
+    let wb = WireBroker::start(1, topic, BTreeMap::from([(0, Log::default())]));
+    wb.state.lock().unwrap().sasl = Some(setup);
+    wb
+}
+
+fn produce_with(addr: &str, topic: &str, records: &str, opts: &[String]) {
+    let mut args: Vec<&str> = vec!["--records", records];
+    args.extend(opts.iter().map(String::as_str));
+    loadgen(addr, topic, &args);
+}
+
+/// PLAIN against rsasl's server side (Tansu's PLAIN takes any password, so it cannot say no).
+#[test]
+fn plain_right_and_wrong_password_and_a_mechanism_not_enabled() {
+    let wb = sasl_broker(
+        "plain",
+        SaslSetup {
+            mechanisms: vec!["PLAIN".into(), "OAUTHBEARER".into()],
+            users: BTreeMap::from([("carol".to_string(), SCRAM_PASSWORD.to_string())]),
+            ..Default::default()
+        },
+    );
+    let addr = wb.bootstrap();
+    let plain = |pw: &str| {
+        options(&[
+            ("security.protocol", "sasl_plaintext"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "carol"),
+            ("sasl.password", pw),
+        ])
+    };
+    produce_with(&addr, "plain", "300", &plain(SCRAM_PASSWORD));
+    let wh = tempfile::tempdir().expect("warehouse");
+    let out = run(&addr, "plain", wh.path(), &plain(SCRAM_PASSWORD));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(landed(wh.path()), 300);
+    assert_no_secret("a run", &String::from_utf8_lossy(&out.stderr));
+
+    let out = run(&addr, "plain", wh.path(), &plain("wrong-pw"));
+    assert_clean_failure(&out, 3, &["PLAIN", &addr, "refused"]);
+    let out = run(
+        &addr,
+        "plain",
+        wh.path(),
+        &scram("SCRAM-SHA-256", "carol", SCRAM_PASSWORD),
+    );
+    assert_clean_failure(
+        &out,
+        3,
+        &["SCRAM-SHA-256", "does not enable", "PLAIN, OAUTHBEARER"],
+    );
+    let s = wb.state.lock().unwrap();
+    assert_eq!(
+        s.unauthenticated, 0,
+        "no request came before authentication"
+    );
+    assert!(
+        s.authentications
+            .iter()
+            .any(|(m, u, ok)| m == "PLAIN" && u == "carol" && !ok)
+    );
+}
+
+/// OAUTHBEARER sends the file's token, and a re-authentication (the broker grants 400 ms
+/// sessions) reads the file again: a refreshed token reaches the broker in the same run.
+#[test]
+fn oauthbearer_sends_the_token_and_rereads_a_changed_file() {
+    let wb = sasl_broker(
+        "oauth",
+        SaslSetup {
+            mechanisms: vec!["OAUTHBEARER".into()],
+            tokens: vec!["tok-1".into(), "tok-2".into()],
+            lifetime_ms: 400,
+            ..Default::default()
+        },
+    );
+    let addr = wb.bootstrap();
+    let dir = tempfile::tempdir().expect("token dir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-1\n").expect("token");
+    let path = token.display().to_string();
+    let opts = options(&[
+        ("security.protocol", "sasl_plaintext"),
+        ("sasl.mechanism", "OAUTHBEARER"),
+        ("sasl.oauthbearer.token.file", &path),
+    ]);
+    produce_with(&addr, "oauth", "200", &opts);
+    let wh = tempfile::tempdir().expect("warehouse");
+    let mut args: Vec<String> = base_args(&addr, "oauth", wh.path().to_str().expect("utf8"))
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(opts.iter().cloned());
+    args.extend(["--commit-interval", "100ms", "--fetch-max-wait", "100ms"].map(String::from));
+    let child = icefall_command()
+        .arg("run")
+        .args(&args)
+        .env("ICEFALL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icefall");
+    common::wait_for_committed(
+        wh.path(),
+        "ns.events",
+        "oauth",
+        200,
+        Duration::from_secs(60),
+    );
+    std::fs::write(&token, "tok-2\n").expect("token");
+    let seen = |t: &str| {
+        wb.state
+            .lock()
+            .unwrap()
+            .authentications
+            .iter()
+            .any(|(m, tok, ok)| m == "OAUTHBEARER" && tok == t && *ok)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen("tok-2") {
+        assert!(Instant::now() < deadline, "the refreshed token never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(seen("tok-1"));
+    assert_eq!(wb.state.lock().unwrap().unauthenticated, 0);
+    assert_eq!(landed(wh.path()), 200);
+
+    // A token the broker refuses: exit 3 with what the broker said.
+    std::fs::write(&token, "expired\n").expect("token");
+    let out = run(&addr, "oauth", wh.path(), &opts);
+    assert_clean_failure(
+        &out,
+        3,
+        &["OAUTHBEARER", "refused the token", "invalid_token"],
+    );
 }

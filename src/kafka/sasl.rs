@@ -295,9 +295,22 @@ pub(super) async fn authenticate(
                     Secret::from_file(path).map_err(|why| auth_error(conn, m, why))?
                 }
             };
-            step(conn, m, oauthbearer_message(&token))
-                .await
-                .map(|(_, l)| l)
+            let (challenge, lifetime) = step(conn, m, oauthbearer_message(&token)).await?;
+            if challenge.is_empty() {
+                return Ok(lifetime);
+            }
+            // The broker refused the token with an error document (RFC 7628 §3.2.2): answer
+            // with the separator it waits for, and report what it said.
+            let said = String::from_utf8_lossy(&challenge).into_owned();
+            match step(conn, m, vec![0x01]).await {
+                Ok(_) | Err(KafkaError::Auth { .. }) => {}
+                Err(other) => return Err(other),
+            }
+            Err(auth_error(
+                conn,
+                m,
+                format!("the broker refused the token: {said}"),
+            ))
         }
         Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
             let pw = s.password.clone().ok_or_else(|| missing("sasl.password"))?;

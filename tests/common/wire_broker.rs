@@ -25,6 +25,9 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "wire_sasl.rs"]
+mod sasl;
+
 /// One prepared batch of a partition's log.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -90,6 +93,25 @@ pub struct State {
     /// In a session, an odd-epoch request is answered for one partition only (as a broker at
     /// its response limit does): the others get no news and stay where they were.
     pub thin_answers: bool,
+    /// SASL required on every connection (rsasl's server side), when set.
+    pub sasl: Option<SaslSetup>,
+    /// Per SaslAuthenticate served: (mechanism, user or token, accepted).
+    pub authentications: Vec<(String, String, bool)>,
+    /// Requests other than ApiVersions and SASL's that came before authentication.
+    pub unauthenticated: usize,
+}
+
+/// What the broker's SASL accepts.
+#[derive(Debug, Clone, Default)]
+pub struct SaslSetup {
+    /// Mechanisms enabled (e.g. `PLAIN`, `OAUTHBEARER`).
+    pub mechanisms: Vec<String>,
+    /// PLAIN's users and passwords.
+    pub users: BTreeMap<String, String>,
+    /// OAUTHBEARER tokens accepted.
+    pub tokens: Vec<String>,
+    /// The session lifetime granted (KIP-368); 0: unlimited.
+    pub lifetime_ms: i64,
 }
 
 /// A fetch session the broker holds.
@@ -177,6 +199,7 @@ async fn serve(
     state: Arc<Mutex<State>>,
     nodes: Vec<(i32, String)>,
 ) -> std::io::Result<()> {
+    let mut auth = sasl::Conn::default();
     loop {
         let len = sock.read_i32().await? as usize;
         let mut buf = vec![0u8; len];
@@ -185,8 +208,26 @@ async fn serve(
         let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame)
             .map_err(std::io::Error::other)?;
         let v = header.request_api_version;
-        let out = match ApiKey::try_from(header.request_api_key) {
+        let key = header.request_api_key;
+        let setup = state.lock().unwrap().sasl.clone();
+        if setup.is_some() && ![17, 18, 36].contains(&key) && !auth.authenticated {
+            state.lock().unwrap().unauthenticated += 1;
+            return Ok(());
+        }
+        let out = match ApiKey::try_from(key) {
             Ok(ApiKey::ApiVersions) => respond(&api_versions(), v, header.correlation_id),
+            Ok(ApiKey::SaslHandshake) => {
+                let req =
+                    SaslHandshakeRequest::decode(&mut frame, v).map_err(std::io::Error::other)?;
+                let r = auth.handshake(setup.as_ref(), &req);
+                respond(&r, v, header.correlation_id)
+            }
+            Ok(ApiKey::SaslAuthenticate) => {
+                let req = SaslAuthenticateRequest::decode(&mut frame, v)
+                    .map_err(std::io::Error::other)?;
+                let r = auth.authenticate(setup.as_ref(), &req, &state);
+                respond(&r, v, header.correlation_id)
+            }
             Ok(ApiKey::Metadata) => respond(&metadata(&state, &nodes), v, header.correlation_id),
             Ok(ApiKey::ListOffsets) => {
                 let req =
@@ -244,6 +285,8 @@ fn api_versions() -> ApiVersionsResponse {
         (1, 4, 12),
         (0, 3, 9),
         (22, 0, 4),
+        (17, 0, 1),
+        (36, 0, 2),
     ]
     .into_iter()
     .map(|(k, min, max)| {
