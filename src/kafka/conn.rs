@@ -294,21 +294,30 @@ fn tls_failure(broker: &str, e: &std::io::Error, handshake: bool) -> KafkaError 
     }
 }
 
-/// The first answer on a plaintext connection failing is what a TLS listener does to it.
+/// The first answer on a plaintext connection lost is what a TLS listener does to it: say so in
+/// the error, which stays retriable (a broker going down does the same).
 fn explain_first(e: KafkaError, security: &Security) -> KafkaError {
     match e {
-        KafkaError::Io { broker, source, .. }
-            if security.tls.is_none()
-                && matches!(
-                    source.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) =>
+        KafkaError::Io {
+            broker,
+            api,
+            source,
+        } if security.tls.is_none()
+            && matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
         {
-            KafkaError::Tls {
-                broker,
-                why: format!(
-                    "the broker closed the connection at its first request ({source}): if its listener is TLS, set security.protocol to ssl or sasl_ssl"
+            let source = std::io::Error::new(
+                source.kind(),
+                format!(
+                    "{source} (if the broker's listener is TLS, set security.protocol to ssl or sasl_ssl)"
                 ),
+            );
+            KafkaError::Io {
+                broker,
+                api,
+                source,
             }
         }
         other => other,
