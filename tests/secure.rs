@@ -180,6 +180,14 @@ fn run(broker: &str, topic: &str, wh: &Path, extra: &[String]) -> Output {
     icefall(&args)
 }
 
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn landed(wh: &Path) -> usize {
     common::read_warehouse(wh)
         .iter()
@@ -203,17 +211,11 @@ fn tls_end_to_end_with_the_host_name_checked() {
     broker.create_topic("secure", 4);
     let ca = certs.path("ca.pem");
     let tls = options(&[("security.protocol", "ssl"), ("ssl.ca.location", &ca)]);
-    let mut produce_args: Vec<&str> = vec!["--records", "3000"];
-    produce_args.extend(tls.iter().map(String::as_str));
-    loadgen(&tls_addr, "secure", &produce_args);
+    produce_with(&tls_addr, "secure", "3000", &tls);
 
     let wh = tempfile::tempdir().expect("warehouse");
     let out = run(&tls_addr, "secure", wh.path(), &tls);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(landed(wh.path()), 3000);
 
     // The certificate names localhost, not 127.0.0.1: refused, unless the check is off.
@@ -227,11 +229,7 @@ fn tls_end_to_end_with_the_host_name_checked() {
         "none",
     )]));
     let out = run(&ip_addr, "secure", wh.path(), &off);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(landed(wh.path()), 3000);
 
     // Without our CA (the system's roots) and in plaintext: one line naming broker and cause.
@@ -265,17 +263,11 @@ fn mutual_tls_refuses_a_client_without_a_certificate() {
         ("ssl.key.location", &key),
         ("ssl.key.password", KEY_PASSWORD),
     ]);
-    let mut produce_args: Vec<&str> = vec!["--records", "1000"];
-    produce_args.extend(mtls.iter().map(String::as_str));
-    loadgen(&tls_addr, "mtls", &produce_args);
+    produce_with(&tls_addr, "mtls", "1000", &mtls);
 
     let wh = tempfile::tempdir().expect("warehouse");
     let out = run(&tls_addr, "mtls", wh.path(), &mtls);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(landed(wh.path()), 1000);
     assert_no_secret("a run's output", &String::from_utf8_lossy(&out.stderr));
 
@@ -416,11 +408,7 @@ fn secrets_never_shown_over_sasl_ssl() {
         .env("ICEFALL_KAFKA_SASL_PASSWORD", &pw_ref)
         .env("ICEFALL_KAFKA_SSL_KEY_PASSWORD", KEY_PASSWORD);
     let out = produce.output().expect("loadgen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
 
     let wh = tempfile::tempdir().expect("warehouse");
     let mut args: Vec<String> = base_args(&tls_addr, "scram", wh.path().to_str().expect("utf8"))
@@ -439,7 +427,7 @@ fn secrets_never_shown_over_sasl_ssl() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn icefall");
-    let log = collect(&mut child);
+    let log = common::collect_stderr(&mut child);
     common::wait_for_committed(
         wh.path(),
         "ns.events",
@@ -497,25 +485,6 @@ fn secrets_never_shown_over_sasl_ssl() {
     assert_no_secret("the error", &String::from_utf8_lossy(&out.stderr));
 }
 
-/// The child's stderr, collected as it comes.
-fn collect(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
-    use std::io::BufRead;
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let mut l = sink.lock().expect("log");
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    log
-}
-
 fn sasl_broker(topic: &str, setup: SaslSetup) -> WireBroker {
     let wb = WireBroker::start(1, topic, BTreeMap::from([(0, Log::default())]));
     wb.state.lock().unwrap().sasl = Some(setup);
@@ -551,11 +520,7 @@ fn plain_right_and_wrong_password_and_a_mechanism_not_enabled() {
     produce_with(&addr, "plain", "300", &plain(SCRAM_PASSWORD));
     let wh = tempfile::tempdir().expect("warehouse");
     let out = run(&addr, "plain", wh.path(), &plain(SCRAM_PASSWORD));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(landed(wh.path()), 300);
     assert_no_secret("a run", &String::from_utf8_lossy(&out.stderr));
 
@@ -646,11 +611,7 @@ fn oauthbearer_sends_the_token_and_rereads_a_changed_file() {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert!(seen("tok-1"));
     assert_eq!(wb.state.lock().unwrap().unauthenticated, 0);
     assert_eq!(landed(wh.path()), 200);

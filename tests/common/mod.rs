@@ -738,8 +738,14 @@ pub fn read_table(warehouse: &Path, table: &str) -> (TableView, Vec<(PathBuf, Ve
 
 /// Starts `icefall run` with info logs; stderr is collected into the returned buffer.
 pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::Mutex<String>>) {
-    use std::io::BufRead;
     let mut child = spawn_run(args, "info");
+    let log = collect_stderr(&mut child);
+    (child, log)
+}
+
+/// The child's stderr (piped), collected line by line into the returned buffer as it comes.
+pub fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let stderr = child.stderr.take().expect("stderr");
     let sink = log.clone();
@@ -753,7 +759,7 @@ pub fn spawn_icefall_logged(args: &[&str]) -> (Child, std::sync::Arc<std::sync::
             l.push('\n');
         }
     });
-    (child, log)
+    log
 }
 
 /// Waits until `log` holds `needle` at least `count` times; panics with the log after `within`.
