@@ -12,6 +12,11 @@ use std::path::Path;
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret taken apart from a larger one (a URL's password, `USER:PASSWORD`).
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     /// `raw` as given, or the contents of the file it names when it starts with `@`. The error
     /// names the file, never a value.
     pub fn parse(raw: &str) -> Result<Secret, String> {
@@ -40,6 +45,24 @@ impl Secret {
     }
 }
 
+/// `raw` as it may be shown: a URL's password (`scheme://USER:PASSWORD@host`) as `***`.
+pub fn url_shown(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return raw.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or_default();
+    let masked = if rest[..at].contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_string()
+    };
+    format!("{scheme}://{masked}{}", &rest[at..])
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -63,5 +86,24 @@ mod tests {
         assert_eq!(s.expose(), "from-file");
         let e = Secret::parse("@/nonexistent/pw").unwrap_err();
         assert!(e.contains("/nonexistent/pw"), "{e}");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        for (raw, shown) in [
+            (
+                "https://key:s3cr@t@reg.example/x?a=b@c",
+                "https://key:***@reg.example/x?a=b@c",
+            ),
+            (
+                "postgres://u:pw@db:5432/cat",
+                "postgres://u:***@db:5432/cat",
+            ),
+            ("https://token@reg.example", "https://token@reg.example"),
+            ("https://reg.example/a@b", "https://reg.example/a@b"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(url_shown(raw), shown, "{raw}");
+        }
     }
 }

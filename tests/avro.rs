@@ -134,6 +134,36 @@ fn bare_avro_bodies_land_as_typed_columns_and_bad_ones_as_dead_letters() {
     );
 }
 
+/// The registry: Python's HTTP server over a directory of answers, over TLS when given a
+/// certificate and key, answering 401 to a request without the `Authorization` it expects.
+const REGISTRY_PY: &str = r#"
+import base64, http.server, os, ssl, sys
+directory, port = sys.argv[1], int(sys.argv[2])
+auth = os.environ.get("REGISTRY_AUTH")
+expected = "Basic " + base64.b64encode(auth.encode()).decode() if auth else None
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k):
+        super().__init__(*a, directory=directory, **k)
+    def do_GET(self):
+        if expected and self.headers.get("Authorization") != expected:
+            body = b'{"error_code":401,"message":"Unauthorized"}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="registry"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+    def log_message(self, *a):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+if os.environ.get("REGISTRY_CERT"):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.environ["REGISTRY_CERT"], os.environ["REGISTRY_KEY"])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
 /// A directory served over HTTP holding the registry's answers for `events-value`.
 struct Registry {
     child: Child,
@@ -141,8 +171,19 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// How the registry is reached: https with this certificate and key, basic auth `USER:PASSWORD`.
+#[derive(Default)]
+struct Access<'a> {
+    tls: Option<(&'a str, &'a str)>,
+    user_info: Option<&'a str>,
+}
+
 impl Registry {
     fn start(versions: &[(u32, u32, &str)]) -> Self {
+        Self::start_with(versions, Access::default())
+    }
+
+    fn start_with(versions: &[(u32, u32, &str)], access: Access<'_>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let at = dir.path().join("subjects/events-value/versions");
         std::fs::create_dir_all(&at).unwrap();
@@ -158,28 +199,32 @@ impl Registry {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                &port.to_string(),
-            ])
-            .arg("--directory")
+        let mut cmd = Command::new("python3");
+        cmd.args(["-c", REGISTRY_PY])
             .arg(dir.path())
+            .arg(port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server");
+            .stderr(Stdio::null());
+        if let Some((cert, key)) = access.tls {
+            cmd.env("REGISTRY_CERT", cert).env("REGISTRY_KEY", key);
+        }
+        if let Some(info) = access.user_info {
+            cmd.env("REGISTRY_AUTH", info);
+        }
+        let child = cmd.spawn().expect("python3 registry");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let scheme = if access.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         Self {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://localhost:{port}"),
             _dir: dir,
         }
     }
@@ -233,5 +278,100 @@ fn confluent_wire_format_with_two_schema_versions_and_an_unknown_id() {
         &icefall(&args),
         7,
         &["partition 0 offset 777", "unknown schema id 99"],
+    );
+}
+
+#[test]
+fn registry_over_https_with_basic_auth_never_showing_the_secret() {
+    const SECRET: &str = "sec-R3g9";
+    let certs = common::certs::Certs::make();
+    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
+    let user_info = format!("KEY7:{SECRET}");
+    let registry = Registry::start_with(
+        &[(1, 21, V1)],
+        Access {
+            tls: Some((&cert, &key)),
+            user_info: Some(&user_info),
+        },
+    );
+    let broker = Broker::start();
+    broker.create_topic("events", 1);
+    let values: Vec<Option<Vec<u8>>> = (0..300i64)
+        .map(|s| Some(framed(21, body(s, None))))
+        .collect();
+    broker.produce_values("events", 0, &values);
+    let info_file = certs.dir().join("registry-user-info");
+    std::fs::write(&info_file, format!("{user_info}\n")).unwrap();
+    let ca = format!("schema.registry.ssl.ca.location={}", certs.path("ca.pem"));
+    let from_file = format!("basic.auth.user.info=@{}", info_file.display());
+
+    // The API key and secret from a file, the registry's CA given.
+    let wh = tempfile::tempdir().unwrap();
+    let reg = ["--schema-registry", registry.url.as_str()];
+    let with = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = reg.iter().map(|s| s.to_string()).collect();
+        a.extend(["--kafka-option".into(), ca.clone()]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let args = with(&["--kafka-option", &from_file]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_to_end(&broker, wh.path(), &args);
+    assert_eq!(rows(wh.path()).len(), 300);
+
+    // In the URL instead (basic.auth.credentials.source=URL); `config check` masks it.
+    let in_url = registry
+        .url
+        .replace("https://", &format!("https://{user_info}@"));
+    let wh2 = tempfile::tempdir().unwrap();
+    let url_args = [
+        "--schema-registry",
+        &in_url,
+        "--kafka-option",
+        &ca,
+        "--kafka-option",
+        "basic.auth.credentials.source=URL",
+    ];
+    run_to_end(&broker, wh2.path(), &url_args);
+    assert_eq!(rows(wh2.path()).len(), 300);
+    let mut check_args = base_args(&broker.addr, "events", wh2.path().to_str().unwrap());
+    check_args.extend(["--format", "avro"]);
+    check_args.extend(url_args);
+    let check = common::icefall_command()
+        .args(["config", "check"])
+        .args(&check_args)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{shown}");
+    assert!(shown.contains("https://KEY7:***@localhost"), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+
+    // Refusals: one line naming the cause, exit 2, the secret nowhere.
+    let wh3 = tempfile::tempdir().unwrap();
+    let fail = |extra: Vec<String>, needles: &[&str]| {
+        let mut args = base_args(&broker.addr, "events", wh3.path().to_str().unwrap());
+        args.extend(["--stop-at-end", "--format", "avro"]);
+        args.extend(extra.iter().map(String::as_str));
+        let out = icefall(&args);
+        common::assert_clean_failure(&out, 2, needles);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains(SECRET), "{stderr}");
+    };
+    let wrong = format!("basic.auth.user.info=KEY7:not-{SECRET}");
+    fail(
+        with(&["--kafka-option", &wrong]),
+        &["--schema-registry", "HTTP 401", "basic.auth.user.info"],
+    );
+    fail(with(&[]), &["HTTP 401"]);
+    let system_roots: Vec<String> = vec![
+        "--schema-registry".into(),
+        registry.url.clone(),
+        "--kafka-option".into(),
+        from_file.clone(),
+    ];
+    fail(
+        system_roots,
+        &["--schema-registry", "certificate", "UnknownIssuer"],
     );
 }

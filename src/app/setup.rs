@@ -36,7 +36,10 @@ pub(crate) fn table_shape(
     if let Some(schemas) = avro {
         let (flag, value) = match (&cfg.schema, &cfg.schema_registry) {
             (Some(p), _) => ("--schema", p.display().to_string()),
-            (None, r) => ("--schema-registry", r.clone().unwrap_or_default()),
+            (None, r) => (
+                "--schema-registry",
+                r.as_ref().map(|r| r.url.clone()).unwrap_or_default(),
+            ),
         };
         let bad = |reason: String| ConfigError::invalid(flag, &value, reason);
         let fields = schemas.arrow_schema().map_err(bad)?;
@@ -65,9 +68,11 @@ pub(crate) fn avro_schemas(
                 std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
             AvroSchemas::plain(&text).map_err(bad)?
         }
-        (None, Some(url)) => setup
-            .block_on(crate::decode::registry::subject_versions(url, &cfg.topic))
-            .map_err(|reason| ConfigError::invalid("--schema-registry", url, reason))?,
+        (None, Some(registry)) => setup
+            .block_on(crate::decode::registry::subject_versions(
+                registry, &cfg.topic,
+            ))
+            .map_err(|reason| ConfigError::invalid("--schema-registry", &registry.url, reason))?,
         (None, None) => {
             return Err(ConfigError::invalid(
                 "--format",

@@ -60,7 +60,7 @@ impl RunArgs {
             (ValueFormat::Raw | ValueFormat::Json, _, _) if self.schema_registry.is_some() => {
                 Err(ConfigError::invalid(
                     "--schema-registry",
-                    self.schema_registry.as_deref().unwrap_or_default(),
+                    crate::secret::url_shown(self.schema_registry.as_deref().unwrap_or_default()),
                     "applies to --format avro only",
                 ))
             }
@@ -72,7 +72,7 @@ impl RunArgs {
             {
                 Err(ConfigError::invalid(
                     "--schema-registry",
-                    self.schema_registry.as_deref().unwrap_or_default(),
+                    crate::secret::url_shown(self.schema_registry.as_deref().unwrap_or_default()),
                     "expected an http:// or https:// URL",
                 ))
             }

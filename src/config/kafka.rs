@@ -31,6 +31,17 @@ pub const KEYS: &[(&str, bool)] = &[
     ("sasl.password", true),
     ("sasl.oauthbearer.token", true),
     ("sasl.oauthbearer.token.file", false),
+    ("schema.registry.ssl.ca.location", false),
+    ("schema.registry.ssl.certificate.location", false),
+    ("schema.registry.ssl.key.location", false),
+    ("schema.registry.ssl.key.password", true),
+    (
+        "schema.registry.ssl.endpoint.identification.algorithm",
+        false,
+    ),
+    ("basic.auth.credentials.source", false),
+    ("basic.auth.user.info", true),
+    ("schema.registry.basic.auth.user.info", true),
 ];
 
 /// Whether `key` holds a secret (an unknown key counts as one: its value is never shown).
@@ -62,7 +73,7 @@ pub fn shown(key: &str, value: &str) -> String {
     }
 }
 
-fn error(key: &str, reason: impl Into<String>) -> ConfigError {
+pub(super) fn error(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Kafka {
         source_name: format!("--kafka-option {key}"),
         key: key.to_string(),
@@ -90,21 +101,25 @@ pub fn split(option: &str) -> Result<(&str, &str), ConfigError> {
     Ok((key, value))
 }
 
-/// The options, validated (files read, the TLS configuration built).
-pub fn security(options: &[String]) -> Result<Security, ConfigError> {
+/// The options by key, the last value of each (`sasl.mechanisms` read as `sasl.mechanism`,
+/// `schema.registry.basic.auth.user.info` as `basic.auth.user.info`), every key known.
+pub(super) fn parse(options: &[String]) -> Result<Opts<'_>, ConfigError> {
     let mut map: BTreeMap<&str, &str> = BTreeMap::new();
     for o in options {
         let (k, v) = split(o)?;
-        map.insert(
-            if k == "sasl.mechanisms" {
-                "sasl.mechanism"
-            } else {
-                k
-            },
-            v,
-        );
+        let k = match k {
+            "sasl.mechanisms" => "sasl.mechanism",
+            "schema.registry.basic.auth.user.info" => "basic.auth.user.info",
+            k => k,
+        };
+        map.insert(k, v);
     }
-    let opts = Opts(map);
+    Ok(Opts(map))
+}
+
+/// The options, validated (files read, the TLS configuration built).
+pub fn security(options: &[String]) -> Result<Security, ConfigError> {
+    let opts = parse(options)?;
     let get = |k: &str| opts.get(k);
     let protocol = get("security.protocol")
         .unwrap_or("plaintext")
@@ -134,35 +149,8 @@ pub fn security(options: &[String]) -> Result<Security, ConfigError> {
             format!("is set, but security.protocol is {protocol}: it applies with {needs}"),
         ));
     }
-    let secret = |k: &str| opts.secret(k);
     let tls = if tls {
-        let verify_hostname = match get("ssl.endpoint.identification.algorithm")
-            .unwrap_or("https")
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "https" => true,
-            "none" => false,
-            other => {
-                return Err(error(
-                    "ssl.endpoint.identification.algorithm",
-                    format!("{other:?}: expected https (check the broker's host name) or none"),
-                ));
-            }
-        };
-        let files = TlsFiles {
-            ca: get("ssl.ca.location").map(PathBuf::from),
-            cert: get("ssl.certificate.location").map(PathBuf::from),
-            key: get("ssl.key.location").map(PathBuf::from),
-            key_password: secret("ssl.key.password")?,
-            verify_hostname,
-        };
-        Some(Tls::new(&files).map_err(|e| match e {
-            crate::kafka::tls::TlsSetupError::File { key, path, why } => {
-                error(key, format!("{path}: {why}"))
-            }
-            crate::kafka::tls::TlsSetupError::Setting { key, why } => error(key, why),
-        })?)
+        Some(tls_config(&opts, "")?)
     } else {
         None
     };
@@ -174,16 +162,63 @@ pub fn security(options: &[String]) -> Result<Security, ConfigError> {
     Ok(Security { tls, sasl })
 }
 
+/// The TLS configuration from the `{prefix}ssl.*` keys (`""` for the brokers,
+/// `schema.registry.` for the registry); errors name the prefixed key.
+pub(super) fn tls_config(opts: &Opts<'_>, prefix: &str) -> Result<Tls, ConfigError> {
+    let key = |k: &str| format!("{prefix}{k}");
+    let algorithm = key("ssl.endpoint.identification.algorithm");
+    let verify_hostname = match opts
+        .get(&algorithm)
+        .unwrap_or("https")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "https" => true,
+        "none" => false,
+        other => {
+            return Err(error(
+                &algorithm,
+                format!("{other:?}: expected https (check the server's host name) or none"),
+            ));
+        }
+    };
+    let files = TlsFiles {
+        ca: opts.get(&key("ssl.ca.location")).map(PathBuf::from),
+        cert: opts
+            .get(&key("ssl.certificate.location"))
+            .map(PathBuf::from),
+        key: opts.get(&key("ssl.key.location")).map(PathBuf::from),
+        key_password: opts.secret(&key("ssl.key.password"))?,
+        verify_hostname,
+    };
+    Tls::new(&files).map_err(|e| match e {
+        crate::kafka::tls::TlsSetupError::File { key: k, path, why } => {
+            error(&key(k), format!("{path}: {why}"))
+        }
+        crate::kafka::tls::TlsSetupError::Setting { key: k, why } => {
+            error(&key(k), why.replace("ssl.", &key("ssl.")))
+        }
+    })
+}
+
 /// The options by key, the last value of each.
-struct Opts<'a>(BTreeMap<&'a str, &'a str>);
+pub(super) struct Opts<'a>(BTreeMap<&'a str, &'a str>);
 
 impl<'a> Opts<'a> {
     /// A key's value; an empty value is no value.
-    fn get(&self, k: &str) -> Option<&'a str> {
+    pub(super) fn get(&self, k: &str) -> Option<&'a str> {
         self.0.get(k).copied().filter(|v| !v.is_empty())
     }
 
-    fn secret(&self, k: &str) -> Result<Option<Secret>, ConfigError> {
+    /// The keys that have a value.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.0
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| *k)
+    }
+
+    pub(super) fn secret(&self, k: &str) -> Result<Option<Secret>, ConfigError> {
         self.get(k)
             .map(|v| Secret::parse(v).map_err(|why| error(k, why)))
             .transpose()

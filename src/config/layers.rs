@@ -414,7 +414,7 @@ impl Layered {
             let line = match v {
                 None => format!("# {k} is not set"),
                 Some(b) if b == "true" || b == "false" => format!("{k} = {b}"),
-                Some(s) => format!("{k} = {}", toml_string(s)),
+                Some(s) => format!("{k} = {}", toml_string(&crate::secret::url_shown(s))),
             };
             out.push_str(&format!("{line:<48} # {origin}\n"));
         }

@@ -18,6 +18,7 @@ use crate::routing::overload::OverloadMode;
 mod formats;
 pub mod kafka;
 pub mod layers;
+pub mod registry;
 mod values;
 
 pub use values::{
@@ -337,8 +338,8 @@ pub struct RunConfig {
     pub infer_schema: Option<NonZeroUsize>,
     /// `--evolve`: new JSON fields become columns.
     pub evolve: bool,
-    /// `--format avro` in Confluent's wire format: the registry's base URL.
-    pub schema_registry: Option<String>,
+    /// `--format avro` in Confluent's wire format: the registry, its URL without credentials.
+    pub schema_registry: Option<crate::decode::registry::Registry>,
     pub max_record_bytes: ByteSize,
     /// `--dlq-table` or `--dlq-topic`: where undecodable records go; `None`: they fail the run.
     pub dead_letters: Option<DeadLetterDest>,
@@ -585,7 +586,10 @@ impl RunArgs {
             schema: self.schema.clone(),
             infer_schema,
             evolve: self.evolve,
-            schema_registry: self.schema_registry.clone(),
+            schema_registry: registry::registry(
+                &self.kafka_option,
+                self.schema_registry.as_deref(),
+            )?,
             max_record_bytes,
             dead_letters,
             drain_timeout: positive_duration("--drain-timeout", &self.drain_timeout)?,

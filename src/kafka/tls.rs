@@ -127,6 +127,11 @@ impl Tls {
         })
     }
 
+    /// The client configuration, for a client that runs its own handshakes (the registry's).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.config.clone()
+    }
+
     /// The handshake with `host` over `tcp`.
     pub async fn connect(&self, host: &str, tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
         let name = ServerName::try_from(host.to_string())

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 #[path = "../../tools/sample.rs"]
 pub mod sample;
 pub mod wire_broker;
