@@ -5,7 +5,10 @@
 //! records in a Tansu broker (memory engine) on this machine; peak memory is each process's
 //! maximum resident set (`wait4`). icefall runs three ways: default placement, all on one core,
 //! and all on one core with its warehouse in `/dev/shm` (tmpfs, when there is one), which shows
-//! what the disk's write path costs apart from icefall's own work.
+//! what the disk's write path costs apart from icefall's own work. When Debian's `stunnel4` and
+//! `openssl` are here (`tools/test` installs stunnel4), a second broker holding the same records
+//! sits behind stunnel with certificates made for the run, and the raw fetch and icefall (default
+//! placement) also run over TLS, interleaved with the plaintext runs.
 //!
 //! Rates are each tool's own: icefall's summary (planning, fetch, encode, upload and the final
 //! commit), the raw fetch from its first request to its last response, the Python consumer from
@@ -23,7 +26,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Broker, Measured, field, icefall_command, measure, repo};
+use common::certs::{Certs, Terminator, free_port};
+use common::{Broker, Measured, field, icefall_command, loadgen, measure, repo};
 
 const PARTITIONS: u32 = 8;
 
@@ -74,6 +78,57 @@ fn python() -> Result<PathBuf, String> {
     }
 }
 
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The same records in a broker reached through stunnel: its TLS address, the client options
+/// for it, and what must live while it is used.
+struct TlsBroker {
+    addr: String,
+    options: Vec<String>,
+    _terminator: Terminator,
+    _broker: Broker,
+    _certs: Certs,
+}
+
+impl TlsBroker {
+    fn start(records: u64) -> Result<TlsBroker, String> {
+        if !have("stunnel4", "-version") || !have("openssl", "version") {
+            return Err("stunnel4 or openssl is missing (tools/test installs stunnel4)".into());
+        }
+        let certs = Certs::make();
+        let port = free_port();
+        let addr = format!("localhost:{port}");
+        let broker = Broker::start_with("memory", &[("BROKER_ADVERTISE", &addr)]);
+        let terminator = Terminator::start(&certs, port, &broker.addr, false);
+        broker.create_topic("e2e", PARTITIONS);
+        let options = vec![
+            "--kafka-option".to_string(),
+            "security.protocol=ssl".to_string(),
+            "--kafka-option".to_string(),
+            format!("ssl.ca.location={}", certs.path("ca.pem")),
+        ];
+        let mut args = vec!["--records".to_string(), records.to_string()];
+        args.extend(["--keys".to_string(), "1000".to_string()]);
+        args.extend(options.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        loadgen(&addr, "e2e", &args);
+        Ok(TlsBroker {
+            addr,
+            options,
+            _terminator: terminator,
+            _broker: broker,
+            _certs: certs,
+        })
+    }
+}
+
 struct Row {
     round: usize,
     tool: &'static str,
@@ -105,6 +160,52 @@ impl Row {
     }
 }
 
+const RAW: &str = "raw fetch (icefall client)";
+const RAW_TLS: &str = "raw fetch over TLS";
+const ICEFALL: &str = "icefall (default placement)";
+const ICEFALL_TLS: &str = "icefall (default placement) over TLS";
+
+fn raw_fetch(addr: &str, options: &[String]) -> Measured {
+    measure(
+        Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+            .args(["--brokers", addr, "--topic", "e2e", "--fetch"])
+            .args(options),
+    )
+}
+
+/// One icefall run to the end of the topic; `None` when a tmpfs warehouse is asked for and
+/// there is no tmpfs.
+fn run_icefall(
+    addr: &str,
+    cores: Option<&String>,
+    in_memory: bool,
+    shm: &Option<PathBuf>,
+    options: &[String],
+) -> Option<Measured> {
+    let wh = match (in_memory, shm) {
+        (true, Some(dir)) => tempfile::tempdir_in(dir).expect("warehouse"),
+        (true, None) => return None,
+        (false, _) => tempfile::tempdir().expect("warehouse"),
+    };
+    let mut cmd = icefall_command();
+    cmd.args(["run", "--brokers", addr, "--topic", "e2e"])
+        .args(["--warehouse", wh.path().to_str().expect("utf8")])
+        .args(["--table", "ns.events", "--stop-at-end"])
+        .args(options)
+        .env("ICEFALL_LOG", "warn");
+    if let Some(c) = cores {
+        cmd.args(["--fetch-cores", c, "--shard-cores", c, "--io-core", c]);
+    }
+    Some(measure(&mut cmd))
+}
+
+fn summary(m: &Measured) -> &str {
+    m.stdout
+        .lines()
+        .find(|l| l.starts_with("summary "))
+        .unwrap_or("")
+}
+
 fn main() {
     let nums: Vec<u64> = std::env::args()
         .skip(1)
@@ -133,6 +234,10 @@ fn main() {
     // The same run with its files in memory: what the disk's write path costs (buffered ext4
     // writes in a VM charge the writer ~1.6 ms of system time per MB here).
     let shm = Some(PathBuf::from("/dev/shm")).filter(|d| d.is_dir());
+    let tls = TlsBroker::start(records);
+    if let Err(why) = &tls {
+        println!("TLS runs skipped: {why}");
+    }
     let py = python();
     if let Err(why) = &py {
         println!("pyiceberg consumer skipped: {why}");
@@ -140,45 +245,29 @@ fn main() {
 
     let mut rows: Vec<Row> = Vec::new();
     for round in 1..=rounds {
-        let raw = measure(Command::new(env!("CARGO_BIN_EXE_icefall-loadgen")).args([
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            "e2e",
-            "--fetch",
-        ]));
-        rows.push(Row::of(
-            round,
-            "raw fetch (icefall client)",
-            &raw,
-            &raw.stdout,
-        ));
+        let raw = raw_fetch(&broker.addr, &[]);
+        rows.push(Row::of(round, RAW, &raw, &raw.stdout));
+        if let Ok(t) = &tls {
+            let raw = raw_fetch(&t.addr, &t.options);
+            rows.push(Row::of(round, RAW_TLS, &raw, &raw.stdout));
+            let m = run_icefall(&t.addr, None, false, &shm, &t.options).expect("a warehouse");
+            rows.push(Row::of(round, ICEFALL_TLS, &m, summary(&m)));
+        }
         for (tool, cores, in_memory) in [
-            ("icefall (default placement)", None, false),
+            (ICEFALL, None, false),
             ("icefall (one core)", Some(&one), false),
             ("icefall (one core, warehouse in tmpfs)", Some(&one), true),
         ] {
-            let wh = match (in_memory, &shm) {
-                (true, Some(dir)) => tempfile::tempdir_in(dir).expect("warehouse"),
-                (true, None) => continue,
-                (false, _) => tempfile::tempdir().expect("warehouse"),
+            let Some(m) = run_icefall(&broker.addr, cores, in_memory, &shm, &[]) else {
+                continue;
             };
-            let mut cmd = icefall_command();
-            cmd.args(["run", "--brokers", &broker.addr, "--topic", "e2e"])
-                .args(["--warehouse", wh.path().to_str().expect("utf8")])
-                .args(["--table", "ns.events", "--stop-at-end"])
-                .env("ICEFALL_LOG", "warn");
-            if let Some(c) = cores {
-                cmd.args(["--fetch-cores", c, "--shard-cores", c, "--io-core", c]);
-            }
-            let m = measure(&mut cmd);
-            let line = m
-                .stdout
-                .lines()
-                .find(|l| l.starts_with("summary "))
-                .unwrap_or("");
-            assert_eq!(field(line, "records"), records as f64, "{}", m.stdout);
-            rows.push(Row::of(round, tool, &m, line));
+            assert_eq!(
+                field(summary(&m), "records"),
+                records as f64,
+                "{}",
+                m.stdout
+            );
+            rows.push(Row::of(round, tool, &m, summary(&m)));
         }
         // Python is slow: once in the quick profile.
         if let Ok(py) = &py
@@ -213,29 +302,34 @@ fn main() {
     let mem = |tool: &str| med(tool, |r| r.peak_rss_mb);
     let cpu = |tool: &str| med(tool, |r| r.cpu_per_m);
     let sys = |tool: &str| med(tool, |r| r.sys_per_m);
-    let raw = rate("raw fetch (icefall client)");
-    let icefall = rate("icefall (default placement)");
+    let raw = rate(RAW);
+    let icefall = rate(ICEFALL);
     let one_core = rate("icefall (one core)");
     let python = rate("Python + PyIceberg");
     println!(
         "| median | records/s | ratio | peak RSS MB | CPU s per M records | of which system | CPU ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let raw_cpu = cpu("raw fetch (icefall client)");
+    let raw_cpu = cpu(RAW);
     println!(
-        "| raw fetch (icefall client) | {raw:.0} | 1.00 | {:.0} | {raw_cpu:.2} | {:.2} | 1.00 |",
-        mem("raw fetch (icefall client)"),
-        sys("raw fetch (icefall client)")
+        "| {RAW} | {raw:.0} | 1.00 | {:.0} | {raw_cpu:.2} | {:.2} | 1.00 |",
+        mem(RAW),
+        sys(RAW)
     );
     for (tool, rate) in [
-        ("icefall (default placement)", icefall),
+        (ICEFALL, icefall),
         ("icefall (one core)", one_core),
         (
             "icefall (one core, warehouse in tmpfs)",
             rate("icefall (one core, warehouse in tmpfs)"),
         ),
         ("Python + PyIceberg", python),
+        (RAW_TLS, rate(RAW_TLS)),
+        (ICEFALL_TLS, rate(ICEFALL_TLS)),
     ] {
+        if rate.is_nan() {
+            continue;
+        }
         println!(
             "| {tool} | {rate:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} |",
             rate / raw,
@@ -250,4 +344,14 @@ fn main() {
         icefall / raw,
         icefall / python
     );
+    if tls.is_ok() {
+        println!(
+            "over TLS: icefall {:.0} of plaintext's {icefall:.0} records/s ({:.2}), {:.2} of the TLS raw fetch; CPU s per M records {:.2} vs {:.2}",
+            rate(ICEFALL_TLS),
+            rate(ICEFALL_TLS) / icefall,
+            rate(ICEFALL_TLS) / rate(RAW_TLS),
+            cpu(ICEFALL_TLS),
+            cpu(ICEFALL)
+        );
+    }
 }
