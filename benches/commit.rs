@@ -72,9 +72,13 @@ fn main() {
             storage.write(&path, f.to_bytes()).await.expect("upload");
             let df = data_file(path, size, &f.metadata, &table_schema, 0).expect("data file");
             let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);
+            let prior = match epoch {
+                0 => Offsets::new(),
+                _ => Offsets::from([(0, (epoch * 1_000) as i64)]),
+            };
             let t = Instant::now();
             committer
-                .commit(epoch, vec![df], &offsets, Vec::new())
+                .commit(epoch, vec![df], Some(&prior), &offsets, Vec::new())
                 .await
                 .expect("commit");
             let us = t.elapsed().as_micros().max(1) as u64;

@@ -137,7 +137,7 @@ async fn replay_async(
     let extra =
         commit::ledger_entries(&files, LedgerKind::Replayed, &cfg.topic, &todo, &run_id).await?;
     let done = committer
-        .commit(epoch, data_files, &Offsets::new(), extra)
+        .commit(epoch, data_files, None, &Offsets::new(), extra)
         .await?;
     summary.snapshot = done.snapshot_id;
     tracing::info!(

@@ -1,6 +1,7 @@
 //! Two icefall processes on disjoint partitions of one topic commit concurrently to the same table
 //! and catalog: both progress, no commit is lost (every record is in the table once), and the
-//! newest snapshot carries the offsets of all partitions.
+//! newest snapshot carries the offsets of all partitions; two on the same partitions: one is
+//! fenced, none duplicates.
 
 mod common;
 
@@ -103,4 +104,69 @@ fn disjoint_writers_share_a_table_without_losing_commits() {
         "newest snapshot carries every partition: {offsets:?}"
     );
     assert_eq!(offsets, per_partition);
+}
+
+/// Two writers on the same partitions (a misconfiguration, or a member that lost its partitions
+/// and does not know it yet): the first to commit wins, the other's commit is fenced (exit 8,
+/// naming the partition and both offsets), and the table holds every record once.
+#[test]
+fn overlapping_writers_are_fenced_and_never_duplicate() {
+    const N: u64 = 20_000;
+    let broker = Broker::start();
+    broker.create_topic("events", 8);
+    broker.produce("events", N, 1_000);
+    let wh = tempfile::tempdir().unwrap();
+    let w = wh.path().to_str().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut args = base_args(&broker.addr, "events", w);
+            args.extend(["--commit-interval", "100ms", "--fetch-max-bytes", "32KiB"]);
+            args.extend([
+                "--debug-slow-shard",
+                "0:20ms",
+                "--commit-retry-base",
+                "10ms",
+            ]);
+            args.extend(["--commit-retries", "50", "--stop-at-end"]);
+            spawn_icefall(&args)
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+    let fenced: Vec<_> = outs.iter().filter(|o| o.status.code() == Some(8)).collect();
+    let done: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert!(
+        fenced.len() == 1 && done.len() == 1,
+        "exit codes {codes:?}: {}",
+        outs.iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    let stderr = String::from_utf8_lossy(&fenced[0].stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("another writer moved its partitions"))
+        .unwrap_or_else(|| panic!("no fencing line in:\n{stderr}"));
+    assert!(
+        line.contains("is at") && line.contains("partition") && line.contains("not committed"),
+        "{line}"
+    );
+
+    let (view, files) = read_table(wh.path(), "ns.events");
+    let shape = sample::Shape {
+        keys: 1_000,
+        ..Default::default()
+    };
+    assert_eq!(
+        verify_sample(&files, &shape, N) as u64,
+        N,
+        "every record once"
+    );
+    let offsets =
+        icefall::offsets::decode_offsets(&view.summary["icefall.offsets.events"]).unwrap();
+    assert_eq!(offsets.values().sum::<i64>(), N as i64);
 }

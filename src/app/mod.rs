@@ -60,7 +60,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// 2: bad flags or placement; 3: Kafka; 4: storage; 5: catalog or table; 1: anything else.
+    /// 2: bad flags or placement; 3: Kafka; 4: storage; 5: catalog or table; 7: an undecodable
+    /// record; 8: fenced by another writer; 1: anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) => 2,
@@ -71,6 +72,7 @@ impl Error {
             ) => 2,
             Error::Runtime(_) => 1,
             Error::Source(_) | Error::Sink(SinkError::DeadLetterTopic { .. }) => 3,
+            Error::Sink(SinkError::Fenced { .. }) => 8,
             Error::Sink(SinkError::Undecodable { .. })
             | Error::Shard(ShardError::Sink(SinkError::Undecodable { .. })) => 7,
             Error::Sink(e) | Error::Shard(ShardError::Sink(e)) => {

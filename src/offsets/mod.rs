@@ -11,8 +11,10 @@ use std::sync::Arc;
 
 use crate::record::{Offsets, Progress};
 
+mod fence;
 mod ledger;
 
+pub use fence::{Moved, fence};
 pub use ledger::Ranges;
 
 pub const OFFSETS_PREFIX: &str = "icefall.offsets.";

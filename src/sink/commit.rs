@@ -390,13 +390,52 @@ impl Committer {
         &self.topic
     }
 
+    /// Refuses the epoch (`SinkError::Fenced`) when a partition of `ours` is no longer where this
+    /// writer left it (`prior`) in the table as it stands now (see [`offsets::fence`]).
+    fn fence(
+        &self,
+        epoch: u64,
+        prior: &Offsets,
+        base: &Offsets,
+        ours: &Offsets,
+    ) -> Result<(), SinkError> {
+        let moved = offsets::fence(base, prior, ours);
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let moved: Vec<String> = moved.iter().map(ToString::to_string).collect();
+        Err(SinkError::Fenced {
+            table: self.ident.to_string(),
+            topic: self.topic.clone(),
+            epoch,
+            moved: moved.join("; "),
+        })
+    }
+
+    /// Loads the table and checks the fence before anything of the epoch is written elsewhere
+    /// (the dead letters); the commit checks it again against the table it commits on.
+    pub async fn check_fence(
+        &mut self,
+        epoch: u64,
+        prior: &Offsets,
+        ours: &Offsets,
+    ) -> Result<(), SinkError> {
+        self.reload().await?;
+        let base = checkpoint(&self.table, &self.topic)?
+            .map(|c| c.offsets)
+            .unwrap_or_default();
+        self.fence(epoch, prior, &base, ours)
+    }
+
     /// Appends `files` and this writer's `ours` offsets (other partitions carried forward) as one
     /// snapshot, with `extra` summary entries (the drop ledger). Retries conflicts and transient
-    /// failures; never commits the same epoch twice.
+    /// failures; never commits the same epoch twice. With `prior` (this writer's offsets in the
+    /// table before the epoch) every attempt is fenced against the table it commits on.
     pub async fn commit(
         &mut self,
         epoch: u64,
         files: Vec<DataFile>,
+        prior: Option<&Offsets>,
         ours: &Offsets,
         extra: Vec<(String, String)>,
     ) -> Result<Committed, SinkError> {
@@ -415,6 +454,9 @@ impl Committer {
             let base = checkpoint(&self.table, &self.topic)?
                 .map(|c| c.offsets)
                 .unwrap_or_default();
+            if let Some(prior) = prior {
+                self.fence(epoch, prior, &base, ours)?;
+            }
             let merged = offsets::merge(&base, ours);
             let mut props = HashMap::from([
                 (

@@ -70,6 +70,15 @@ pub enum SinkError {
         #[source]
         source: Box<iceberg::Error>,
     },
+    #[error(
+        "epoch {epoch} of {topic} is not committed to {table}: another writer moved its partitions ({moved}); its files are not added and the table keeps that writer's records"
+    )]
+    Fenced {
+        table: String,
+        topic: String,
+        epoch: u64,
+        moved: String,
+    },
     #[error("producing dead letters to topic {topic} failed: {reason}")]
     DeadLetterTopic { topic: String, reason: String },
     #[error("reading the checkpoint: {0}")]

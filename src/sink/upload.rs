@@ -269,13 +269,15 @@ impl IoRole {
                 dead_rows.insert(epoch, dead_count + epoch_letters.len() as u64);
                 let dropped = ready.dropped;
                 stats.dropped_ranges += dropped.range_count() as u64;
+                let prior = tracker.committed().clone();
                 let name = format!("{epoch:08}-{}", uuid::Uuid::new_v4().simple());
                 let table_files = files.clone();
                 committing = Some(Box::pin(async move {
                     let r = async {
                         // Dead letters first: once the table's offsets pass them they must be in.
                         if let Some(dead) = c.dead.as_mut().filter(|_| !dead_files.is_empty()) {
-                            dead.commit(epoch, dead_files, &offsets, Vec::new()).await?;
+                            c.table.check_fence(epoch, &prior, &offsets).await?;
+                            dead.commit(epoch, dead_files, None, &offsets, Vec::new()).await?;
                             if c.die_after_dead_commit {
                                 tracing::warn!(epoch, "--debug-die-after-dlq-commit: exiting before the table's commit");
                                 std::process::exit(137);
@@ -307,7 +309,7 @@ impl IoRole {
                                 extra.push((offsets::dead_letter_offsets_key(producer.topic()), offsets::encode_offsets(ends)));
                             }
                         }
-                        c.table.commit(epoch, data_files, &offsets, extra).await
+                        c.table.commit(epoch, data_files, Some(&prior), &offsets, extra).await
                     }
                     .await;
                     (c, epoch, offsets, r)
