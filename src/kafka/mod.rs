@@ -7,6 +7,7 @@
 //! decoder (kafka-protocol's collapses duplicate header keys and trusts counts). It knows no
 //! shard, router, table or storage: callers get offsets, spans and shared buffers.
 
+pub mod assign;
 pub mod batch;
 pub mod client;
 pub mod codec;
