@@ -15,6 +15,7 @@ pub mod conn;
 pub mod encode;
 pub mod error;
 pub mod fetch;
+pub mod group;
 pub mod produce;
 pub mod sasl;
 pub mod session;
