@@ -38,6 +38,12 @@ fn our_max(api_key: i16) -> i16 {
         18 => 3, // ApiVersions
         36 => 2, // SaslAuthenticate (v1+: session lifetime)
         22 => 4, // InitProducerId
+        8 => 8,  // OffsetCommit (v8: flexible; v9 is KIP-848's)
+        10 => 4, // FindCoordinator (v4: batched keys)
+        11 => 9, // JoinGroup
+        12 => 4, // Heartbeat
+        13 => 5, // LeaveGroup
+        14 => 5, // SyncGroup
         _ => 0,
     }
 }
@@ -412,6 +418,12 @@ pub fn api_name(key: i16) -> &'static str {
         18 => "ApiVersions",
         36 => "SaslAuthenticate",
         22 => "InitProducerId",
+        8 => "OffsetCommit",
+        10 => "FindCoordinator",
+        11 => "JoinGroup",
+        12 => "Heartbeat",
+        13 => "LeaveGroup",
+        14 => "SyncGroup",
         _ => "a request",
     }
 }

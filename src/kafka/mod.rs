@@ -12,6 +12,7 @@ pub mod batch;
 pub mod client;
 pub mod codec;
 pub mod conn;
+pub mod coordinator;
 pub mod encode;
 pub mod error;
 pub mod fetch;
