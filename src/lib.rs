@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod record;
 pub mod replay;
+pub mod report;
 pub mod routing;
 pub mod runtime;
 pub mod secret;

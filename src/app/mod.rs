@@ -102,20 +102,7 @@ pub enum Input {
     Memory(MemoryInput),
 }
 
-/// The error and its causes on one line.
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !line.contains(&s) {
-            line.push_str(": ");
-            line.push_str(&s);
-        }
-        cur = e.source();
-    }
-    line.replace('\n', " ")
-}
+pub use crate::report::one_line;
 
 /// Runs the pipeline to the end (or to a stop signal) and returns what it did.
 pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {

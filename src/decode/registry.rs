@@ -59,7 +59,7 @@ pub async fn subject_versions(registry: &Registry, topic: &str) -> Result<AvroSc
     }
     let client = builder
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
+        .map_err(|e| format!("cannot build the HTTP client: {}", chain(e)))?;
     let base = format!("{}/subjects/{topic}-value/versions", registry.url);
     let get = |v: String| {
         let mut request = client.get(format!("{base}/{v}"));
@@ -71,7 +71,7 @@ pub async fn subject_versions(registry: &Registry, topic: &str) -> Result<AvroSc
             let r = request
                 .send()
                 .await
-                .map_err(|e| format!("GET {at}: {}", chain(&e)))?;
+                .map_err(|e| format!("GET {at}: {}", chain(e)))?;
             let status = r.status();
             if status == reqwest::StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -79,7 +79,7 @@ pub async fn subject_versions(registry: &Registry, topic: &str) -> Result<AvroSc
             let body = r
                 .text()
                 .await
-                .map_err(|e| format!("GET {at}: {}", chain(&e)))?;
+                .map_err(|e| format!("GET {at}: {}", chain(e)))?;
             if !status.is_success() {
                 return Err(format!(
                     "GET {at}: HTTP {status}{}",
@@ -119,27 +119,8 @@ fn refusal_hint(status: reqwest::StatusCode, body: &str) -> String {
     }
 }
 
-/// An error and its causes, `: `-joined, without the URL reqwest adds (the caller names it).
-fn chain(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let mut out = match e.url() {
-        Some(_) => {
-            let mut bare = format!("{e}");
-            if let Some(i) = bare.find(" for url (") {
-                bare.truncate(i);
-            }
-            bare
-        }
-        None => e.to_string(),
-    };
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
+/// An error and its causes on one line, without the URL reqwest adds (the caller names it, its
+/// credentials taken out).
+fn chain(e: reqwest::Error) -> String {
+    crate::report::one_line(&e.without_url())
 }
