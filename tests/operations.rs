@@ -10,6 +10,41 @@ use common::{
     logged_http_addr, metric_sum, read_table, repo, spawn_icefall_logged, wait_for_committed,
 };
 
+/// Every metric the shipped Grafana dashboard queries is one `/metrics` serves (`text`).
+fn dashboard_queries_are_served(text: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/icefall.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
+    let mut names = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("icefall_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.push(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(
+        names.len() >= 10,
+        "the dashboard queries icefall's metrics: {names:?}"
+    );
+    for name in names {
+        let served = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(
+            served,
+            "the dashboard queries {name}, which /metrics does not serve"
+        );
+    }
+}
+
 /// Scrapes until `done` holds for the metrics text, returning every scrape.
 fn scrape_until(addr: &str, within: Duration, done: impl Fn(&str) -> bool) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -83,6 +118,7 @@ fn metrics_show_records_and_commits_grow_and_lag_reach_zero() {
     assert!(metric_sum(last, "icefall_commit_duration_seconds_count") >= 2.0);
     assert!(metric_sum(last, "icefall_commits_total") >= 2.0);
     assert!(last.contains("icefall_queue_depth{shard=\"0\""), "{last}");
+    dashboard_queries_are_served(last);
 
     let (code, body) = http_get(&addr, "/ready");
     assert_eq!(code, 200, "{body}");
