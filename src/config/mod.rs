@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::routing::overload::OverloadMode;
 
 mod formats;
+pub mod group;
 pub mod kafka;
 pub mod layers;
 pub mod registry;
