@@ -37,6 +37,7 @@ const BARRIER_SLOTS: usize = 8;
 const FILE_RING: usize = 4;
 
 mod dead_letters;
+mod group;
 mod setup;
 
 pub(crate) use setup::{
@@ -104,13 +105,27 @@ pub enum Input {
 
 pub use crate::report::one_line;
 
-/// Runs the pipeline to the end (or to a stop signal) and returns what it did.
+/// Runs the pipeline to the end (or to a stop signal) and returns what it did. With `--group`,
+/// as a consumer-group member: one pipeline per generation, over the partitions it is assigned.
 pub fn run(cfg: RunConfig, control: Arc<Control>) -> Result<RunSummary, Error> {
-    run_with(cfg, control, Input::Kafka)
+    match cfg.group.clone() {
+        Some(group) => group::run(cfg, group, control),
+        None => run_with(cfg, control, Input::Kafka),
+    }
 }
 
 /// [`run`], with the records from `input`.
 pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<RunSummary, Error> {
+    pipeline(cfg, control, input, &|_| {})
+}
+
+/// One run of the pipeline; `publish` is handed its live view once the roles are planned.
+fn pipeline(
+    cfg: RunConfig,
+    control: Arc<Control>,
+    input: Input,
+    publish: &dyn Fn(Arc<Live>),
+) -> Result<RunSummary, Error> {
     let started = Instant::now();
     let online = runtime::online_cores()?;
     let placement = runtime::place(
@@ -270,6 +285,7 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         io_cpu: placement.io,
         io: Live::new_io(start_offsets.clone()),
     });
+    publish(live.clone());
     let listener = match cfg.http_addr {
         Some(addr) => Some(listen(addr)?),
         None => None,
@@ -375,7 +391,10 @@ pub fn run_with(cfg: RunConfig, control: Arc<Control>, input: Input) -> Result<R
         let source_cfg = source_cfg.clone();
         runtime::spawn_tokio("io", placement.io, move || async move {
             if let Some(l) = listener {
-                runtime::detach(crate::metrics::http::serve(l, live.clone()));
+                runtime::detach(crate::metrics::http::serve(
+                    l,
+                    crate::metrics::http::Served::Run(live.clone()),
+                ));
             }
             if let Some(every) = progress {
                 runtime::detach(crate::metrics::http::progress(live.clone(), every));

@@ -12,13 +12,27 @@ const MAX_INSTANCE_ID: usize = 249;
 /// The wait before a refused JoinGroup or SyncGroup is sent again.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Raw group settings, as given.
-#[derive(Debug, Clone)]
+/// Raw group settings, as given (flattened into `icefall run`'s flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct GroupArgs {
+    /// Join this Kafka consumer group and read the partitions it assigns (classic protocol,
+    /// sticky assignment); the group's offsets are committed after every Iceberg commit, for
+    /// lag tools. Without it: the static mode (`--partitions`, or all).
+    #[arg(long)]
     pub group: Option<String>,
+    /// Static membership (KIP-345), e.g. the pod's name: a member restarting with the same id
+    /// within --session-timeout gets its partitions back without a rebalance.
+    #[arg(long)]
     pub instance_id: Option<String>,
+    /// With --group: the coordinator gives a silent member's partitions away after this.
+    #[arg(long, default_value = "45s")]
     pub session_timeout: String,
+    /// With --group: how often the member tells the coordinator it is alive.
+    #[arg(long, default_value = "3s")]
     pub heartbeat_interval: String,
+    /// With --group: how long a rebalance waits for members to finish and commit what they
+    /// routed of the partitions they give up.
+    #[arg(long, default_value = "60s")]
     pub rebalance_timeout: String,
 }
 
@@ -72,6 +86,21 @@ impl GroupArgs {
             heartbeat_interval,
             retry_backoff: RETRY_BACKOFF,
         }))
+    }
+}
+
+impl super::RunArgs {
+    /// `--group`'s settings; the group assigns the partitions, so `--partitions` conflicts.
+    pub(super) fn group_config(&self, topic: &str) -> Result<Option<GroupConfig>, ConfigError> {
+        let cfg = self.group.validate(topic)?;
+        if let (Some(_), Some(p)) = (&cfg, &self.partitions) {
+            return Err(ConfigError::invalid(
+                "--partitions",
+                p,
+                "cannot be used with --group: the group assigns the partitions",
+            ));
+        }
+        Ok(cfg)
     }
 }
 

@@ -295,6 +295,8 @@ pub struct RunArgs {
     /// status line is redrawn every second); `0s` turns it off.
     #[arg(long, default_value = "10s")]
     pub progress_interval: String,
+    #[command(flatten)]
+    pub group: group::GroupArgs,
 }
 
 /// Everything `icefall run` needs, validated.
@@ -350,6 +352,8 @@ pub struct RunConfig {
     pub log_format: LogFormat,
     /// `None`: no periodic progress line.
     pub progress_interval: Option<Duration>,
+    /// `--group`: the consumer-group member's settings; `None`: the static mode.
+    pub group: Option<crate::kafka::group::GroupConfig>,
 }
 
 /// Where records that cannot be decoded go.
@@ -542,6 +546,7 @@ impl RunArgs {
             &self.max_record_bytes,
             "must be positive",
         )?;
+        let group = self.group_config(&topic)?;
         Ok(RunConfig {
             brokers,
             topic,
@@ -597,6 +602,7 @@ impl RunArgs {
             http_addr,
             log_format: field("--log-format", &self.log_format)?,
             progress_interval: (!progress_interval.is_zero()).then_some(progress_interval),
+            group,
         })
     }
 }

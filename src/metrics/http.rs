@@ -10,13 +10,68 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::expose;
+use super::group::GroupLive;
 use super::live::Live;
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The response to `method path`: status line, content type, body.
+/// What the server shows: one run's pipeline, or a group member with the pipeline of its current
+/// generation (none while it rebalances).
+#[derive(Debug, Clone)]
+pub enum Served {
+    Run(Arc<Live>),
+    Group(Arc<GroupLive>),
+}
+
+/// The response to `method path` for one run: status line, content type, body.
 pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static str, String) {
+    answer(
+        method,
+        path,
+        || expose::prometheus(live),
+        || live.ready(),
+        || expose::status(live),
+    )
+}
+
+/// [`respond`] for a group member: the pipeline's view (if one runs) and the group's.
+pub fn respond_group(
+    g: &GroupLive,
+    method: &str,
+    path: &str,
+) -> (&'static str, &'static str, String) {
+    let live = g.current();
+    answer(
+        method,
+        path,
+        || {
+            let mut out = live.as_deref().map(expose::prometheus).unwrap_or_default();
+            g.prometheus(&mut out);
+            out
+        },
+        || match &live {
+            Some(l) => l.ready(),
+            None => Err("rebalancing: no partitions held yet".into()),
+        },
+        || {
+            let mut v = live
+                .as_deref()
+                .map(expose::status)
+                .unwrap_or_else(|| serde_json::json!({}));
+            v["group"] = g.status();
+            v
+        },
+    )
+}
+
+fn answer(
+    method: &str,
+    path: &str,
+    metrics: impl FnOnce() -> String,
+    ready: impl FnOnce() -> Result<(), String>,
+    status: impl FnOnce() -> serde_json::Value,
+) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", TEXT, "GET or HEAD only\n".into());
@@ -25,10 +80,10 @@ pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            expose::prometheus(live),
+            metrics(),
         ),
         "/health" => ("200 OK", TEXT, "ok\n".into()),
-        "/ready" => match live.ready() {
+        "/ready" => match ready() {
             Ok(()) => ("200 OK", TEXT, "ready\n".into()),
             Err(why) => (
                 "503 Service Unavailable",
@@ -37,7 +92,7 @@ pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static
             ),
         },
         "/status" => {
-            let mut body = serde_json::to_string_pretty(&expose::status(live))
+            let mut body = serde_json::to_string_pretty(&status())
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
             body.push('\n');
             ("200 OK", "application/json", body)
@@ -50,7 +105,7 @@ pub fn respond(live: &Live, method: &str, path: &str) -> (&'static str, &'static
     }
 }
 
-async fn handle(mut stream: TcpStream, live: Arc<Live>) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, served: Served) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let head = tokio::time::timeout(READ_TIMEOUT, async {
@@ -75,7 +130,10 @@ async fn handle(mut stream: TcpStream, live: Arc<Live>) -> std::io::Result<()> {
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut first = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
-    let (status, kind, body) = respond(&live, method, path);
+    let (status, kind, body) = match &served {
+        Served::Run(live) => respond(live, method, path),
+        Served::Group(g) => respond_group(g, method, path),
+    };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -90,7 +148,7 @@ async fn handle(mut stream: TcpStream, live: Arc<Live>) -> std::io::Result<()> {
 
 /// Serves until the runtime it runs on shuts down. `listener` was bound (and its address
 /// logged) before the run started, so a taken port fails the run at once.
-pub async fn serve(listener: std::net::TcpListener, live: Arc<Live>) {
+pub async fn serve(listener: std::net::TcpListener, served: Served) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -101,9 +159,9 @@ pub async fn serve(listener: std::net::TcpListener, live: Arc<Live>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let live = live.clone();
+                let served = served.clone();
                 crate::runtime::detach(async move {
-                    if let Err(e) = handle(stream, live).await {
+                    if let Err(e) = handle(stream, served).await {
                         tracing::debug!(error = %e, "http: connection failed");
                     }
                 });

@@ -8,6 +8,7 @@
 //! touches a contended cache line. Knows nothing of Kafka, shards' encoding or storage.
 
 pub mod expose;
+pub mod group;
 pub mod http;
 pub mod live;
 
@@ -226,6 +227,39 @@ impl RunSummary {
             self.records as f64 / self.seconds
         } else {
             0.0
+        }
+    }
+
+    /// Adds a later run of the same process (a group member's next generation). Counts add up;
+    /// percentiles keep the higher of the two (an upper bound, not a merged quantile).
+    pub fn absorb(&mut self, o: &RunSummary) {
+        let (a, b) = (self, o);
+        a.records += b.records;
+        a.payload_bytes += b.payload_bytes;
+        a.files += b.files;
+        a.streamed_files += b.streamed_files;
+        a.file_bytes += b.file_bytes;
+        a.rows_written += b.rows_written;
+        a.commits += b.commits;
+        a.commit_attempts += b.commit_attempts;
+        a.commit_p50_ms = a.commit_p50_ms.max(b.commit_p50_ms);
+        a.commit_p99_ms = a.commit_p99_ms.max(b.commit_p99_ms);
+        a.latency_p50_ms = a.latency_p50_ms.max(b.latency_p50_ms);
+        a.latency_p99_ms = a.latency_p99_ms.max(b.latency_p99_ms);
+        add(&mut a.per_partition, &b.per_partition);
+        add(&mut a.per_shard, &b.per_shard);
+        a.dropped += b.dropped;
+        add(&mut a.dropped_per_partition, &b.dropped_per_partition);
+        add(&mut a.dropped_per_shard, &b.dropped_per_shard);
+        a.dead_letters += b.dead_letters;
+        a.dead_letters_skipped += b.dead_letters_skipped;
+        a.unknown_fields += b.unknown_fields;
+        a.columns_added += b.columns_added;
+        for (i, d) in b.max_queue_depth.iter().enumerate() {
+            match a.max_queue_depth.get_mut(i) {
+                Some(x) => *x = (*x).max(*d),
+                None => a.max_queue_depth.push(*d),
+            }
         }
     }
 

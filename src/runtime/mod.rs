@@ -79,6 +79,11 @@ impl Control {
         self.stop.clone()
     }
 
+    /// Graceful stop, as a signal does: stop fetching, commit what was routed.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     pub fn abort(&self) {
         self.abort.store(true, Ordering::Release);
     }

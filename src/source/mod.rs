@@ -86,6 +86,8 @@ pub enum SourceError {
         last: i64,
         high_watermark: i64,
     },
+    #[error(transparent)]
+    Group(#[from] crate::kafka::group::GroupError),
     #[error("fetch core {fetch_core}: shard core {shard_core} stopped taking records")]
     ShardGone {
         fetch_core: usize,
