@@ -139,6 +139,9 @@ impl Member {
                 continue;
             };
             let action = m.poll(now);
+            if !matches!(action, Action::WaitUntil(_)) {
+                tracing::debug!(?action, "group");
+            }
             match c
                 .perform(&mut m, action, self.group.rebalance_timeout)
                 .await
@@ -200,6 +203,7 @@ impl Member {
             member = m.member_id(),
             generation,
             ?partitions,
+            leader = m.is_leader(),
             rebalance_ms = took.as_millis() as u64,
             "generation {generation}: holding partitions {partitions:?}"
         );

@@ -107,6 +107,7 @@ impl Coordinator {
     ) -> Result<(), KafkaError> {
         let v = self.conn.version::<JoinGroupRequest>()?;
         let r = self.conn.call(req, v, wait).await?;
+        tracing::debug!(error = r.error_code, generation = r.generation_id, leader = %r.leader, member = %r.member_id, members = r.members.len(), "JoinGroup answered");
         m.on_join(Instant::now(), &r);
         Ok(())
     }
@@ -119,6 +120,7 @@ impl Coordinator {
     ) -> Result<(), KafkaError> {
         let v = self.conn.version::<SyncGroupRequest>()?;
         let r = self.conn.call(req, v, wait).await?;
+        tracing::debug!(error = r.error_code, "SyncGroup answered");
         m.on_sync(Instant::now(), &r);
         Ok(())
     }

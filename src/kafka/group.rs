@@ -110,6 +110,8 @@ pub struct Membership {
     /// What it held in `owned_generation`, sent as its claim at the next join.
     claim: Vec<i32>,
     owned_generation: i32,
+    /// This member assigned the current generation's partitions.
+    leader: bool,
     /// The last heartbeat (or sync) the coordinator accepted.
     alive_at: Instant,
     state: State,
@@ -129,6 +131,7 @@ impl Membership {
             owned: Vec::new(),
             claim: Vec::new(),
             owned_generation: -1,
+            leader: false,
             alive_at: now,
             state: State::Join(now),
         }
@@ -140,6 +143,12 @@ impl Membership {
     pub fn generation(&self) -> i32 {
         self.generation
     }
+
+    /// This member made the current generation's assignment.
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
     pub fn owned(&self) -> &[i32] {
         &self.owned
     }
@@ -273,7 +282,8 @@ impl Membership {
             None => {
                 self.member_id = r.member_id.to_string();
                 self.generation = r.generation_id;
-                let assignments = match r.leader == r.member_id {
+                self.leader = r.leader == r.member_id;
+                let assignments = match self.leader {
                     true => self.lead(r),
                     false => Ok(Vec::new()),
                 };
