@@ -10,41 +10,6 @@ use common::{
     logged_http_addr, metric_sum, read_table, repo, spawn_icefall_logged, wait_for_committed,
 };
 
-/// Every metric the shipped Grafana dashboard queries is one `/metrics` serves (`text`).
-fn dashboard_queries_are_served(text: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/icefall.json");
-    let dash: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
-    let mut names = Vec::new();
-    for panel in dash["panels"].as_array().expect("panels") {
-        for target in panel["targets"].as_array().expect("targets") {
-            let expr = target["expr"].as_str().expect("expr");
-            let mut rest = expr;
-            while let Some(at) = rest.find("icefall_") {
-                let tail = &rest[at..];
-                let end = tail
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(tail.len());
-                names.push(tail[..end].to_string());
-                rest = &tail[end..];
-            }
-        }
-    }
-    assert!(
-        names.len() >= 10,
-        "the dashboard queries icefall's metrics: {names:?}"
-    );
-    for name in names {
-        let served = text
-            .lines()
-            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
-        assert!(
-            served,
-            "the dashboard queries {name}, which /metrics does not serve"
-        );
-    }
-}
-
 /// Scrapes until `done` holds for the metrics text, returning every scrape.
 fn scrape_until(addr: &str, within: Duration, done: impl Fn(&str) -> bool) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -118,7 +83,8 @@ fn metrics_show_records_and_commits_grow_and_lag_reach_zero() {
     assert!(metric_sum(last, "icefall_commit_duration_seconds_count") >= 2.0);
     assert!(metric_sum(last, "icefall_commits_total") >= 2.0);
     assert!(last.contains("icefall_queue_depth{shard=\"0\""), "{last}");
-    dashboard_queries_are_served(last);
+    // The group panels are served by `--group` members (tests/scale_out checks those).
+    common::dashboard_queries_are_served(last, false);
 
     let (code, body) = http_get(&addr, "/ready");
     assert_eq!(code, 200, "{body}");
@@ -351,5 +317,109 @@ fn a_drain_that_outlives_the_drain_timeout_exits_6() {
     assert!(
         text.contains("icefall: error: --drain-timeout 1s"),
         "{text}"
+    );
+}
+
+/// deploy/kubernetes/icefall.yaml parses, its container's flags are ones `icefall config check`
+/// accepts, and its probes, port and scrape settings are where icefall serves them.
+#[test]
+fn kubernetes_example_matches_icefalls_flags_and_endpoints() {
+    let path = repo().join("deploy/kubernetes/icefall.yaml");
+    let py = common::python_with("yaml");
+    let json = common::python_stdout(
+        &py,
+        &[
+            "-c",
+            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+            path.to_str().expect("utf-8 path"),
+        ],
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_str(&json).expect("YAML as JSON");
+    let set = docs
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("a StatefulSet");
+    let pod = &set["spec"]["template"];
+    let c = &pod["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("no --{name} in {args:?}"))
+    };
+    assert_eq!(flag("instance-id"), "$(POD_NAME)");
+    let env = c["env"].as_array().expect("env");
+    let pod_name = env
+        .iter()
+        .find(|e| e["name"] == "POD_NAME")
+        .expect("POD_NAME");
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    // The port icefall listens on, the probes and the scrape settings agree.
+    let port: u16 = flag("http-addr")
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("a port");
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/health");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], port);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], port);
+    let notes = &pod["metadata"]["annotations"];
+    assert_eq!(notes["prometheus.io/port"], port.to_string());
+    assert_eq!(notes["prometheus.io/path"], "/metrics");
+    // Its flags and variables are icefall's: `config check` accepts them, and the default port
+    // is the example's.
+    let mut check = icefall_command();
+    check.args(["config", "check"]);
+    check.args(
+        args[1..]
+            .iter()
+            .map(|a| a.replace("$(POD_NAME)", "icefall-0")),
+    );
+    for e in env.iter().filter(|e| e["value"].is_string()) {
+        check.env(
+            e["name"].as_str().expect("name"),
+            e["value"].as_str().expect("value"),
+        );
+    }
+    check.env("ICEFALL_CATALOG", "postgres://icefall@db/catalog");
+    check.env_remove("ICEFALL_HTTP_ADDR");
+    let out = check.output().expect("config check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("instance-id = \"icefall-0\""), "{text}");
+    let defaults = icefall_command()
+        .args(["config", "check", "--brokers", "k:9092", "--topic", "t"])
+        .args(["--warehouse", "/tmp/w", "--table", "a.b"])
+        .env_remove("ICEFALL_HTTP_ADDR")
+        .output()
+        .expect("config check");
+    let defaults = String::from_utf8_lossy(&defaults.stdout);
+    assert!(
+        defaults.contains(&format!("http-addr = \"127.0.0.1:{port}\"")),
+        "the default port is the example's {port}: {defaults}"
+    );
+    let grace = pod["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace");
+    let drain: u64 = flag("drain-timeout")
+        .trim_end_matches('s')
+        .parse()
+        .expect("seconds");
+    assert!(
+        grace > drain,
+        "the pod's grace {grace}s outlasts the drain {drain}s"
     );
 }

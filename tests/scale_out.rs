@@ -385,6 +385,16 @@ fn a_member_paused_past_its_session_is_fenced_when_it_resumes() {
     );
     // It rejoins, the two share the topic again, and the run ends with every record once.
     settled(&[&zombie, &b]);
+    // A member serves every metric of the dashboard's panels, the group's included.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let (_, metrics) = common::http_get(&addr, "/metrics");
+        if metrics.contains("icefall_records_total{") || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    common::dashboard_queries_are_served(&metrics, true);
     assert!(
         producer.wait().expect("loadgen").success(),
         "loadgen failed"

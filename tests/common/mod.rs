@@ -1025,3 +1025,51 @@ pub fn fetch_answer(
     }
     bytes::Bytes::from(out)
 }
+
+/// What only a `--group` member serves.
+const GROUP_METRICS: [&str; 5] = [
+    "icefall_rebalances_total",
+    "icefall_rebalance_seconds_total",
+    "icefall_fenced_commits_total",
+    "icefall_group_generation",
+    "icefall_group_assigned_partitions",
+];
+
+/// Every metric the shipped Grafana dashboard queries is one `/metrics` serves (`text`); the
+/// group panels' only when `group`.
+pub fn dashboard_queries_are_served(text: &str, group: bool) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/icefall.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("dashboard is JSON");
+    let mut names = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("icefall_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.push(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(
+        names.len() >= 15,
+        "the dashboard queries icefall's metrics: {names:?}"
+    );
+    for name in names {
+        if !group && GROUP_METRICS.contains(&name.as_str()) {
+            continue;
+        }
+        let served = text
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(
+            served,
+            "the dashboard queries {name}, which /metrics does not serve"
+        );
+    }
+}
