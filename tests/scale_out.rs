@@ -28,8 +28,6 @@ impl Member {
         args.extend([
             "--group",
             "sink",
-            "--session-timeout",
-            "6s",
             "--heartbeat-interval",
             "300ms",
             "--rebalance-timeout",
@@ -39,6 +37,9 @@ impl Member {
             "--progress-interval",
             "0s",
         ]);
+        if !extra.contains(&"--session-timeout") {
+            args.extend(["--session-timeout", "6s"]);
+        }
         args.extend(extra);
         args.extend(cores.iter().map(String::as_str));
         let (child, log) = common::spawn_icefall_logged(&args);
@@ -414,4 +415,54 @@ fn a_member_paused_past_its_session_is_fenced_when_it_resumes() {
         ..Default::default()
     };
     assert_eq!(verify_sample(&files, &shape, records) as u64, records);
+}
+
+#[test]
+fn a_static_member_restarting_within_its_session_gets_its_partitions_back() {
+    let broker = Broker::start();
+    broker.create_topic("events", PARTITIONS as u32);
+    broker.produce("events", 20_000, 1_000);
+    let wh = tempfile::tempdir().expect("warehouse");
+    let w = wh.path().to_str().expect("utf-8 path");
+    let static_member = |name, id| {
+        Member::start(
+            name,
+            &broker.addr,
+            w,
+            &["--instance-id", id, "--session-timeout", "20s"],
+        )
+    };
+    let a = static_member("a", "pod-0");
+    let b = static_member("b", "pod-1");
+    let (generation, _) = settled(&[&a, &b]);
+    let held = b.holdings().last().cloned().expect("b holds");
+    let b_log = b.stop();
+    assert!(
+        !b_log.contains("leaving the group"),
+        "a static member does not leave: {b_log}"
+    );
+    let b = static_member("b", "pod-1");
+    let (again, _) = settled(&[&a, &b]);
+    assert_eq!(again, generation, "no rebalance: the same generation");
+    assert_eq!(b.holdings().last(), Some(&held), "the same partitions");
+    assert!(
+        !a.log().contains("giving up partitions"),
+        "the other member never gave anything up:\n{}",
+        a.log()
+    );
+    common::wait_for_committed(
+        wh.path(),
+        "ns.events",
+        "events",
+        20_000,
+        Duration::from_secs(60),
+    );
+    a.stop();
+    b.stop();
+    let (_, files) = read_table(wh.path(), "ns.events");
+    let shape = sample::Shape {
+        keys: 1_000,
+        ..Default::default()
+    };
+    assert_eq!(verify_sample(&files, &shape, 20_000), 20_000);
 }
