@@ -64,7 +64,9 @@ fn member(broker: &str, warehouse: &str, group: &str, extra: &[&str]) -> Member 
 /// The member's newest holding: (generation, partitions, leader).
 fn holding(m: &Member) -> Option<(i32, Vec<i32>, bool)> {
     let log = m.log.lock().expect("log").clone();
-    let line = log.lines().rfind(|l| l.contains(": holding partitions ["))?;
+    let line = log
+        .lines()
+        .rfind(|l| l.contains(": holding partitions ["))?;
     let rest = &line[line.find("generation ")? + "generation ".len()..];
     let (generation, rest) = rest.split_once(": holding partitions [")?;
     let parts = rest
@@ -73,7 +75,11 @@ fn holding(m: &Member) -> Option<(i32, Vec<i32>, bool)> {
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
         .collect();
-    Some((generation.parse().ok()?, parts, line.contains("leader=true")))
+    Some((
+        generation.parse().ok()?,
+        parts,
+        line.contains("leader=true"),
+    ))
 }
 
 /// Waits until the members' newest holdings are one generation covering every partition.
@@ -178,7 +184,10 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let rounds: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let records: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let records: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
 
     let broker = Broker::start();
     broker.create_topic("events", PARTITIONS as u32);
@@ -189,7 +198,10 @@ fn main() {
             "  SIG{} of a member -> its partitions fetched again: p50 {:.2} s (runs: {:?})",
             &signal[1..],
             median(times.clone()),
-            times.iter().map(|t| (t * 100.0).round() / 100.0).collect::<Vec<_>>()
+            times
+                .iter()
+                .map(|t| (t * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
         );
     }
 
@@ -205,7 +217,10 @@ fn main() {
         println!(
             "  {members} process(es) in one group: p50 {p50:.2} s, {:.0} records/s (runs: {:?})",
             records as f64 / p50,
-            times.iter().map(|t| (t * 100.0).round() / 100.0).collect::<Vec<_>>()
+            times
+                .iter()
+                .map(|t| (t * 100.0).round() / 100.0)
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -4,7 +4,8 @@
 //! placement; 3 Kafka (unreachable broker, unknown topic or partition, fetch failure); 4 storage
 //! (warehouse not writable, upload failed); 5 catalog or table; 6 the drain after SIGINT/SIGTERM
 //! did not finish within `--drain-timeout`; 7 a value that cannot be decoded, with no dead-letter
-//! destination. A second SIGINT/SIGTERM exits at once with 130. In every non-zero case what
+//! destination; 8 fenced by another writer (static mode; a `--group` member starts again from the
+//! table instead). A second SIGINT/SIGTERM exits at once with 130. In every non-zero case what
 //! was not committed is still in Kafka and is read again by the next run.
 
 use std::io::IsTerminal;
