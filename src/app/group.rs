@@ -109,6 +109,7 @@ impl Member {
             let now = Instant::now();
             if let Some(e) = self.supervise(&mut m, &mut coord, &mut finished).await {
                 self.abort_pipeline().await;
+                self.leave(&m, &mut coord).await;
                 return Err(e);
             }
             let leaving = finished || self.control.should_stop();
@@ -125,11 +126,7 @@ impl Member {
                         }
                     }
                     None => {
-                        if let Some(c) = &mut coord
-                            && let Err(e) = c.leave(&m, self.group.instance_id.as_deref()).await
-                        {
-                            tracing::warn!(error = %crate::report::one_line(&e), "leaving the group");
-                        }
+                        self.leave(&m, &mut coord).await;
                         return Ok(std::mem::take(&mut self.summary));
                     }
                 }
@@ -141,6 +138,10 @@ impl Member {
             let action = m.poll(now);
             if !matches!(action, Action::WaitUntil(_)) {
                 tracing::debug!(?action, "group");
+            }
+            if matches!(action, Action::Join(_)) {
+                // What a leader assigns: the topic as it is now (it may have grown).
+                refresh(&mut client, &mut m, &cfg.topic).await;
             }
             match c
                 .perform(&mut m, action, self.group.rebalance_timeout)
@@ -374,6 +375,15 @@ impl Member {
         }
     }
 
+    /// LeaveGroup, so the others rebalance now (a static member stays, see `Coordinator::leave`).
+    async fn leave(&self, m: &Membership, coord: &mut Option<Coordinator>) {
+        if let Some(c) = coord
+            && let Err(e) = c.leave(m, self.group.instance_id.as_deref()).await
+        {
+            tracing::warn!(error = %crate::report::one_line(&e), "leaving the group");
+        }
+    }
+
     async fn abort_pipeline(&mut self) {
         if let Some(r) = self.running.take() {
             r.control.abort();
@@ -381,6 +391,21 @@ impl Member {
                 tokio::time::sleep(TICK).await;
             }
             let _ = r.thread.join();
+        }
+    }
+}
+
+/// Reads the topic's partitions again before a join; a failure keeps the known ones.
+async fn refresh(client: &mut Client, m: &mut Membership, topic: &str) {
+    let read = async {
+        client.refresh(&[topic]).await?;
+        client.partitions(topic).await
+    };
+    match read.await {
+        Ok(ps) if !ps.is_empty() => m.set_partitions(ps),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(topic, error = %crate::report::one_line(&e), "reading the topic's partitions")
         }
     }
 }

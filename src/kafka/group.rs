@@ -152,6 +152,7 @@ impl Membership {
     pub fn owned(&self) -> &[i32] {
         &self.owned
     }
+
     /// The topic grew (a metadata refresh): the next assignment this member makes spreads these.
     pub fn set_partitions(&mut self, partitions: Vec<i32>) {
         self.partitions = partitions;
