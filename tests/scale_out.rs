@@ -195,14 +195,9 @@ fn group_offsets(broker: &str) -> BTreeMap<i32, (i64, i64)> {
         .collect()
 }
 
-#[test]
-fn members_come_die_stop_and_return_and_every_record_lands_once() {
-    // One record per batch: Tansu's memory engine answers ListOffsets(latest), which the lag
-    // reader uses, with the last batch's base offset + 1, right only for single-record batches.
-    let broker = Broker::start();
-    broker.create_topic("events", PARTITIONS as u32);
-    let records: u64 = 24_000;
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
+/// `records` sample records produced in the background, paced by `pace` (loadgen's flags).
+fn produce(broker: &Broker, records: u64, pace: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
         .args([
             "--brokers",
             &broker.addr,
@@ -211,17 +206,36 @@ fn members_come_die_stop_and_return_and_every_record_lands_once() {
             "--keys",
             "1000",
         ])
-        .args([
-            "--records",
-            &records.to_string(),
-            "--rate",
-            "1200",
-            "--batch",
-            "1",
-        ])
+        .args(["--records", &records.to_string()])
+        .args(pace)
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("loadgen");
+        .expect("loadgen")
+}
+
+/// Waits for the producer to finish and the table to hold all it produced.
+fn landed(producer: &mut Child, warehouse: &std::path::Path, records: u64) {
+    assert!(
+        producer.wait().expect("loadgen").success(),
+        "loadgen failed"
+    );
+    common::wait_for_committed(
+        warehouse,
+        "ns.events",
+        "events",
+        records as i64,
+        Duration::from_secs(90),
+    );
+}
+
+#[test]
+fn members_come_die_stop_and_return_and_every_record_lands_once() {
+    // One record per batch: Tansu's memory engine answers ListOffsets(latest), which the lag
+    // reader uses, with the last batch's base offset + 1, right only for single-record batches.
+    let broker = Broker::start();
+    broker.create_topic("events", PARTITIONS as u32);
+    let records: u64 = 24_000;
+    let mut producer = produce(&broker, records, &["--rate", "1200", "--batch", "1"]);
     let wh = tempfile::tempdir().expect("warehouse");
     let w = wh.path().to_str().expect("utf-8 path");
 
@@ -247,18 +261,7 @@ fn members_come_die_stop_and_return_and_every_record_lands_once() {
     // And start it again.
     members.push(Member::start(name, &broker.addr, w, &[]));
     generations.push(settled(&all(&members)));
-    assert!(
-        producer.wait().expect("loadgen").success(),
-        "loadgen failed"
-    );
-
-    common::wait_for_committed(
-        wh.path(),
-        "ns.events",
-        "events",
-        records as i64,
-        Duration::from_secs(90),
-    );
+    landed(&mut producer, wh.path(), records);
     let table = table_offsets(wh.path());
     for m in members {
         let name = m.name;
@@ -323,19 +326,7 @@ fn a_member_paused_past_its_session_is_fenced_when_it_resumes() {
     let broker = Broker::start();
     broker.create_topic("events", PARTITIONS as u32);
     let records: u64 = 30_000;
-    let mut producer = Command::new(env!("CARGO_BIN_EXE_icefall-loadgen"))
-        .args([
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            "events",
-            "--keys",
-            "1000",
-        ])
-        .args(["--records", &records.to_string(), "--rate", "1500"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("loadgen");
+    let mut producer = produce(&broker, records, &["--rate", "1500"]);
     let wh = tempfile::tempdir().expect("warehouse");
     let w = wh.path().to_str().expect("utf-8 path");
     // b first, so it leads: see `Member::leads`.
@@ -386,27 +377,19 @@ fn a_member_paused_past_its_session_is_fenced_when_it_resumes() {
     );
     // It rejoins, the two share the topic again, and the run ends with every record once.
     settled(&[&zombie, &b]);
-    // A member serves every metric of the dashboard's panels, the group's included.
+    // A member serves every metric of the dashboard's panels, the group's included (those of a
+    // pipeline once it has committed).
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
         let (_, metrics) = common::http_get(&addr, "/metrics");
-        if metrics.contains("icefall_records_total{") || Instant::now() > deadline {
+        if common::dashboard_metrics_missing(&metrics, true).is_empty() || Instant::now() > deadline
+        {
             break metrics;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     common::dashboard_queries_are_served(&metrics, true);
-    assert!(
-        producer.wait().expect("loadgen").success(),
-        "loadgen failed"
-    );
-    common::wait_for_committed(
-        wh.path(),
-        "ns.events",
-        "events",
-        records as i64,
-        Duration::from_secs(90),
-    );
+    landed(&mut producer, wh.path(), records);
     zombie.stop();
     b.stop();
     let (_, files) = read_table(wh.path(), "ns.events");

@@ -196,12 +196,7 @@ impl RunSummary {
             add(&mut s.per_partition, &f.per_partition);
             add(&mut s.dropped_per_partition, &f.dropped_per_partition);
             add(&mut s.dropped_per_shard, &f.dropped_per_shard);
-            if s.max_queue_depth.len() < f.max_queue_depth.len() {
-                s.max_queue_depth.resize(f.max_queue_depth.len(), 0);
-            }
-            for (m, d) in s.max_queue_depth.iter_mut().zip(&f.max_queue_depth) {
-                *m = (*m).max(*d);
-            }
+            deepest(&mut s.max_queue_depth, &f.max_queue_depth);
         }
         for sh in shards {
             s.rows_written += sh.rows;
@@ -255,12 +250,7 @@ impl RunSummary {
         a.dead_letters_skipped += b.dead_letters_skipped;
         a.unknown_fields += b.unknown_fields;
         a.columns_added += b.columns_added;
-        for (i, d) in b.max_queue_depth.iter().enumerate() {
-            match a.max_queue_depth.get_mut(i) {
-                Some(x) => *x = (*x).max(*d),
-                None => a.max_queue_depth.push(*d),
-            }
-        }
+        deepest(&mut a.max_queue_depth, &b.max_queue_depth);
     }
 
     /// One line, `key=value` pairs, stable for scripts.
@@ -286,6 +276,16 @@ impl RunSummary {
             self.columns_added,
             self.streamed_files,
         )
+    }
+}
+
+/// Per shard core, the deeper of the two.
+fn deepest(into: &mut Vec<usize>, from: &[usize]) {
+    if into.len() < from.len() {
+        into.resize(from.len(), 0);
+    }
+    for (m, d) in into.iter_mut().zip(from) {
+        *m = (*m).max(*d);
     }
 }
 
