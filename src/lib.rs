@@ -11,6 +11,7 @@ pub mod app;
 pub mod config;
 pub mod decode;
 pub mod kafka;
+pub mod maintain;
 pub mod metrics;
 pub mod offsets;
 pub mod record;
