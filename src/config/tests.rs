@@ -85,3 +85,32 @@ fn validation_names_the_flag_and_value() {
         (OverloadMode::Drop, Some((3, Duration::from_millis(20))))
     );
 }
+
+#[test]
+fn group_flags_reach_the_config_and_exclude_partitions() {
+    let cfg = args(&[
+        "--group",
+        "sink",
+        "--instance-id",
+        "pod-0",
+        "--session-timeout",
+        "10s",
+    ])
+    .validate()
+    .unwrap();
+    let g = cfg.group.expect("group mode");
+    assert_eq!((g.group.as_str(), g.topic.as_str()), ("sink", "t"));
+    assert_eq!(g.instance_id.as_deref(), Some("pod-0"));
+    assert_eq!(g.session_timeout, Duration::from_secs(10));
+    assert!(args(&[]).validate().unwrap().group.is_none());
+    let e = args(&["--group", "sink", "--partitions", "0-3"])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("--partitions \"0-3\""), "{e}");
+    let e = args(&["--group", "sink", "--heartbeat-interval", "1m"])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("--heartbeat-interval \"1m\""), "{e}");
+}

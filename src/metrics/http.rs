@@ -200,3 +200,34 @@ pub async fn progress(live: Arc<Live>, every: Duration) {
         (before, at) = (now, std::time::Instant::now());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_member_between_generations_is_healthy_not_ready_and_names_its_group() {
+        let g = GroupLive::new("sink", None);
+        let get = |path| respond_group(&g, "GET", path);
+        assert_eq!(get("/health").0, "200 OK");
+        let (status, _, body) = get("/ready");
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(body.contains("rebalancing"), "{body}");
+        let (_, _, body) = get("/metrics");
+        assert!(
+            body.contains("icefall_group_generation{group=\"sink\"} -1"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("icefall_records_total"),
+            "no pipeline, no pipeline metrics"
+        );
+        let (_, _, body) = get("/status");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["group"]["group"], "sink");
+        assert_eq!(
+            respond_group(&g, "POST", "/ready").0,
+            "405 Method Not Allowed"
+        );
+    }
+}

@@ -300,6 +300,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn absorb_adds_a_later_generation() {
+        let mut a = RunSummary {
+            records: 10,
+            commits: 2,
+            commit_p99_ms: 5.0,
+            max_queue_depth: vec![3],
+            ..Default::default()
+        };
+        a.per_partition.insert(0, 10);
+        let mut b = RunSummary {
+            records: 5,
+            commits: 1,
+            commit_p99_ms: 9.0,
+            max_queue_depth: vec![1, 7],
+            ..Default::default()
+        };
+        b.per_partition.insert(0, 2);
+        b.per_partition.insert(1, 3);
+        a.absorb(&b);
+        assert_eq!((a.records, a.commits), (15, 3));
+        assert_eq!(a.commit_p99_ms, 9.0);
+        assert_eq!(a.max_queue_depth, vec![3, 7]);
+        assert_eq!(a.per_partition, BTreeMap::from([(0, 12), (1, 3)]));
+    }
+
+    #[test]
     fn merge_adds_per_core_counters() {
         let mut a = FetchStats {
             records: 3,
