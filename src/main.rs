@@ -71,7 +71,12 @@ fn main() -> ExitCode {
     let command = &layered.cli.command;
     let replay = matches!(command, Command::ReplayDropped(_));
     let check = matches!(command, Command::Config(_));
-    let cfg = match command.run_args().validate() {
+    let maintain = matches!(command, Command::Maintain(_));
+    let validated = match maintain {
+        true => command.run_args().validate_for_maintain(),
+        false => command.run_args().validate(),
+    };
+    let cfg = match validated {
         Ok(c) => c,
         Err(e) => {
             eprintln!("icefall: error: {}", one_line(&layered.explain(e)));
@@ -87,6 +92,15 @@ fn main() -> ExitCode {
         eprintln!("icefall: error: {}", one_line(&e));
         ExitCode::from(e.exit_code() as u8)
     };
+    if maintain {
+        return match icefall::app::maintain::maintain(&cfg) {
+            Ok(pass) => {
+                println!("{}", pass.line());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
     if replay {
         return match icefall::replay::replay(cfg) {
             Ok(summary) => {

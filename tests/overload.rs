@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{
     Broker, Row, base_args, icefall_command, read_table, sample, spawn_icefall_logged,
-    stdout_field, table_ledger, verify_sample, verify_sample_set, wait_for_committed, wait_for_log,
+    stdout_field, table_ledger, table_view, verify_sample, verify_sample_set, wait_for_committed,
+    wait_for_log,
 };
 
 const CAUGHT_UP: &str = "overload: caught up";
@@ -267,13 +268,22 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
         }
     }
 
+    // Maintenance keeps only the current snapshot: the drops it expires are folded, not lost.
+    common::maintain_all(wh_path, &[]);
+    assert_eq!(table_view(wh.path(), "ns.events").snapshots, 1);
+    let folded = table_ledger(wh.path(), "ns.events", "events");
+    assert_eq!(
+        folded.dropped, ledger.dropped,
+        "maintenance kept the drop ledger"
+    );
+
     // Replay: every produced record exactly once, byte-equal; the replayed ones were bound for
     // the slowed shard only.
     let replay_args = base_args(&broker.addr, "events", wh_path);
     let stdout = replay(&replay_args);
     assert_eq!(stdout_field(&stdout, "appended"), dropped, "{stdout}");
     assert_eq!(stdout_field(&stdout, "missing"), 0, "{stdout}");
-    let (view, files) = read_table(wh.path(), "ns.events");
+    let (_, files) = read_table(wh.path(), "ns.events");
     assert_eq!(verify_sample_set(&files, &shape, N) as u64, N);
     let router = icefall::routing::Router::new(3, shard_cores);
     let mut replayed = 0;
@@ -294,6 +304,16 @@ fn a_slow_shard_at_the_live_tail_drops_only_its_records_names_each_and_replay_re
     assert!(
         ledger.outstanding().is_empty(),
         "everything dropped is replayed"
+    );
+    // And the replays it expires too.
+    common::maintain_all(wh_path, &[]);
+    let view = table_view(wh.path(), "ns.events");
+    assert_eq!(view.snapshots, 1);
+    assert!(
+        table_ledger(wh.path(), "ns.events", "events")
+            .outstanding()
+            .is_empty(),
+        "the replays are folded with the drops"
     );
 
     // A second replay adds nothing (and no snapshot).
@@ -451,6 +471,13 @@ fn a_ledger_too_big_for_the_summary_goes_to_a_file_and_replays() {
         rows + dropped,
         N,
         "the table and the ledger hold every record once"
+    );
+    // Maintenance expires the snapshots that name the ledger files; the files stay named.
+    common::maintain_all(wh_path, &[]);
+    let folded = table_ledger(wh.path(), "ns.events", "events");
+    assert_eq!(
+        folded.dropped, ledger.dropped,
+        "maintenance kept the ledger files"
     );
     let stdout = replay(&base_args(&broker.addr, "events", wh_path));
     assert_eq!(stdout_field(&stdout, "appended"), dropped, "{stdout}");

@@ -38,6 +38,7 @@ const FILE_RING: usize = 4;
 
 mod dead_letters;
 mod group;
+pub mod maintain;
 mod setup;
 
 pub(crate) use setup::{

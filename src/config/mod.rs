@@ -19,6 +19,7 @@ mod formats;
 pub mod group;
 pub mod kafka;
 pub mod layers;
+pub mod maintain;
 pub mod registry;
 mod values;
 
@@ -103,6 +104,10 @@ pub enum Command {
     /// yet, and append them as one snapshot that records them as replayed. Takes the same flags
     /// as `run` (placement and overload flags are ignored).
     ReplayDropped(RunArgs),
+    /// Expire old snapshots and delete the files no kept snapshot reaches, keeping what resume and
+    /// `replay-dropped` read. Takes the same flags as `run`; needs only --warehouse, --table (and
+    /// --catalog where `run` needs it).
+    Maintain(RunArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -112,7 +117,7 @@ impl Command {
     /// The settings every command takes.
     pub fn run_args(&self) -> &RunArgs {
         match self {
-            Command::Run(a) | Command::ReplayDropped(a) => a,
+            Command::Run(a) | Command::ReplayDropped(a) | Command::Maintain(a) => a,
             Command::Config(ConfigCommand::Check(a)) => a,
         }
     }
@@ -297,6 +302,8 @@ pub struct RunArgs {
     pub progress_interval: String,
     #[command(flatten)]
     pub group: group::GroupArgs,
+    #[command(flatten)]
+    pub maintain: maintain::MaintainArgs,
 }
 
 /// Everything `icefall run` needs, validated.
@@ -354,6 +361,8 @@ pub struct RunConfig {
     pub progress_interval: Option<Duration>,
     /// `--group`: the consumer-group member's settings; `None`: the static mode.
     pub group: Option<crate::kafka::group::GroupConfig>,
+    /// `icefall maintain`'s settings.
+    pub maintain: maintain::MaintainConfig,
 }
 
 /// Where records that cannot be decoded go.
@@ -404,16 +413,33 @@ fn positive_duration(flag: &'static str, value: &str) -> Result<Duration, Config
 impl RunArgs {
     /// Checks every flag once; the error names the flag and its bad value.
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
+        self.validate_for(true)
+    }
+
+    /// [`RunArgs::validate`] for `maintain`, which reads no topic: `--brokers` and `--topic` may be
+    /// absent (then empty).
+    pub fn validate_for_maintain(&self) -> Result<RunConfig, ConfigError> {
+        self.validate_for(false)
+    }
+
+    fn validate_for(&self, kafka: bool) -> Result<RunConfig, ConfigError> {
         let required =
             |v: &Option<String>, flag: &'static str| v.clone().ok_or(ConfigError::Missing { flag });
-        let brokers_list = required(&self.brokers, "--brokers")?;
-        let topic = required(&self.topic, "--topic")?;
+        let optional = |v: &Option<String>, flag| match kafka {
+            true => required(v, flag),
+            false => Ok(v.clone().unwrap_or_default()),
+        };
+        let brokers_list = optional(&self.brokers, "--brokers")?;
+        let topic = optional(&self.topic, "--topic")?;
         let table = required(&self.table, "--table")?;
         let warehouse_path = self.warehouse.clone().ok_or(ConfigError::Missing {
             flag: "--warehouse",
         })?;
         let mut brokers = Vec::new();
-        for b in brokers_list.split(',') {
+        for b in brokers_list
+            .split(',')
+            .filter(|b| kafka || !b.trim().is_empty())
+        {
             let b = b.trim();
             let ok = b
                 .rsplit_once(':')
@@ -421,7 +447,12 @@ impl RunArgs {
             ensure(ok, "--brokers", b, "expected HOST:PORT")?;
             brokers.push(b.to_string());
         }
-        ensure(!topic.is_empty(), "--topic", "", "the topic name is empty")?;
+        ensure(
+            !kafka || !topic.is_empty(),
+            "--topic",
+            "",
+            "the topic name is empty",
+        )?;
         ensure(
             !warehouse_path.as_os_str().is_empty(),
             "--warehouse",
@@ -603,6 +634,7 @@ impl RunArgs {
             log_format: field("--log-format", &self.log_format)?,
             progress_interval: (!progress_interval.is_zero()).then_some(progress_interval),
             group,
+            maintain: self.maintain.validate()?,
         })
     }
 }

@@ -16,7 +16,10 @@ fn args(extra: &[&str]) -> RunArgs {
     ];
     argv.extend_from_slice(extra);
     match Cli::parse_from(argv).command {
-        Command::Run(a) | Command::ReplayDropped(a) | Command::Config(ConfigCommand::Check(a)) => a,
+        Command::Run(a)
+        | Command::ReplayDropped(a)
+        | Command::Maintain(a)
+        | Command::Config(ConfigCommand::Check(a)) => a,
     }
 }
 

@@ -6,8 +6,7 @@
 //! snapshots and file lists as plain data and returns decisions; it never awaits. It knows
 //! nothing of catalogs, object stores or the manifest format: the caller lists the files and
 //! performs the commit, whose compare-and-swap keeps it safe beside concurrent writers.
-//!
-//! Not wired into a command yet: `icefall maintain` and `run --maintain-interval` are still to be
+//! `icefall maintain` runs it through `sink::maintain`; `run --maintain-interval` is still to be
 //! built.
 
 pub mod expire;

@@ -35,7 +35,7 @@ const NO_INTERNAL_RETRIES: (&str, &str) = ("commit.retry.num-retries", "0");
 /// How far back to look for a commit id when an outcome is unknown.
 const RESOLVE_DEPTH: usize = 1_000;
 
-fn catalog_err(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> SinkError {
+pub(super) fn catalog_err(what: impl Into<String>) -> impl FnOnce(iceberg::Error) -> SinkError {
     let what = what.into();
     move |source| SinkError::Catalog {
         what,
@@ -260,6 +260,22 @@ pub async fn ledger(table: &Table, topic: &str) -> Result<offsets::Ledger, SinkE
         topic,
     )
     .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
+    // What maintenance folded out of expired snapshots.
+    let props = table.metadata().properties();
+    for kind in [offsets::LedgerKind::Dropped, offsets::LedgerKind::Replayed] {
+        let key = super::maintain::ledger_property(kind, topic);
+        if let Some(json) = props.get(&key) {
+            let ranges = offsets::Ranges::decode(json)
+                .map_err(|reason| SinkError::Checkpoint(format!("{key}: {reason}")))?;
+            ledger.add(kind, &ranges);
+        }
+        let key = super::maintain::ledger_files_property(kind, topic);
+        if let Some(json) = props.get(&key) {
+            let files: Vec<String> = serde_json::from_str(json)
+                .map_err(|e| SinkError::Checkpoint(format!("{key}: {e}")))?;
+            ledger.files.extend(files.into_iter().map(|f| (kind, f)));
+        }
+    }
     for (kind, location) in std::mem::take(&mut ledger.files) {
         let what = || format!("cannot read the {} ledger file {location}", kind.name());
         let bytes = table

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod evolve;
 pub mod files;
 pub mod guard;
+pub mod maintain;
 pub mod props;
 pub mod schema;
 pub mod stats;

@@ -1077,3 +1077,21 @@ pub fn dashboard_metrics_missing(text: &str, group: bool) -> Vec<String> {
     });
     names
 }
+
+/// `icefall maintain` on `ns.events` keeping only the current snapshot (plus `extra` flags);
+/// asserts it succeeded and returns its line.
+pub fn maintain_all(warehouse: &str, extra: &[&str]) -> String {
+    let out = icefall_command()
+        .args(["maintain", "--warehouse", warehouse, "--table", "ns.events"])
+        .args(["--expire-older-than", "0s", "--retain-last", "1"])
+        .args(extra)
+        .output()
+        .expect("run maintain");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.starts_with("maintained expired_snapshots="),
+        "maintain failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

@@ -1,0 +1,79 @@
+//! The maintenance settings (`icefall maintain`): how old a snapshot must be to expire and how
+//! many stay, typed and validated once, with errors that name the flag. Knows nothing of tables
+//! or of how a pass runs.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use super::{ConfigError, duration, field};
+
+/// Raw maintenance flags (flattened into the shared flags; `run` ignores them for now).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct MaintainArgs {
+    /// `maintain`: snapshots older than this may expire (default: the table's
+    /// history.expire.max-snapshot-age-ms, else 5 days). `0s` with `--retain-last 1` keeps only
+    /// the current snapshot.
+    #[arg(long)]
+    pub expire_older_than: Option<String>,
+    /// `maintain`: the newest N snapshots always stay (default: the table's
+    /// history.expire.min-snapshots-to-keep, else 1).
+    #[arg(long)]
+    pub retain_last: Option<String>,
+    /// `maintain`: plan and print what a pass would do; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Validated maintenance settings; `None` fields take the table's properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintainConfig {
+    pub expire_older_than: Option<Duration>,
+    pub retain_last: Option<NonZeroUsize>,
+    pub dry_run: bool,
+}
+
+impl MaintainArgs {
+    pub fn validate(&self) -> Result<MaintainConfig, ConfigError> {
+        Ok(MaintainConfig {
+            expire_older_than: self
+                .expire_older_than
+                .as_deref()
+                .map(|v| duration("--expire-older-than", v))
+                .transpose()?,
+            retain_last: self
+                .retain_last
+                .as_deref()
+                .map(|v| field("--retain-last", v))
+                .transpose()?,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_typed_and_bad_ones_name_their_flag() {
+        let a = MaintainArgs {
+            expire_older_than: Some("0s".into()),
+            retain_last: Some("1".into()),
+            dry_run: true,
+        };
+        let c = a.validate().unwrap();
+        assert_eq!(c.expire_older_than, Some(Duration::ZERO));
+        assert_eq!(c.retain_last.map(NonZeroUsize::get), Some(1));
+        let bad = |a: MaintainArgs| a.validate().unwrap_err().to_string();
+        let zero = MaintainArgs {
+            retain_last: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(bad(zero).starts_with("--retain-last \"0\""));
+        let junk = MaintainArgs {
+            expire_older_than: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(bad(junk).starts_with("--expire-older-than \"soon\""));
+    }
+}

@@ -1,0 +1,151 @@
+//! `icefall maintain` on a table that several runs fed: a dry run changes nothing; a pass that
+//! keeps only the current snapshot deletes the files only expired snapshots reached, and only
+//! those. PyIceberg reads the same rows, schema and field ids before and after. A run after it
+//! resumes from the table's offsets and reads nothing twice.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Broker, base_args, icefall, read_table, sample, table_view, verify_sample};
+
+const ROUNDS: u64 = 5;
+const PER_ROUND: u64 = 2_000;
+
+fn field(line: &str, name: &str) -> u64 {
+    common::field(line, name) as u64
+}
+
+/// Every file under the warehouse's table folder.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.join("ns/events")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What PyIceberg reads: rows, distinct (partition, offset) pairs, field ids.
+fn pyiceberg(warehouse: &str) -> String {
+    let py = common::python_with("pyiceberg");
+    let script = format!(
+        "from pyiceberg.catalog.sql import SqlCatalog\n\
+         c = SqlCatalog('icefall', uri='sqlite:///{warehouse}/catalog.db', warehouse='file://{warehouse}')\n\
+         t = c.load_table('ns.events')\n\
+         d = t.scan().to_arrow()\n\
+         pairs = set(zip(d['_kafka_partition'].to_pylist(), d['_kafka_offset'].to_pylist()))\n\
+         print(d.num_rows, len(pairs), [(f.name, f.field_id) for f in t.schema().fields])\n"
+    );
+    common::python_stdout(&py, &["-c", &script])
+}
+
+#[test]
+fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_table() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    let wh = tempfile::tempdir().expect("warehouse");
+    let w = wh.path().to_str().expect("utf-8 path");
+    let mut run = base_args(&broker.addr, "events", w);
+    run.push("--stop-at-end");
+    for round in 0..ROUNDS {
+        let first = (round * PER_ROUND).to_string();
+        let records = PER_ROUND.to_string();
+        broker.loadgen(
+            "events",
+            &[
+                "--records",
+                &records,
+                "--first-seq",
+                &first,
+                "--keys",
+                "100",
+            ],
+        );
+        let out = icefall(&run);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let total = ROUNDS * PER_ROUND;
+    let before = table_view(wh.path(), "ns.events");
+    assert_eq!(before.snapshots as u64, ROUNDS);
+    let read_before = pyiceberg(w);
+    assert!(
+        read_before.starts_with(&format!("{total} {total} ")),
+        "{read_before}"
+    );
+    let on_disk = files(wh.path());
+    let sizes: std::collections::BTreeMap<&PathBuf, u64> = on_disk
+        .iter()
+        .map(|f| (f, std::fs::metadata(f).map_or(0, |m| m.len())))
+        .collect();
+
+    // A dry run says what it would do and changes nothing.
+    let dry = common::maintain_all(w, &["--dry-run"]);
+    assert_eq!(field(&dry, "expired_snapshots"), ROUNDS - 1, "{dry}");
+    assert_eq!(files(wh.path()), on_disk, "a dry run deletes nothing");
+    assert_eq!(table_view(wh.path(), "ns.events").snapshots as u64, ROUNDS);
+
+    let line = common::maintain_all(w, &[]);
+    assert!(line.starts_with("maintained expired_snapshots="), "{line}");
+    assert_eq!(field(&line, "expired_snapshots"), ROUNDS - 1, "{line}");
+    // Fast appends: each expired snapshot's manifest list goes; the manifests and data files
+    // are all still read by the current snapshot.
+    assert_eq!(field(&line, "deleted_files"), ROUNDS - 1, "{line}");
+    assert_eq!(field(&line, "manifests_after"), ROUNDS, "{line}");
+    let after = table_view(wh.path(), "ns.events");
+    assert_eq!(after.snapshots, 1);
+    assert_eq!(after.files, before.files, "the same data files");
+    assert_eq!(pyiceberg(w), read_before, "PyIceberg reads the same table");
+    let left = files(wh.path());
+    let gone: Vec<_> = on_disk.iter().filter(|f| !left.contains(f)).collect();
+    assert_eq!(gone.len() as u64, ROUNDS - 1, "{gone:?}");
+    let freed: u64 = gone.iter().map(|f| sizes[*f]).sum();
+    assert_eq!(field(&line, "deleted_bytes"), freed, "{line}");
+    assert!(
+        gone.iter().all(|f| f.to_string_lossy().contains("snap-")),
+        "{gone:?}"
+    );
+    for f in &after.files {
+        assert!(f.exists(), "{} is referenced and must stay", f.display());
+    }
+    // Nothing more to do.
+    let again = common::maintain_all(w, &[]);
+    assert_eq!(field(&again, "expired_snapshots"), 0, "{again}");
+
+    // A run after it resumes where the table stands.
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            "500",
+            "--first-seq",
+            &total.to_string(),
+            "--keys",
+            "100",
+        ],
+    );
+    let out = icefall(&run);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(common::field(&stdout, "records") as u64, 500, "{stdout}");
+    let (_, rows) = read_table(wh.path(), "ns.events");
+    let shape = sample::Shape {
+        keys: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        verify_sample(&rows, &shape, total + 500) as u64,
+        total + 500
+    );
+}
