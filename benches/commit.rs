@@ -2,26 +2,33 @@
 //! file and the offsets in the summary), through icefall's committer, on a fresh local warehouse.
 //! `harness = false`; latencies go into an HdrHistogram. Latency grows with the table's history
 //! (each snapshot's manifest list names every earlier manifest), so it also reports the first and
-//! last 10% separately.
+//! last 10% separately, and the windows of 100 commits ending at commit 100, EPOCHS/2 and EPOCHS.
+//! With MAINTAIN_EVERY, `icefall maintain`'s pass (`sink::maintain::expire`, keeping the newest
+//! 100 snapshots) runs after every MAINTAIN_EVERY commits, and its times are reported; without
+//! it, one pass runs at the end on the whole history.
 //!
-//!     cargo bench --bench commit [-- EPOCHS]
+//!     cargo bench --bench commit [-- EPOCHS [MAINTAIN_EVERY]]
 
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use iceberg::io::Storage;
+use icefall::config::maintain::MaintainConfig;
 use icefall::record::{Offsets, Record};
 use icefall::sink::commit::{CatalogSpec, Committer, RetryPolicy, ensure_table, open_catalog};
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
+use icefall::sink::maintain::expire;
 use icefall::sink::schema;
 use icefall::sink::stats::data_file;
 use icefall::sink::storage::ObjectStoreStorage;
 
 fn main() {
-    let epochs: u64 = std::env::args()
+    let nums: Vec<u64> = std::env::args()
         .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200);
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let epochs: u64 = nums.first().copied().unwrap_or(200);
+    let maintain_every: Option<u64> = nums.get(1).copied().filter(|n| *n > 0);
     let dir = tempfile::tempdir().expect("temp dir");
     let abs = std::fs::canonicalize(dir.path()).expect("canonical");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -46,7 +53,18 @@ fn main() {
             cap: std::time::Duration::from_secs(1),
             attempts: 3,
         };
-        let mut committer = Committer::new(catalog, ident, "events".into(), retry, table);
+        let mut committer = Committer::new(catalog.clone(), ident.clone(), "events".into(), retry, table);
+        let keep = MaintainConfig {
+            expire_older_than: Some(std::time::Duration::ZERO),
+            retain_last: std::num::NonZeroUsize::new(100),
+            dry_run: false,
+        };
+        let mut passes = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
+        let window = |end: u64| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map(|h| (end, h));
+        let mut windows: Vec<(u64, Histogram<u64>)> = [100.min(epochs), epochs / 2, epochs]
+            .into_iter()
+            .map(|end| window(end).expect("histogram"))
+            .collect();
         let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default())
             .expect("encoder");
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
@@ -89,6 +107,17 @@ fn main() {
             if epoch > epochs - tenth {
                 last.record(us).expect("record");
             }
+            for (end, h) in &mut windows {
+                if epoch <= *end && epoch + 100 > *end {
+                    h.record(us).expect("record");
+                }
+            }
+            if maintain_every.is_some_and(|n| epoch % n == 0) {
+                let t = Instant::now();
+                expire(catalog.as_ref(), &ident, &keep, i64::MAX).await.expect("maintain");
+                // The writer's next commit finds the table changed and retries, as it would.
+                passes.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+            }
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
         println!(
@@ -110,5 +139,30 @@ fn main() {
             ms(&last, 0.5),
             ms(&last, 0.99)
         );
+        for (end, h) in &windows {
+            println!(
+                "  commits {:>5}..={end:<5} p50 {:7.2}  p99 {:7.2}",
+                end.saturating_sub(99).max(1),
+                ms(h, 0.5),
+                ms(h, 0.99)
+            );
+        }
+        match maintain_every {
+            Some(n) => println!(
+                "  maintenance every {n} commits (keep the newest 100): {} passes, p50 {:.1} ms, max {:.1} ms",
+                passes.len(),
+                ms(&passes, 0.5),
+                passes.max() as f64 / 1e3
+            ),
+            None => {
+                let t = Instant::now();
+                let pass = expire(catalog.as_ref(), &ident, &keep, i64::MAX).await.expect("maintain");
+                println!(
+                    "  one pass on the whole history: {:.1} ms, {}",
+                    t.elapsed().as_secs_f64() * 1e3,
+                    pass.line()
+                );
+            }
+        }
     });
 }
