@@ -58,6 +58,7 @@ fn main() {
             expire_older_than: Some(std::time::Duration::ZERO),
             retain_last: std::num::NonZeroUsize::new(100),
             dry_run: false,
+            orphans: None,
         };
         let mut passes = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
         let window = |end: u64| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map(|h| (end, h));

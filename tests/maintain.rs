@@ -1,7 +1,8 @@
 //! `icefall maintain` on a table that several runs fed: a dry run changes nothing; a pass that
 //! keeps only the current snapshot deletes the files only expired snapshots reached, and only
 //! those. PyIceberg reads the same rows, schema and field ids before and after. A run after it
-//! resumes from the table's offsets and reads nothing twice.
+//! resumes from the table's offsets and reads nothing twice. The orphan sweep deletes old
+//! unreferenced files and unfinished uploads, never a referenced or a young one.
 
 mod common;
 
@@ -123,6 +124,47 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
     // Nothing more to do.
     let again = common::maintain_all(w, &[]);
     assert_eq!(field(&again, "expired_snapshots"), 0, "{again}");
+
+    // The orphan sweep: an upload a killed run never committed and an unfinished staging file,
+    // both two hours old, go; a young one may still be on its way to a commit and stays.
+    let data = after.files[0].parent().expect("data dir").to_path_buf();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    let mut orphans = Vec::new();
+    for name in [
+        "never-committed.parquet",
+        "unfinished.parquet#1",
+        "young.parquet",
+    ] {
+        let path = data.join(name);
+        std::fs::copy(&after.files[0], &path).expect("copy");
+        if !name.starts_with("young") {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .expect("open");
+            f.set_modified(two_hours_ago).expect("backdate");
+            orphans.push(path.clone());
+        }
+    }
+    let dry = common::maintain_all(w, &["--orphans", "--orphans-older-than", "1h", "--dry-run"]);
+    assert_eq!(field(&dry, "orphans"), 2, "{dry}");
+    assert!(
+        orphans.iter().all(|p| p.exists()),
+        "a dry run deletes nothing"
+    );
+    let swept = common::maintain_all(w, &["--orphans", "--orphans-older-than", "1h"]);
+    assert_eq!(field(&swept, "orphans"), 2, "{swept}");
+    assert!(orphans.iter().all(|p| !p.exists()), "{orphans:?}");
+    assert!(data.join("young.parquet").exists(), "a young file stays");
+    std::fs::remove_file(data.join("young.parquet")).expect("rm");
+    for f in &after.files {
+        assert!(f.exists(), "{} is referenced and must stay", f.display());
+    }
+    assert_eq!(
+        pyiceberg(w),
+        read_before,
+        "PyIceberg reads the same table after the sweep"
+    );
 
     // A run after it resumes where the table stands.
     broker.loadgen(

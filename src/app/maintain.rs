@@ -2,8 +2,10 @@
 //! maintenance pass (`sink::maintain`) on the table.
 
 use crate::config::RunConfig;
+use crate::sink::SinkError;
 use crate::sink::commit;
 use crate::sink::maintain::{self, Pass};
+use crate::sink::orphans;
 use crate::sink::upload;
 
 use super::{Error, catalog_spec, setup_runtime};
@@ -14,14 +16,27 @@ pub fn maintain(cfg: &RunConfig) -> Result<Pass, Error> {
     rt.block_on(async {
         let (storage, warehouse_url) = upload::open_warehouse(&cfg.warehouse).await?;
         let spec = catalog_spec(cfg, warehouse_url)?;
-        let catalog = commit::open_catalog(&spec, storage).await?;
-        let pass = maintain::expire(
-            catalog.as_ref(),
-            &cfg.table,
-            &cfg.maintain,
-            crate::metrics::now_ms(),
-        )
-        .await?;
+        let catalog = commit::open_catalog(&spec, storage.clone()).await?;
+        let now = crate::metrics::now_ms();
+        let mut pass = maintain::expire(catalog.as_ref(), &cfg.table, &cfg.maintain, now).await?;
+        if let Some(age) = cfg.maintain.orphans {
+            let table = commit::load_existing(catalog.as_ref(), &cfg.table, None)
+                .await?
+                .ok_or_else(|| SinkError::Checkpoint(format!("no table {}", cfg.table)))?;
+            let cutoff = now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            let found = orphans::sweep(&table, &storage, cutoff, cfg.maintain.dry_run).await?;
+            let dry = cfg.maintain.dry_run;
+            for p in &found.paths {
+                match dry {
+                    true => tracing::info!(path = %p, "orphan (dry run: kept)"),
+                    false => tracing::info!(path = %p, "orphan deleted"),
+                }
+            }
+            pass.orphans = found.paths.len();
+            if !dry {
+                pass.deleted_bytes += found.bytes;
+            }
+        }
         Ok(pass)
     })
 }

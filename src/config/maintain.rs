@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{ConfigError, duration, field};
 
 /// Raw maintenance flags (flattened into the shared flags; `run` ignores them for now).
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct MaintainArgs {
     /// `maintain`: snapshots older than this may expire (default: the table's
     /// history.expire.max-snapshot-age-ms, else 5 days). `0s` with `--retain-last 1` keeps only
@@ -22,6 +22,15 @@ pub struct MaintainArgs {
     /// `maintain`: plan and print what a pass would do; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// `maintain`: also delete files under the table's location that nothing references (uploads
+    /// a killed run never committed, unfinished staging files), once older than
+    /// --orphans-older-than.
+    #[arg(long)]
+    pub orphans: bool,
+    /// `maintain --orphans`: how old an unreferenced file must be (younger ones may be uploads
+    /// still on their way to a commit).
+    #[arg(long, default_value = "72h")]
+    pub orphans_older_than: String,
 }
 
 /// Validated maintenance settings; `None` fields take the table's properties.
@@ -30,6 +39,20 @@ pub struct MaintainConfig {
     pub expire_older_than: Option<Duration>,
     pub retain_last: Option<NonZeroUsize>,
     pub dry_run: bool,
+    /// `--orphans`: sweep files unreferenced for this long.
+    pub orphans: Option<Duration>,
+}
+
+impl Default for MaintainArgs {
+    fn default() -> Self {
+        MaintainArgs {
+            expire_older_than: None,
+            retain_last: None,
+            dry_run: false,
+            orphans: false,
+            orphans_older_than: "72h".into(),
+        }
+    }
 }
 
 impl MaintainArgs {
@@ -46,6 +69,10 @@ impl MaintainArgs {
                 .map(|v| field("--retain-last", v))
                 .transpose()?,
             dry_run: self.dry_run,
+            orphans: match self.orphans {
+                true => Some(duration("--orphans-older-than", &self.orphans_older_than)?),
+                false => None,
+            },
         })
     }
 }
@@ -60,10 +87,13 @@ mod tests {
             expire_older_than: Some("0s".into()),
             retain_last: Some("1".into()),
             dry_run: true,
+            orphans: true,
+            orphans_older_than: "1h".into(),
         };
         let c = a.validate().unwrap();
         assert_eq!(c.expire_older_than, Some(Duration::ZERO));
         assert_eq!(c.retain_last.map(NonZeroUsize::get), Some(1));
+        assert_eq!(c.orphans, Some(Duration::from_secs(3600)));
         let bad = |a: MaintainArgs| a.validate().unwrap_err().to_string();
         let zero = MaintainArgs {
             retain_last: Some("0".into()),

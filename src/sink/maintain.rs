@@ -31,6 +31,8 @@ pub struct Pass {
     pub deleted_bytes: u64,
     pub manifests_before: usize,
     pub manifests_after: usize,
+    /// Unreferenced files swept (`--orphans`).
+    pub orphans: usize,
     pub seconds: f64,
 }
 
@@ -38,12 +40,13 @@ impl Pass {
     /// The line `icefall maintain` prints.
     pub fn line(&self) -> String {
         format!(
-            "maintained expired_snapshots={} deleted_files={} deleted_bytes={} manifests_before={} manifests_after={} compacted_files=0 into_files=0 orphans=0 seconds={:.3}",
+            "maintained expired_snapshots={} deleted_files={} deleted_bytes={} manifests_before={} manifests_after={} compacted_files=0 into_files=0 orphans={} seconds={:.3}",
             self.expired_snapshots,
             self.deleted_files,
             self.deleted_bytes,
             self.manifests_before,
             self.manifests_after,
+            self.orphans,
             self.seconds
         )
     }

@@ -15,6 +15,7 @@ pub mod evolve;
 pub mod files;
 pub mod guard;
 pub mod maintain;
+pub mod orphans;
 pub mod props;
 pub mod schema;
 pub mod stats;
