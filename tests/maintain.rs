@@ -190,4 +190,45 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
         verify_sample(&rows, &shape, total + 500) as u64,
         total + 500
     );
+
+    // Old metadata files: with write.metadata.previous-versions-max=1 each commit's log names
+    // one earlier file; a pass deletes the older ones (once they are past the in-flight guard).
+    let py = common::python_with("pyiceberg");
+    let script = format!(
+        "from pyiceberg.catalog.sql import SqlCatalog\n\
+         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
+         t = c.load_table('ns.events')\n\
+         with t.transaction() as tx:\n\
+         \x20   tx.set_properties({{'write.metadata.previous-versions-max': '1'}})\n"
+    );
+    common::python_stdout(&py, &["-c", &script]);
+    let first = (total + 500).to_string();
+    broker.loadgen(
+        "events",
+        &["--records", "100", "--first-seq", &first, "--keys", "100"],
+    );
+    assert!(icefall(&run).status.success());
+    let metadata_files = || -> Vec<PathBuf> {
+        files(wh.path())
+            .into_iter()
+            .filter(|f| f.to_string_lossy().ends_with(".metadata.json"))
+            .collect()
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in metadata_files() {
+        let file = std::fs::File::options().write(true).open(&f).expect("open");
+        file.set_modified(hour_ago).expect("backdate");
+    }
+    let many = metadata_files().len();
+    let line = common::maintain_all(w, &[]);
+    let left = metadata_files();
+    assert_eq!(
+        left.len(),
+        2,
+        "the current metadata file and the one its log names: {left:?}"
+    );
+    assert!(field(&line, "deleted_files") as usize >= many - 2, "{line}");
+    let read = pyiceberg(w);
+    let want = total + 600;
+    assert!(read.starts_with(&format!("{want} {want} ")), "{read}");
 }

@@ -10,6 +10,9 @@ use crate::sink::upload;
 
 use super::{Error, catalog_spec, setup_runtime};
 
+/// A metadata file younger than this may belong to a commit still on its way: it stays.
+const METADATA_IN_FLIGHT_MS: i64 = 10 * 60 * 1000;
+
 /// One pass; what it did.
 pub fn maintain(cfg: &RunConfig) -> Result<Pass, Error> {
     let rt = setup_runtime()?;
@@ -19,6 +22,12 @@ pub fn maintain(cfg: &RunConfig) -> Result<Pass, Error> {
         let catalog = commit::open_catalog(&spec, storage.clone()).await?;
         let now = crate::metrics::now_ms();
         let mut pass = maintain::expire(catalog.as_ref(), &cfg.table, &cfg.maintain, now).await?;
+        let settled = now.saturating_sub(METADATA_IN_FLIGHT_MS);
+        let dry = cfg.maintain.dry_run;
+        let old = orphans::old_metadata(catalog.as_ref(), &cfg.table, &storage, settled, dry);
+        let old = old.await?;
+        pass.deleted_files += old.paths.len();
+        pass.deleted_bytes += old.bytes;
         if let Some(age) = cfg.maintain.orphans {
             let table = commit::load_existing(catalog.as_ref(), &cfg.table, None)
                 .await?

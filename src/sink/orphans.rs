@@ -81,6 +81,31 @@ async fn referenced(
     Ok(out)
 }
 
+/// The store, and every object under `location`.
+async fn list(
+    storage: &ObjectStoreStorage,
+    location: &str,
+) -> Result<
+    (
+        std::sync::Arc<dyn ObjectStore>,
+        Vec<object_store::ObjectMeta>,
+    ),
+    SinkError,
+> {
+    let store = storage
+        .store()
+        .map_err(catalog_err(format!("cannot open the store of {location}")))?;
+    let prefix = storage
+        .locate(location)
+        .map_err(catalog_err(format!("cannot locate {location}")))?;
+    let listing = store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| unexpected(format!("listing {location}"), e))?;
+    Ok((store.clone(), listing))
+}
+
 /// A store's failure, in the catalog's error shape (the exit code is the same).
 fn unexpected(what: String, e: impl std::fmt::Display) -> SinkError {
     SinkError::Catalog {
@@ -101,17 +126,7 @@ pub async fn sweep(
 ) -> Result<Orphans, SinkError> {
     let keep = referenced(table, storage).await?;
     let location = table.metadata().location();
-    let store = storage
-        .store()
-        .map_err(catalog_err(format!("cannot open the store of {location}")))?;
-    let prefix = storage
-        .locate(location)
-        .map_err(catalog_err(format!("cannot locate {location}")))?;
-    let listing: Vec<object_store::ObjectMeta> = store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| unexpected(format!("listing {location}"), e))?;
+    let (store, listing) = list(storage, location).await?;
     let mut out = Orphans::default();
     for o in listing {
         let path = o.location.to_string();
@@ -135,6 +150,62 @@ pub async fn sweep(
     }
     if let Some(dir) = location.strip_prefix("file://") {
         staging(std::path::Path::new(dir), cutoff_ms, dry, &mut out)?;
+    }
+    out.paths.sort();
+    Ok(out)
+}
+
+/// Metadata files of the table that neither the current one nor its metadata log (trimmed to
+/// `write.metadata.previous-versions-max` at each commit) names any more, as Iceberg's
+/// `write.metadata.delete-after-commit` would delete them. The files are listed first and the
+/// table loaded after, so a commit in between keeps its file; and only files written before
+/// `cutoff_ms` go, so a writer's metadata file whose compare-and-swap is still on its way stays.
+pub async fn old_metadata(
+    catalog: &dyn iceberg::Catalog,
+    ident: &crate::config::TableIdent,
+    storage: &ObjectStoreStorage,
+    cutoff_ms: i64,
+    dry: bool,
+) -> Result<Orphans, SinkError> {
+    let Some(before) = super::commit::load_existing(catalog, ident, None).await? else {
+        return Ok(Orphans::default());
+    };
+    let dir = format!(
+        "{}/metadata",
+        before.metadata().location().trim_end_matches('/')
+    );
+    let (store, listing) = list(storage, &dir).await?;
+    let Some(table) = super::commit::load_existing(catalog, ident, None).await? else {
+        return Ok(Orphans::default());
+    };
+    let mut keep = HashSet::new();
+    for p in table.metadata_location().into_iter().chain(
+        table
+            .metadata()
+            .metadata_log()
+            .iter()
+            .map(|m| m.metadata_file.as_str()),
+    ) {
+        let located = storage
+            .locate(p)
+            .map_err(catalog_err(format!("cannot locate {p}")))?;
+        keep.insert(located.to_string());
+    }
+    let mut out = Orphans::default();
+    for o in listing {
+        let path = o.location.to_string();
+        let old = o.last_modified.timestamp_millis() < cutoff_ms;
+        if !path.ends_with(".metadata.json") || keep.contains(&path) || !old {
+            continue;
+        }
+        if !dry {
+            store
+                .delete(&o.location)
+                .await
+                .map_err(|e| unexpected(format!("deleting the old metadata file {path}"), e))?;
+        }
+        out.bytes += o.size;
+        out.paths.push(path);
     }
     out.paths.sort();
     Ok(out)
