@@ -13,9 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::RunConfig;
+use crate::kafka::Client;
 use crate::kafka::coordinator::Coordinator;
 use crate::kafka::group::{Action, GroupConfig, Membership};
-use crate::kafka::{Client, KafkaError};
 use crate::metrics::RunSummary;
 use crate::metrics::group::GroupLive;
 use crate::record::Offsets;
@@ -69,7 +69,6 @@ pub fn run(cfg: RunConfig, group: GroupConfig, control: Arc<Control>) -> Result<
 /// One generation's pipeline.
 struct Running {
     generation: i32,
-    partitions: Vec<i32>,
     control: Arc<Control>,
     thread: JoinHandle<Result<RunSummary, Error>>,
     /// Set once asked to stop: past it, the pipeline is aborted.
@@ -95,13 +94,11 @@ struct Member {
 impl Member {
     async fn run(&mut self, cfg: &RunConfig) -> Result<RunSummary, Error> {
         let source = source_config(cfg);
-        let mut client = Client::connect(source.client_config())
-            .await
-            .map_err(|e| kafka_error(&source.brokers, e))?;
+        let mut client = source.connect().await?;
         let partitions = client
             .partitions(&cfg.topic)
             .await
-            .map_err(|e| topic_error(&cfg.topic, e))?;
+            .map_err(|e| source.topic_error("reading the partitions", e))?;
         let mut m = Membership::new(self.group.clone(), partitions, Instant::now());
         let mut coord: Option<Coordinator> = None;
         let mut finished = false;
@@ -222,7 +219,7 @@ impl Member {
 
     fn start(&mut self, generation: i32, partitions: Vec<i32>) -> Result<(), Error> {
         let cfg = RunConfig {
-            partitions: Some(partitions.clone()),
+            partitions: Some(partitions),
             ..self.pipeline_cfg.clone()
         };
         let control = Control::new();
@@ -237,7 +234,6 @@ impl Member {
             })?;
         self.running = Some(Running {
             generation,
-            partitions,
             control,
             thread,
             deadline: None,
@@ -287,13 +283,12 @@ impl Member {
             );
             r.control.abort();
         }
-        let commits = self.live.current().map(|l| {
+        let seen = r.commits_seen;
+        let fresh = self.live.current().and_then(|l| {
             let io = l.io();
-            (io.commits(), io.committed.clone())
+            (io.commits() > seen).then(|| (io.commits(), io.committed.clone()))
         });
-        if let Some((n, offsets)) = commits
-            && n > r.commits_seen
-        {
+        if let Some((n, offsets)) = fresh {
             r.commits_seen = n;
             self.mirror(m, coord, offsets).await;
         }
@@ -336,7 +331,7 @@ impl Member {
                 );
                 if !asked
                     && !self.revoking
-                    && let Err(e) = self.start(r.generation, r.partitions)
+                    && let Err(e) = self.start(r.generation, m.owned().to_vec())
                 {
                     return Some(e);
                 }
@@ -408,21 +403,4 @@ async fn refresh(client: &mut Client, m: &mut Membership, topic: &str) {
             tracing::warn!(topic, error = %crate::report::one_line(&e), "reading the topic's partitions")
         }
     }
-}
-
-fn kafka_error(brokers: &[String], e: KafkaError) -> Error {
-    SourceError::Connect {
-        brokers: brokers.join(","),
-        source: Box::new(e),
-    }
-    .into()
-}
-
-fn topic_error(topic: &str, e: KafkaError) -> Error {
-    SourceError::Topic {
-        what: "reading the partitions",
-        topic: topic.to_owned(),
-        source: Box::new(e),
-    }
-    .into()
 }

@@ -13,4 +13,4 @@ pub mod expire;
 pub mod reach;
 
 pub use expire::{Expiry, Policy, Snapshot, plan_expiry};
-pub use reach::{SnapshotFiles, Unreachable, unreachable};
+pub use reach::{Manifests, SnapshotFiles, Unreachable, unreachable};

@@ -15,7 +15,7 @@ use iceberg::{Catalog, TableIdent as IcebergIdent};
 use super::SinkError;
 use super::commit::catalog_err;
 use crate::config::maintain::MaintainConfig;
-use crate::maintain::{Policy, Snapshot, SnapshotFiles, plan_expiry, unreachable};
+use crate::maintain::{Manifests, Policy, Snapshot, SnapshotFiles, plan_expiry, unreachable};
 use crate::offsets::{Ledger, LedgerKind, Ranges};
 
 /// Iceberg's defaults for the properties a pass honours.
@@ -85,14 +85,16 @@ fn policy(table: &Table, cfg: &MaintainConfig, now_ms: i64) -> Policy {
     }
 }
 
-/// Every snapshot's manifest list, manifests and their entries, manifests read once each.
-struct Files {
-    manifests: HashMap<String, Vec<(String, bool)>>,
+/// Every snapshot's manifest list and manifests, each manifest's entries read once however many
+/// snapshots name it; and the sizes of what was read, for the bytes a pass frees.
+#[derive(Default)]
+pub(super) struct Files {
+    pub(super) manifests: Manifests,
     sizes: HashMap<String, u64>,
 }
 
 impl Files {
-    async fn of(&mut self, table: &Table, id: i64) -> Result<SnapshotFiles, SinkError> {
+    pub(super) async fn of(&mut self, table: &Table, id: i64) -> Result<SnapshotFiles, SinkError> {
         let what = || format!("reading the manifests of snapshot {id}");
         let Some(s) = table.metadata().snapshot_by_id(id) else {
             return Ok(SnapshotFiles::default());
@@ -102,7 +104,7 @@ impl Files {
             .load()
             .await
             .map_err(catalog_err(what()))?;
-        // The list's size, for the bytes a pass frees (a missing list counts as 0).
+        // The list's size (a missing list counts as 0).
         if let Ok(input) = table.file_io().new_input(s.manifest_list())
             && let Ok(m) = input.metadata().await
         {
@@ -110,7 +112,7 @@ impl Files {
         }
         let mut out = SnapshotFiles {
             manifest_list: s.manifest_list().to_owned(),
-            manifests: Vec::new(),
+            manifests: Vec::with_capacity(list.entries().len()),
         };
         for m in list.entries() {
             if !self.manifests.contains_key(&m.manifest_path) {
@@ -132,8 +134,7 @@ impl Files {
                     .insert(m.manifest_path.clone(), m.manifest_length.max(0) as u64);
                 self.manifests.insert(m.manifest_path.clone(), entries);
             }
-            let entries = self.manifests[&m.manifest_path].clone();
-            out.manifests.push((m.manifest_path.clone(), entries));
+            out.manifests.push(m.manifest_path.clone());
         }
         Ok(out)
     }
@@ -244,10 +245,7 @@ async fn pass(
         policy(&table, cfg, now_ms),
     )
     .map_err(|e| SinkError::Checkpoint(e.to_string()))?;
-    let mut files = Files {
-        manifests: HashMap::new(),
-        sizes: HashMap::new(),
-    };
+    let mut files = Files::default();
     let current = match meta.current_snapshot_id() {
         Some(c) => files.of(&table, c).await?.manifests.len(),
         None => 0,
@@ -299,7 +297,7 @@ async fn pass(
     for s in ids {
         kept.push(files.of(&committed, s).await?);
     }
-    let doomed = unreachable(&kept, &expired);
+    let doomed = unreachable(&kept, &expired, &files.manifests);
     for path in doomed
         .manifest_lists
         .iter()

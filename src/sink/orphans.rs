@@ -44,7 +44,7 @@ async fn referenced(
             paths.extend(files);
         }
     }
-    let mut manifests = HashSet::new();
+    let mut files = super::maintain::Files::default();
     for s in meta.snapshots() {
         let kinds = [LedgerKind::Dropped, LedgerKind::Replayed];
         for (k, v) in &s.summary().additional_properties {
@@ -52,24 +52,13 @@ async fn referenced(
                 paths.push(v.clone());
             }
         }
-        paths.push(s.manifest_list().to_owned());
-        let what = || format!("reading the manifests of snapshot {}", s.snapshot_id());
-        let list = table
-            .manifest_list_reader(s)
-            .load()
-            .await
-            .map_err(catalog_err(what()))?;
-        for m in list.entries() {
-            if !manifests.insert(m.manifest_path.clone()) {
-                continue;
-            }
-            paths.push(m.manifest_path.clone());
-            let manifest = m
-                .load_manifest(table.file_io())
-                .await
-                .map_err(catalog_err(what()))?;
-            paths.extend(manifest.entries().iter().map(|e| e.file_path().to_owned()));
-        }
+        let named = files.of(table, s.snapshot_id()).await?;
+        paths.push(named.manifest_list);
+    }
+    // Every manifest any snapshot names, and every file each lists (deleted entries too).
+    for (manifest, entries) in files.manifests {
+        paths.push(manifest);
+        paths.extend(entries.into_iter().map(|e| e.0));
     }
     let mut out = HashSet::new();
     for p in paths {
