@@ -3,9 +3,10 @@
 //! `harness = false`; latencies go into an HdrHistogram. Latency grows with the table's history
 //! (each snapshot's manifest list names every earlier manifest), so it also reports the first and
 //! last 10% separately, and the windows of 100 commits ending at commit 100, EPOCHS/2 and EPOCHS.
-//! With MAINTAIN_EVERY, `icefall maintain`'s pass (`sink::maintain::expire`, keeping the newest
-//! 100 snapshots) runs after every MAINTAIN_EVERY commits, and its times are reported; without
-//! it, one pass runs at the end on the whole history.
+//! With MAINTAIN_EVERY, `icefall maintain`'s pass (`sink::maintain::run`: compaction, manifest
+//! merging with Iceberg's defaults, expiry keeping the newest 100 snapshots) runs after every
+//! MAINTAIN_EVERY commits, and its times are reported; without it, one pass runs at the end on
+//! the whole history.
 //!
 //!     cargo bench --bench commit [-- EPOCHS [MAINTAIN_EVERY]]
 
@@ -17,7 +18,8 @@ use icefall::config::maintain::MaintainConfig;
 use icefall::record::{Offsets, Record};
 use icefall::sink::commit::{CatalogSpec, Committer, RetryPolicy, ensure_table, open_catalog};
 use icefall::sink::encode::{EncodeOptions, FileEncoder};
-use icefall::sink::maintain::expire;
+use icefall::sink::maintain::run;
+use icefall::sink::replace::Pointer;
 use icefall::sink::schema;
 use icefall::sink::stats::data_file;
 use icefall::sink::storage::ObjectStoreStorage;
@@ -58,8 +60,13 @@ fn main() {
             expire_older_than: Some(std::time::Duration::ZERO),
             retain_last: std::num::NonZeroUsize::new(100),
             dry_run: false,
+            target_file_size: None,
+            compact: true,
+            merge_manifests: true,
             orphans: None,
         };
+        let pointer = Pointer::open(&spec.uri).await.expect("catalog pointer");
+        let pass = || run(catalog.as_ref(), pointer.as_ref(), &storage, &ident, &keep, i64::MAX);
         let mut passes = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
         let window = |end: u64| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map(|h| (end, h));
         let mut windows: Vec<(u64, Histogram<u64>)> = [100.min(epochs), epochs / 2, epochs]
@@ -115,7 +122,7 @@ fn main() {
             }
             if maintain_every.is_some_and(|n| epoch % n == 0) {
                 let t = Instant::now();
-                expire(catalog.as_ref(), &ident, &keep, i64::MAX).await.expect("maintain");
+                pass().await.expect("maintain");
                 // The writer's next commit finds the table changed and retries, as it would.
                 passes.record(t.elapsed().as_micros().max(1) as u64).expect("record");
             }
@@ -157,7 +164,7 @@ fn main() {
             ),
             None => {
                 let t = Instant::now();
-                let pass = expire(catalog.as_ref(), &ident, &keep, i64::MAX).await.expect("maintain");
+                let pass = pass().await.expect("maintain");
                 println!(
                     "  one pass on the whole history: {:.1} ms, {}",
                     t.elapsed().as_secs_f64() * 1e3,

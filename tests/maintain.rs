@@ -49,6 +49,12 @@ fn pyiceberg(warehouse: &str) -> String {
     common::python_stdout(&py, &["-c", &script])
 }
 
+/// A pass without the rewrites (their own test is below).
+fn expire_only(w: &str, extra: &[&str]) -> String {
+    let args = [&["--no-compact", "--no-merge-manifests"][..], extra].concat();
+    common::maintain_all(w, &args)
+}
+
 #[test]
 fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_table() {
     let broker = Broker::start();
@@ -93,12 +99,12 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
         .collect();
 
     // A dry run says what it would do and changes nothing.
-    let dry = common::maintain_all(w, &["--dry-run"]);
+    let dry = expire_only(w, &["--dry-run"]);
     assert_eq!(field(&dry, "expired_snapshots"), ROUNDS - 1, "{dry}");
     assert_eq!(files(wh.path()), on_disk, "a dry run deletes nothing");
     assert_eq!(table_view(wh.path(), "ns.events").snapshots as u64, ROUNDS);
 
-    let line = common::maintain_all(w, &[]);
+    let line = expire_only(w, &[]);
     assert!(line.starts_with("maintained expired_snapshots="), "{line}");
     assert_eq!(field(&line, "expired_snapshots"), ROUNDS - 1, "{line}");
     // Fast appends: each expired snapshot's manifest list goes; the manifests and data files
@@ -122,7 +128,7 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
         assert!(f.exists(), "{} is referenced and must stay", f.display());
     }
     // Nothing more to do.
-    let again = common::maintain_all(w, &[]);
+    let again = expire_only(w, &[]);
     assert_eq!(field(&again, "expired_snapshots"), 0, "{again}");
 
     // The orphan sweep: an upload a killed run never committed and an unfinished staging file,
@@ -146,13 +152,13 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
             orphans.push(path.clone());
         }
     }
-    let dry = common::maintain_all(w, &["--orphans", "--orphans-older-than", "1h", "--dry-run"]);
+    let dry = expire_only(w, &["--orphans", "--orphans-older-than", "1h", "--dry-run"]);
     assert_eq!(field(&dry, "orphans"), 2, "{dry}");
     assert!(
         orphans.iter().all(|p| p.exists()),
         "a dry run deletes nothing"
     );
-    let swept = common::maintain_all(w, &["--orphans", "--orphans-older-than", "1h"]);
+    let swept = expire_only(w, &["--orphans", "--orphans-older-than", "1h"]);
     assert_eq!(field(&swept, "orphans"), 2, "{swept}");
     assert!(orphans.iter().all(|p| !p.exists()), "{orphans:?}");
     assert!(data.join("young.parquet").exists(), "a young file stays");
@@ -220,7 +226,7 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
         file.set_modified(hour_ago).expect("backdate");
     }
     let many = metadata_files().len();
-    let line = common::maintain_all(w, &[]);
+    let line = expire_only(w, &[]);
     let left = metadata_files();
     assert_eq!(
         left.len(),
@@ -231,4 +237,149 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
     let read = pyiceberg(w);
     let want = total + 600;
     assert!(read.starts_with(&format!("{want} {want} ")), "{read}");
+}
+
+/// What PyIceberg reads of every snapshot: whether a file any of them references is missing.
+fn pyiceberg_all_snapshots(warehouse: &str) -> String {
+    let py = common::python_with("pyiceberg");
+    let script = format!(
+        "import os\n\
+         from pyiceberg.catalog.sql import SqlCatalog\n\
+         c = SqlCatalog('icefall', uri='sqlite:///{warehouse}/catalog.db', warehouse='file://{warehouse}')\n\
+         t = c.load_table('ns.events')\n\
+         missing = []\n\
+         local = lambda p: p.removeprefix('file://')\n\
+         for s in t.metadata.snapshots:\n\
+         \x20   if not os.path.exists(local(s.manifest_list)): missing.append(s.manifest_list)\n\
+         \x20   for task in t.scan(snapshot_id=s.snapshot_id).plan_files():\n\
+         \x20       if not os.path.exists(local(task.file.file_path)): missing.append(task.file.file_path)\n\
+         print('missing', len(missing), missing[:3])\n"
+    );
+    common::python_stdout(&py, &["-c", &script])
+}
+
+fn produce(broker: &Broker, first: u64, records: u64) {
+    let (first, records) = (first.to_string(), records.to_string());
+    broker.loadgen(
+        "events",
+        &[
+            "--records",
+            &records,
+            "--first-seq",
+            &first,
+            "--keys",
+            "100",
+        ],
+    );
+}
+
+#[test]
+fn merging_manifests_and_compacting_files_keep_every_row_once_and_every_snapshot_whole() {
+    let broker = Broker::start();
+    broker.create_topic("events", 4);
+    let wh = tempfile::tempdir().expect("warehouse");
+    let w = wh.path().to_str().expect("utf-8 path");
+    let mut run = base_args(&broker.addr, "events", w);
+    run.push("--stop-at-end");
+    for round in 0..ROUNDS {
+        produce(&broker, round * PER_ROUND, PER_ROUND);
+        assert!(icefall(&run).status.success());
+    }
+    let mut total = ROUNDS * PER_ROUND;
+    let py = common::python_with("pyiceberg");
+    let script = format!(
+        "from pyiceberg.catalog.sql import SqlCatalog\n\
+         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
+         t = c.load_table('ns.events')\n\
+         with t.transaction() as tx:\n\
+         \x20   tx.set_properties({{'commit.manifest.min-count-to-merge': '3'}})\n"
+    );
+    common::python_stdout(&py, &["-c", &script]);
+    let read_before = pyiceberg(w);
+    assert!(
+        read_before.starts_with(&format!("{total} {total} ")),
+        "{read_before}"
+    );
+    let files_before = table_view(wh.path(), "ns.events").files.len();
+    assert!(
+        files_before >= ROUNDS as usize,
+        "a small file a round: {files_before}"
+    );
+
+    // Merging: the five manifests (one per commit) become one, every entry EXISTING.
+    let dry = common::maintain_all(w, &["--no-compact", "--dry-run"]);
+    assert_eq!(
+        field(&dry, "manifests_after"),
+        ROUNDS,
+        "a dry run merges nothing: {dry}"
+    );
+    let merged = common::maintain_all(w, &["--no-compact"]);
+    assert_eq!(field(&merged, "manifests_before"), ROUNDS, "{merged}");
+    assert_eq!(field(&merged, "manifests_after"), 1, "{merged}");
+    assert_eq!(field(&merged, "compacted_files"), 0, "{merged}");
+    assert_eq!(pyiceberg(w), read_before, "PyIceberg reads the same table");
+    assert!(pyiceberg_all_snapshots(w).starts_with("missing 0 "));
+    let view = table_view(wh.path(), "ns.events");
+    assert_eq!(
+        view.files.len(),
+        files_before,
+        "merging rewrites no data file"
+    );
+    let what = view.summary.get("icefall.maintenance").map(String::as_str);
+    assert_eq!(what, Some("merge-manifests"));
+
+    // Compacting: a writer commits one more round; every small file becomes one.
+    produce(&broker, total, PER_ROUND);
+    assert!(icefall(&run).status.success());
+    total += PER_ROUND;
+    let read_before = pyiceberg(w);
+    let files_before = table_view(wh.path(), "ns.events").files.len();
+    let line = common::maintain_all(w, &["--no-merge-manifests", "--target-file-size", "64MiB"]);
+    assert_eq!(
+        field(&line, "compacted_files"),
+        files_before as u64,
+        "{line}"
+    );
+    assert_eq!(field(&line, "into_files"), 1, "{line}");
+    assert_eq!(field(&line, "manifests_after"), 1, "{line}");
+    let view = table_view(wh.path(), "ns.events");
+    assert_eq!(view.files.len(), 1, "{:?}", view.files);
+    assert_eq!(
+        view.snapshots, 1,
+        "the rewrite carries the offsets: older carriers expire"
+    );
+    assert_eq!(
+        view.summary.get("total-records").map(String::as_str),
+        Some(total.to_string().as_str())
+    );
+    assert_eq!(
+        pyiceberg(w),
+        read_before,
+        "PyIceberg reads the same rows after compaction"
+    );
+    assert!(pyiceberg_all_snapshots(w).starts_with("missing 0 "));
+
+    // The offsets survive: a restart reads only what is new, and nothing twice.
+    produce(&broker, total, 500);
+    let out = icefall(&run);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(common::field(&stdout, "records") as u64, 500, "{stdout}");
+    total += 500;
+    // The next pass compacts the compacted file with the new ones and expires what the
+    // compaction replaced: its inputs go, no snapshot misses a file.
+    let line = common::maintain_all(w, &["--target-file-size", "64MiB"]);
+    assert!(
+        field(&line, "deleted_files") >= files_before as u64,
+        "{line}"
+    );
+    assert_eq!(table_view(wh.path(), "ns.events").files.len(), 1);
+    assert!(pyiceberg_all_snapshots(w).starts_with("missing 0 "));
+    let read = pyiceberg(w);
+    assert!(read.starts_with(&format!("{total} {total} ")), "{read}");
+    let (_, rows) = read_table(wh.path(), "ns.events");
+    let shape = sample::Shape {
+        keys: 100,
+        ..Default::default()
+    };
+    assert_eq!(verify_sample(&rows, &shape, total) as u64, total);
 }

@@ -6,6 +6,7 @@ use crate::sink::SinkError;
 use crate::sink::commit;
 use crate::sink::maintain::{self, Pass};
 use crate::sink::orphans;
+use crate::sink::replace;
 use crate::sink::upload;
 
 use super::{Error, catalog_spec, setup_runtime};
@@ -21,7 +22,9 @@ pub fn maintain(cfg: &RunConfig) -> Result<Pass, Error> {
         let spec = catalog_spec(cfg, warehouse_url)?;
         let catalog = commit::open_catalog(&spec, storage.clone()).await?;
         let now = crate::metrics::now_ms();
-        let mut pass = maintain::expire(catalog.as_ref(), &cfg.table, &cfg.maintain, now).await?;
+        let pointer = replace::Pointer::open(&spec.uri).await?;
+        let (c, m) = (catalog.as_ref(), &cfg.maintain);
+        let mut pass = maintain::run(c, pointer.as_ref(), &storage, &cfg.table, m, now).await?;
         let settled = now.saturating_sub(METADATA_IN_FLIGHT_MS);
         let dry = cfg.maintain.dry_run;
         let old = orphans::old_metadata(catalog.as_ref(), &cfg.table, &storage, settled, dry);

@@ -5,7 +5,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use super::{ConfigError, duration, field};
+use super::{ByteSize, ConfigError, duration, field};
 
 /// Raw maintenance flags (flattened into the shared flags; `run` ignores them for now).
 #[derive(Debug, Clone, clap::Args)]
@@ -19,6 +19,17 @@ pub struct MaintainArgs {
     /// history.expire.min-snapshots-to-keep, else 1).
     #[arg(long)]
     pub retain_last: Option<String>,
+    /// `maintain`: data files under 75% of this are compacted into files of about this size
+    /// (default: the table's write.target-file-size-bytes, else 512MiB).
+    #[arg(long)]
+    pub target_file_size: Option<String>,
+    /// `maintain`: do not compact small data files.
+    #[arg(long)]
+    pub no_compact: bool,
+    /// `maintain`: do not merge small manifests (the table's commit.manifest.target-size-bytes,
+    /// commit.manifest.min-count-to-merge and commit.manifest-merge.enabled are honoured).
+    #[arg(long)]
+    pub no_merge_manifests: bool,
     /// `maintain`: plan and print what a pass would do; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -39,6 +50,10 @@ pub struct MaintainConfig {
     pub expire_older_than: Option<Duration>,
     pub retain_last: Option<NonZeroUsize>,
     pub dry_run: bool,
+    /// `None`: the table's write.target-file-size-bytes.
+    pub target_file_size: Option<u64>,
+    pub compact: bool,
+    pub merge_manifests: bool,
     /// `--orphans`: sweep files unreferenced for this long.
     pub orphans: Option<Duration>,
 }
@@ -48,6 +63,9 @@ impl Default for MaintainArgs {
         MaintainArgs {
             expire_older_than: None,
             retain_last: None,
+            target_file_size: None,
+            no_compact: false,
+            no_merge_manifests: false,
             dry_run: false,
             orphans: false,
             orphans_older_than: "72h".into(),
@@ -68,6 +86,22 @@ impl MaintainArgs {
                 .as_deref()
                 .map(|v| field("--retain-last", v))
                 .transpose()?,
+            target_file_size: self
+                .target_file_size
+                .as_deref()
+                .map(|v| field::<ByteSize>("--target-file-size", v).map(|b| b.0))
+                .transpose()?
+                .map(|b| match b {
+                    0 => Err(ConfigError::invalid(
+                        "--target-file-size",
+                        "0",
+                        "a target size must be above 0",
+                    )),
+                    b => Ok(b),
+                })
+                .transpose()?,
+            compact: !self.no_compact,
+            merge_manifests: !self.no_merge_manifests,
             dry_run: self.dry_run,
             orphans: match self.orphans {
                 true => Some(duration("--orphans-older-than", &self.orphans_older_than)?),
@@ -86,6 +120,9 @@ mod tests {
         let a = MaintainArgs {
             expire_older_than: Some("0s".into()),
             retain_last: Some("1".into()),
+            target_file_size: Some("64MiB".into()),
+            no_compact: true,
+            no_merge_manifests: false,
             dry_run: true,
             orphans: true,
             orphans_older_than: "1h".into(),
@@ -94,6 +131,8 @@ mod tests {
         assert_eq!(c.expire_older_than, Some(Duration::ZERO));
         assert_eq!(c.retain_last.map(NonZeroUsize::get), Some(1));
         assert_eq!(c.orphans, Some(Duration::from_secs(3600)));
+        assert_eq!(c.target_file_size, Some(64 << 20));
+        assert!(!c.compact && c.merge_manifests);
         let bad = |a: MaintainArgs| a.validate().unwrap_err().to_string();
         let zero = MaintainArgs {
             retain_last: Some("0".into()),
@@ -105,5 +144,10 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(junk).starts_with("--expire-older-than \"soon\""));
+        let none = MaintainArgs {
+            target_file_size: Some("0".into()),
+            ..Default::default()
+        };
+        assert!(bad(none).starts_with("--target-file-size \"0\""));
     }
 }

@@ -9,8 +9,10 @@
 //! `icefall maintain` runs it through `sink::maintain`; `run --maintain-interval` is still to be
 //! built.
 
+pub mod bins;
 pub mod expire;
 pub mod reach;
 
+pub use bins::{CompactPolicy, Item, MergePolicy, plan_compaction, plan_merge};
 pub use expire::{Expiry, Policy, Snapshot, plan_expiry};
 pub use reach::{Manifests, SnapshotFiles, Unreachable, unreachable};

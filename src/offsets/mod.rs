@@ -24,6 +24,7 @@ pub const REPLAYED_PREFIX: &str = "icefall.replayed.";
 /// snapshot's summary is rewritten into every later table metadata file, so it must stay small).
 pub const LEDGER_INLINE_MAX: usize = 16 * 1024;
 pub const EPOCH_KEY: &str = "icefall.epoch";
+pub const DLQ_OFFSETS_PREFIX: &str = "icefall.dlq-offsets.";
 pub const COMMIT_ID_KEY: &str = "icefall.commit-id";
 
 /// A summary that claims to be icefall's but cannot be read.
@@ -59,7 +60,7 @@ impl SetAside {
 /// `icefall.dlq-offsets.<dead-letter topic>`: the topic's end offsets once this snapshot's
 /// dead letters were produced (same encoding as the offsets).
 pub fn dead_letter_offsets_key(dlq_topic: &str) -> String {
-    format!("icefall.dlq-offsets.{dlq_topic}")
+    format!("{DLQ_OFFSETS_PREFIX}{dlq_topic}")
 }
 
 #[cfg(test)]
@@ -75,6 +76,53 @@ fn set_aside_holds_what_is_below_the_offsets_and_exactly_what_was_found() {
 
 pub fn offsets_key(topic: &str) -> String {
     format!("{OFFSETS_PREFIX}{topic}")
+}
+
+/// The epoch of `topic`'s offsets in a snapshot that carries several topics' (a maintenance
+/// snapshot); a writer's own snapshot has one `icefall.epoch`.
+pub fn topic_epoch_key(topic: &str) -> String {
+    format!("{EPOCH_KEY}.{topic}")
+}
+
+/// What a snapshot that adds no records (maintenance) carries so that recovery reads it as it
+/// would read its ancestry: each topic's newest offsets with their epoch, and the current
+/// snapshot's dead-letter ends.
+pub fn carried<'a>(
+    head: Option<i64>,
+    lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
+) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(s) = head.and_then(&lookup) {
+        for (k, v) in s.summary {
+            if k.starts_with(DLQ_OFFSETS_PREFIX) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut cur = head;
+    let mut steps = 0usize;
+    while let Some(id) = cur {
+        let Some(s) = lookup(id) else { break };
+        for (k, v) in s.summary {
+            let Some(topic) = k.strip_prefix(OFFSETS_PREFIX) else {
+                continue;
+            };
+            if out.contains_key(k) {
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
+            let epoch_key = topic_epoch_key(topic);
+            if let Some(e) = s.summary.get(&epoch_key).or(s.summary.get(EPOCH_KEY)) {
+                out.insert(epoch_key, e.clone());
+            }
+        }
+        cur = s.parent;
+        steps += 1;
+        if steps > 1_000_000 {
+            break; // a cycle in corrupt metadata
+        }
+    }
+    out
 }
 
 /// The two ledgers a snapshot may carry.
@@ -194,7 +242,8 @@ pub fn recover<'a>(
             })?;
             let epoch = s
                 .summary
-                .get(EPOCH_KEY)
+                .get(&topic_epoch_key(topic))
+                .or(s.summary.get(EPOCH_KEY))
                 .and_then(|e| e.parse().ok())
                 .unwrap_or(0);
             return Ok(Some(Checkpoint {
@@ -472,6 +521,26 @@ mod tests {
         };
         let cp = recover(Some(3), lookup, "events").unwrap().unwrap();
         assert_eq!((cp.snapshot, cp.epoch), (2, 7));
+        // A maintenance snapshot carrying what it read recovers the same.
+        let mut replace = carried(Some(3), lookup);
+        replace.insert("operation".into(), "replace".into());
+        let other = HashMap::from([
+            (offsets_key("other"), r#"{"0":3}"#.to_string()),
+            (EPOCH_KEY.to_string(), "2".to_string()),
+        ]);
+        let snaps2 = [(0, None, &other), (4, Some(3), &replace)];
+        let lookup2 = |id: i64| match snaps2.iter().find(|s| s.0 == id) {
+            Some(s) => Some(SnapshotView {
+                id: s.0,
+                parent: s.1,
+                summary: s.2,
+            }),
+            None => lookup(id),
+        };
+        let again = recover(Some(4), lookup2, "events").unwrap().unwrap();
+        assert_eq!((again.snapshot, again.epoch), (4, 7));
+        assert_eq!(again.offsets, cp.offsets);
+        assert!(!replace.contains_key(COMMIT_ID_KEY) && !replace.contains_key(EPOCH_KEY));
         assert_eq!(cp.offsets, Offsets::from([(0, 5), (1, 9)]));
         assert_eq!(recover(Some(3), lookup, "other").unwrap(), None);
         assert_eq!(recover(None, lookup, "events").unwrap(), None);

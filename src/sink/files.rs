@@ -111,7 +111,7 @@ impl Stream {
     }
 
     /// Uploads the file's last `parts` and completes the upload; returns the file's location.
-    async fn finish(mut self, parts: Vec<Bytes>) -> Result<String, SinkError> {
+    pub(super) async fn finish(mut self, parts: Vec<Bytes>) -> Result<String, SinkError> {
         for p in parts {
             self.parts.put(p);
         }

@@ -14,8 +14,13 @@ use iceberg::{Catalog, TableIdent as IcebergIdent};
 
 use super::SinkError;
 use super::commit::catalog_err;
+use super::replace::Pointer;
+use super::rewrite;
+use super::storage::ObjectStoreStorage;
 use crate::config::maintain::MaintainConfig;
-use crate::maintain::{Manifests, Policy, Snapshot, SnapshotFiles, plan_expiry, unreachable};
+use crate::maintain::{
+    Manifests, MergePolicy, Policy, Snapshot, SnapshotFiles, plan_expiry, unreachable,
+};
 use crate::offsets::{Ledger, LedgerKind, Ranges};
 
 /// Iceberg's defaults for the properties a pass honours.
@@ -31,6 +36,9 @@ pub struct Pass {
     pub deleted_bytes: u64,
     pub manifests_before: usize,
     pub manifests_after: usize,
+    /// Small data files rewritten, and the files they became.
+    pub compacted_files: usize,
+    pub into_files: usize,
     /// Unreferenced files swept (`--orphans`).
     pub orphans: usize,
     pub seconds: f64,
@@ -40,12 +48,14 @@ impl Pass {
     /// The line `icefall maintain` prints.
     pub fn line(&self) -> String {
         format!(
-            "maintained expired_snapshots={} deleted_files={} deleted_bytes={} manifests_before={} manifests_after={} compacted_files=0 into_files=0 orphans={} seconds={:.3}",
+            "maintained expired_snapshots={} deleted_files={} deleted_bytes={} manifests_before={} manifests_after={} compacted_files={} into_files={} orphans={} seconds={:.3}",
             self.expired_snapshots,
             self.deleted_files,
             self.deleted_bytes,
             self.manifests_before,
             self.manifests_after,
+            self.compacted_files,
+            self.into_files,
             self.orphans,
             self.seconds
         )
@@ -180,10 +190,80 @@ fn fold_properties(table: &Table, folded: &[(String, Ledger)]) -> Vec<(String, S
     out
 }
 
+/// Iceberg's defaults for the rewrites' table properties.
+const TARGET_FILE_KEY: &str = "write.target-file-size-bytes";
+const TARGET_FILE_BYTES: u64 = 512 << 20;
+const MERGE_ENABLED_KEY: &str = "commit.manifest-merge.enabled";
+const MANIFEST_TARGET_KEY: &str = "commit.manifest.target-size-bytes";
+const MANIFEST_TARGET_BYTES: u64 = 8 << 20;
+const MERGE_MIN_COUNT_KEY: &str = "commit.manifest.min-count-to-merge";
+const MERGE_MIN_COUNT: usize = 100;
+
+/// The compaction target and (if merging is on) the merge policy, flags over table properties.
+fn rewrite_settings(table: &Table, cfg: &MaintainConfig) -> (Option<u64>, Option<MergePolicy>) {
+    let props = table.metadata().properties();
+    let num = |k: &str, d: u64| props.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let target = cfg
+        .target_file_size
+        .unwrap_or_else(|| num(TARGET_FILE_KEY, TARGET_FILE_BYTES));
+    let enabled = props.get(MERGE_ENABLED_KEY).is_none_or(|v| v != "false");
+    let merge = (cfg.merge_manifests && enabled).then(|| MergePolicy {
+        target_bytes: num(MANIFEST_TARGET_KEY, MANIFEST_TARGET_BYTES),
+        min_count: num(MERGE_MIN_COUNT_KEY, MERGE_MIN_COUNT as u64) as usize,
+    });
+    (cfg.compact.then_some(target), merge)
+}
+
+/// A whole pass but the sweeps: compaction and manifest merging (SQL catalogs; `pointer` is
+/// `None` for REST), then expiry and the reachable-file cleanup.
+pub async fn run(
+    catalog: &dyn Catalog,
+    pointer: Option<&Pointer>,
+    storage: &ObjectStoreStorage,
+    ident: &crate::config::TableIdent,
+    cfg: &MaintainConfig,
+    now_ms: i64,
+) -> Result<Pass, SinkError> {
+    let started = Instant::now();
+    let Some(table) = super::commit::load_existing(catalog, ident, None).await? else {
+        return Err(SinkError::Maintain {
+            table: ident.to_string(),
+            reason: "no such table".into(),
+        });
+    };
+    let before = match table.metadata().current_snapshot_id() {
+        Some(c) => Files::default().of(&table, c).await?.manifests.len(),
+        None => 0,
+    };
+    let (target, merge) = rewrite_settings(&table, cfg);
+    let (mut compacted, mut into) = (0, 0);
+    match pointer {
+        Some(p) => {
+            if let Some(target) = target {
+                let c = rewrite::compact(catalog, p, storage, ident, target, cfg.dry_run).await?;
+                (compacted, into) = (c.files, c.into);
+            }
+            if let Some(policy) = merge {
+                rewrite::merge_manifests(catalog, p, ident, policy, cfg.dry_run).await?;
+            }
+        }
+        None if target.is_some() || merge.is_some() => {
+            tracing::info!("a REST catalog: no compaction and no manifest merging");
+        }
+        None => {}
+    }
+    let mut pass = expire(catalog, ident, cfg, now_ms).await?;
+    pass.manifests_before = before;
+    pass.compacted_files = compacted;
+    pass.into_files = into;
+    pass.seconds = started.elapsed().as_secs_f64();
+    Ok(pass)
+}
+
 /// Attempts of a pass whose commit loses the race to a writer's (each plans afresh).
 const ATTEMPTS: u32 = 5;
 
-/// Runs one pass on `ident`. A commit that loses the compare-and-swap to a concurrent writer is
+/// Expires what the policy lets go on `ident` and deletes what that leaves unreachable. A commit that loses the compare-and-swap to a concurrent writer is
 /// planned again on the new metadata, up to [`ATTEMPTS`] times.
 pub async fn expire(
     catalog: &dyn Catalog,

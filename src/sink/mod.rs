@@ -17,6 +17,8 @@ pub mod guard;
 pub mod maintain;
 pub mod orphans;
 pub mod props;
+pub mod replace;
+pub mod rewrite;
 pub mod schema;
 pub mod stats;
 pub mod storage;
@@ -87,6 +89,8 @@ pub enum SinkError {
     Checkpoint(String),
     #[error("table schema: {reason}")]
     Schema { reason: String },
+    #[error("maintaining {table}: {reason}")]
+    Maintain { table: String, reason: String },
     #[error("uploading {path} failed")]
     Upload {
         path: String,
@@ -118,6 +122,7 @@ impl SinkError {
                 | SinkError::IncompatibleTable { .. }
                 | SinkError::Commit { .. }
                 | SinkError::Checkpoint(_)
+                | SinkError::Maintain { .. }
         )
     }
 }

@@ -1,0 +1,295 @@
+//! The `replace` snapshots of maintenance (merged manifests, compacted files), committed by
+//! icefall itself: the iceberg crate offers no rewrite action and its `TableCommit` cannot be
+//! built outside the crate. A rewrite writes its manifests and manifest list, stages the next
+//! metadata file with `TableMetadataBuilder`, and swaps the table's pointer in the SQL catalog
+//! with the same compare-and-swap the catalog's own commits use (`metadata_location` must still
+//! be the one the rewrite was planned on). A writer that committed meanwhile makes the swap
+//! touch no row: a certain failure, after which the rewrite's own files are deleted. An error
+//! from the database leaves the outcome unknown and deletes nothing.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use iceberg::MetadataLocation;
+use iceberg::spec::{
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriter,
+    ManifestWriterBuilder, Operation, Snapshot, Summary, TableMetadataBuilder,
+};
+use iceberg::table::Table;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+use super::SinkError;
+use super::commit::{CATALOG_NAME, catalog_err};
+use crate::config::TableIdent;
+
+/// Summary key naming what a maintenance snapshot did (`merge-manifests`, `compact`).
+pub const MAINTENANCE_KEY: &str = "icefall.maintenance";
+
+/// The SQL catalog's table pointer, swapped by maintenance's own commits.
+pub struct Pointer {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+/// How a swap ended.
+pub enum Swap {
+    /// The table points at the rewrite (reload it to read it).
+    Done,
+    /// A writer committed first: nothing of the rewrite is in the table.
+    Lost,
+}
+
+impl Pointer {
+    /// The pointer of a SQL catalog at `uri`; `None` for a REST catalog (whose commits icefall
+    /// cannot make itself: rewrites are skipped there).
+    pub async fn open(uri: &str) -> Result<Option<Self>, SinkError> {
+        if uri.starts_with("http://") || uri.starts_with("https://") {
+            return Ok(None);
+        }
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(uri)
+            .await
+            .map_err(|e| SinkError::Maintain {
+                table: "(catalog)".into(),
+                reason: format!("cannot open the catalog database: {e}"),
+            })?;
+        Ok(Some(Self {
+            pool,
+            postgres: uri.starts_with("postgres"),
+        }))
+    }
+
+    /// Points `ident` at `to` if it still points at `from`; `Ok(false)`: it did not.
+    async fn swap(&self, ident: &TableIdent, from: &str, to: &str) -> Result<bool, sqlx::Error> {
+        let sql = if self.postgres {
+            "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2 \
+             WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 \
+             AND metadata_location = $6"
+        } else {
+            "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
+             WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
+             AND metadata_location = ?"
+        };
+        let done = sqlx::query(sql)
+            .bind(to)
+            .bind(from)
+            .bind(CATALOG_NAME)
+            .bind(&ident.namespace)
+            .bind(&ident.name)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// A rewrite of the current snapshot's manifests, ready to commit.
+pub struct Rewrite<'a> {
+    pub table: &'a Table,
+    pub snapshot_id: i64,
+    /// The complete manifest list of the new snapshot (kept and new manifests).
+    pub manifests: Vec<ManifestFile>,
+    pub added: &'a [DataFile],
+    pub deleted: &'a [DataFile],
+    /// `MAINTENANCE_KEY`'s value.
+    pub what: &'static str,
+}
+
+/// A fresh snapshot id no snapshot of `table` has.
+pub fn new_snapshot_id(table: &Table) -> i64 {
+    loop {
+        let (a, b) = uuid::Uuid::new_v4().as_u64_pair();
+        let id = ((a ^ b) >> 1) as i64;
+        if id > 0 && table.metadata().snapshot_by_id(id).is_none() {
+            return id;
+        }
+    }
+}
+
+/// A manifest writer for data files of the table's default spec, named for `snapshot_id`.
+pub fn manifest_writer(
+    table: &Table,
+    snapshot_id: i64,
+    n: usize,
+) -> Result<ManifestWriter, SinkError> {
+    let meta = table.metadata();
+    let path = format!(
+        "{}/metadata/{}-m{n}.avro",
+        meta.location().trim_end_matches('/'),
+        uuid::Uuid::new_v4()
+    );
+    let output = table
+        .file_io()
+        .new_output(&path)
+        .map_err(catalog_err(format!("cannot create {path}")))?;
+    Ok(ManifestWriterBuilder::new(
+        output,
+        Some(snapshot_id),
+        meta.current_schema().clone(),
+        meta.default_partition_spec().as_ref().clone(),
+    )
+    .build_v2_data())
+}
+
+/// Whether icefall can rewrite this table's manifests (format version 2).
+pub fn rewritable(table: &Table) -> bool {
+    table.metadata().format_version() == FormatVersion::V2
+}
+
+fn summary(rw: &Rewrite<'_>) -> Summary {
+    let parent = rw.table.metadata().current_snapshot();
+    let before = |k: &str| -> u64 {
+        parent
+            .and_then(|s| s.summary().additional_properties.get(k))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let sum = |files: &[DataFile], f: fn(&DataFile) -> u64| files.iter().map(f).sum::<u64>();
+    let (add_n, del_n) = (rw.added.len() as u64, rw.deleted.len() as u64);
+    let (add_r, del_r) = (
+        sum(rw.added, |f| f.record_count()),
+        sum(rw.deleted, |f| f.record_count()),
+    );
+    let (add_b, del_b) = (
+        sum(rw.added, |f| f.file_size_in_bytes()),
+        sum(rw.deleted, |f| f.file_size_in_bytes()),
+    );
+    let mut p: HashMap<String, String> = HashMap::new();
+    let mut put = |k: &str, v: u64| {
+        p.insert(k.to_owned(), v.to_string());
+    };
+    if add_n > 0 || del_n > 0 {
+        put("added-data-files", add_n);
+        put("deleted-data-files", del_n);
+        put("added-records", add_r);
+        put("deleted-records", del_r);
+        put("added-files-size", add_b);
+        put("removed-files-size", del_b);
+    }
+    put(
+        "total-data-files",
+        (before("total-data-files") + add_n).saturating_sub(del_n),
+    );
+    put(
+        "total-records",
+        (before("total-records") + add_r).saturating_sub(del_r),
+    );
+    put(
+        "total-files-size",
+        (before("total-files-size") + add_b).saturating_sub(del_b),
+    );
+    for k in [
+        "total-delete-files",
+        "total-position-deletes",
+        "total-equality-deletes",
+    ] {
+        put(k, before(k));
+    }
+    p.insert(MAINTENANCE_KEY.to_owned(), rw.what.to_owned());
+    // Recovery reads this snapshot as it read its ancestry; the older carriers may expire.
+    let meta = rw.table.metadata();
+    p.extend(crate::offsets::carried(meta.current_snapshot_id(), |id| {
+        let s = meta.snapshot_by_id(id)?;
+        Some(crate::offsets::SnapshotView {
+            id,
+            parent: s.parent_snapshot_id(),
+            summary: &s.summary().additional_properties,
+        })
+    }));
+    Summary {
+        operation: Operation::Replace,
+        additional_properties: p,
+    }
+}
+
+/// Writes the rewrite's manifest list and metadata file and swaps the table's pointer to them.
+/// A lost swap deletes those two files (the caller deletes its manifests); an error leaves
+/// them, the outcome being unknown.
+pub async fn commit(
+    pointer: &Pointer,
+    ident: &TableIdent,
+    rw: Rewrite<'_>,
+) -> Result<Swap, SinkError> {
+    let table = rw.table;
+    let meta = table.metadata();
+    let from = table
+        .metadata_location()
+        .ok_or_else(|| SinkError::Maintain {
+            table: ident.to_string(),
+            reason: "the table has no metadata location".into(),
+        })?
+        .to_owned();
+    let seq = meta.next_sequence_number();
+    let list_path = format!(
+        "{}/metadata/snap-{}-0-{}.avro",
+        meta.location().trim_end_matches('/'),
+        rw.snapshot_id,
+        uuid::Uuid::new_v4()
+    );
+    let io = table.file_io();
+    let failed = |what: String| catalog_err(what);
+    let out = io
+        .new_output(&list_path)
+        .map_err(failed(format!("cannot create {list_path}")))?;
+    let writer = out
+        .writer()
+        .await
+        .map_err(failed(format!("cannot create {list_path}")))?;
+    let parent = meta.current_snapshot_id();
+    let mut list = ManifestListWriter::v2(writer, rw.snapshot_id, parent, seq);
+    list.add_manifests(rw.manifests.iter().cloned())
+        .map_err(failed(format!("cannot write {list_path}")))?;
+    list.close()
+        .await
+        .map_err(failed(format!("cannot write {list_path}")))?;
+    let snapshot = Snapshot::builder()
+        .with_manifest_list(list_path.clone())
+        .with_snapshot_id(rw.snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(seq)
+        .with_summary(summary(&rw))
+        .with_schema_id(meta.current_schema_id())
+        .with_timestamp_ms(crate::metrics::now_ms().max(meta.last_updated_ms()))
+        .build();
+    let staged = TableMetadataBuilder::new_from_metadata(meta.clone(), Some(from.clone()))
+        .set_branch_snapshot(snapshot, MAIN_BRANCH)
+        .and_then(|b| b.build())
+        .map_err(failed(format!(
+            "cannot stage the {} snapshot of {ident}",
+            rw.what
+        )))?
+        .metadata;
+    let to = MetadataLocation::from_str(&from)
+        .map_err(failed(format!("bad metadata location {from}")))?
+        .with_next_version()
+        .with_new_metadata(&staged);
+    staged
+        .write_to(io, &to)
+        .await
+        .map_err(failed(format!("cannot write {to}")))?;
+    let to = to.to_string();
+    match pointer.swap(ident, &from, &to).await {
+        Ok(true) => {}
+        Ok(false) => {
+            for p in [&to, &list_path] {
+                if let Err(e) = io.delete(p).await {
+                    tracing::warn!(path = %p, error = %e, "cannot delete a lost rewrite's file");
+                }
+            }
+            return Ok(Swap::Lost);
+        }
+        Err(e) => {
+            return Err(SinkError::Maintain {
+                table: ident.to_string(),
+                reason: format!(
+                    "the {} commit has an unknown outcome (its files stay for the orphan sweep): {e}",
+                    rw.what
+                ),
+            });
+        }
+    }
+    Ok(Swap::Done)
+}

@@ -1,0 +1,485 @@
+//! The two rewrites of a maintenance pass, each one `replace` snapshot (`replace::commit`):
+//! merging the current snapshot's small manifests (`maintain::plan_merge`; every entry kept as
+//! EXISTING with its snapshot id and sequence numbers) and compacting small data files
+//! (`maintain::plan_compaction`; inputs marked DELETED with their sequence numbers, outputs added
+//! with the starting snapshot's). A lost compare-and-swap plans again on the new head: a merge
+//! from scratch, a compaction keeping only the bins whose inputs are all still live (the outputs
+//! of the others are deleted; they were certainly never committed).
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iceberg::spec::{DataFile, ManifestContentType, ManifestEntryRef, ManifestFile};
+use iceberg::table::Table;
+use iceberg::{Catalog, TableIdent as IcebergIdent};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::SinkError;
+use super::chunks::Chunks;
+use super::commit::catalog_err;
+use super::files::TableFiles;
+use super::replace::{self, Pointer, Rewrite, Swap};
+use super::storage::ObjectStoreStorage;
+use crate::config::TableIdent;
+use crate::maintain::{CompactPolicy, Item, MergePolicy, plan_compaction, plan_merge};
+
+/// Attempts of a rewrite whose swap loses to writers.
+const ATTEMPTS: u32 = 5;
+/// Rows per batch read back from a compacted input.
+const READ_BATCH_ROWS: usize = 8 * 1024;
+/// Rows per row group of a compacted file.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Multipart parts in flight per compacted file.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The current snapshot's manifests and their entries.
+struct Current {
+    table: Table,
+    manifests: Vec<ManifestFile>,
+    entries: HashMap<String, Vec<ManifestEntryRef>>,
+}
+
+async fn load(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Option<Current>, SinkError> {
+    let id = IcebergIdent::new(
+        iceberg::NamespaceIdent::new(ident.namespace.clone()),
+        ident.name.clone(),
+    );
+    let table = catalog
+        .load_table(&id)
+        .await
+        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    if !replace::rewritable(&table) {
+        tracing::info!(table = %ident, "not a format version 2 table: no rewrites");
+        return Ok(None);
+    }
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(None);
+    };
+    let what = || format!("reading the manifests of {ident}");
+    let list = table
+        .manifest_list_reader(snapshot)
+        .load()
+        .await
+        .map_err(catalog_err(what()))?;
+    let manifests = list.entries().to_vec();
+    let mut entries = HashMap::new();
+    for m in &manifests {
+        let loaded = m
+            .load_manifest(table.file_io())
+            .await
+            .map_err(catalog_err(what()))?;
+        entries.insert(m.manifest_path.clone(), loaded.entries().to_vec());
+    }
+    Ok(Some(Current {
+        table,
+        manifests,
+        entries,
+    }))
+}
+
+fn broken(ident: &TableIdent, reason: String) -> SinkError {
+    SinkError::Maintain {
+        table: ident.to_string(),
+        reason,
+    }
+}
+
+/// The sequence numbers an EXISTING or DELETED copy of `e` keeps.
+fn numbers(ident: &TableIdent, e: &ManifestEntryRef) -> Result<(i64, i64, Option<i64>), SinkError> {
+    let path = e.file_path();
+    let snapshot = e
+        .snapshot_id()
+        .ok_or_else(|| broken(ident, format!("manifest entry {path} has no snapshot id")))?;
+    let seq = e.sequence_number().ok_or_else(|| {
+        broken(
+            ident,
+            format!("manifest entry {path} has no sequence number"),
+        )
+    })?;
+    Ok((snapshot, seq, e.file_sequence_number.or(Some(seq))))
+}
+
+async fn delete_all(table: &Table, paths: impl IntoIterator<Item = &String>) {
+    for p in paths {
+        if let Err(e) = table.file_io().delete(p).await {
+            tracing::warn!(path = %p, error = %e, "cannot delete a rewrite's file");
+        }
+    }
+}
+
+/// What a merge did: the current snapshot's manifests before and after.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Merged {
+    pub before: usize,
+    pub after: usize,
+}
+
+/// Merges the current snapshot's small data manifests (`dry`: only counts what it would do).
+pub async fn merge_manifests(
+    catalog: &dyn Catalog,
+    pointer: &Pointer,
+    ident: &TableIdent,
+    policy: MergePolicy,
+    dry: bool,
+) -> Result<Option<Merged>, SinkError> {
+    for attempt in 1..=ATTEMPTS {
+        let Some(cur) = load(catalog, ident).await? else {
+            return Ok(None);
+        };
+        let items: Vec<Item> = cur
+            .manifests
+            .iter()
+            .map(|m| Item {
+                bytes: m.manifest_length.max(0) as u64,
+                group: match m.content {
+                    ManifestContentType::Data => m.partition_spec_id as u64,
+                    ManifestContentType::Deletes => u64::MAX,
+                },
+            })
+            .collect();
+        let default_spec = cur.table.metadata().default_partition_spec_id() as u64;
+        let bins: Vec<Vec<usize>> = plan_merge(&items, policy)
+            .into_iter()
+            .filter(|b| items[b[0]].group == default_spec)
+            .collect();
+        let before = cur.manifests.len();
+        let merged: usize = bins.iter().map(Vec::len).sum();
+        let after = before - merged + bins.len();
+        if bins.is_empty() || dry {
+            return Ok(Some(Merged { before, after }));
+        }
+        let sid = replace::new_snapshot_id(&cur.table);
+        let mut written: Vec<ManifestFile> = Vec::new();
+        let mut first_of: HashMap<usize, usize> = HashMap::new();
+        let mut binned = BTreeSet::new();
+        for (n, bin) in bins.iter().enumerate() {
+            let mut w = replace::manifest_writer(&cur.table, sid, n)?;
+            for &i in bin {
+                binned.insert(i);
+                let entries = &cur.entries[&cur.manifests[i].manifest_path];
+                for e in entries.iter().filter(|e| e.is_alive()) {
+                    let (snapshot, seq, file_seq) = numbers(ident, e)?;
+                    w.add_existing_file(e.data_file().clone(), snapshot, seq, file_seq)
+                        .map_err(catalog_err("cannot merge manifests"))?;
+                }
+            }
+            let m = w
+                .write_manifest_file()
+                .await
+                .map_err(catalog_err("cannot write a merged manifest"))?;
+            first_of.insert(bin[0], written.len());
+            written.push(m);
+        }
+        // Each merged manifest takes the place of its bin's first member.
+        let mut list = Vec::with_capacity(after);
+        for (i, m) in cur.manifests.iter().enumerate() {
+            if let Some(&k) = first_of.get(&i) {
+                list.push(written[k].clone());
+            } else if !binned.contains(&i) {
+                list.push(m.clone());
+            }
+        }
+        let rw = Rewrite {
+            table: &cur.table,
+            snapshot_id: sid,
+            manifests: list,
+            added: &[],
+            deleted: &[],
+            what: "merge-manifests",
+        };
+        match replace::commit(pointer, ident, rw).await? {
+            Swap::Done => return Ok(Some(Merged { before, after })),
+            Swap::Lost => {
+                let paths: Vec<String> = written.iter().map(|m| m.manifest_path.clone()).collect();
+                delete_all(&cur.table, &paths).await;
+                tracing::info!(attempt, "a writer committed meanwhile: merging again");
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub files: usize,
+    pub into: usize,
+    pub bytes_read: u64,
+}
+
+/// One rewritten bin: its inputs (with the numbers their DELETED entries keep) and its output.
+struct Done {
+    inputs: Vec<ManifestEntryRef>,
+    output: DataFile,
+}
+
+/// The group of files that may share a bin: same partition, same columns (icefall's tables
+/// have one partition spec).
+fn file_group(f: &DataFile) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    format!("{:?}", f.partition()).hash(&mut h);
+    let mut cols: Vec<i32> = f.column_sizes().keys().copied().collect();
+    cols.sort_unstable();
+    cols.hash(&mut h);
+    h.finish()
+}
+
+/// Compacts the current snapshot's small data files into files of about `target_bytes`.
+pub async fn compact(
+    catalog: &dyn Catalog,
+    pointer: &Pointer,
+    storage: &ObjectStoreStorage,
+    ident: &TableIdent,
+    target_bytes: u64,
+    dry: bool,
+) -> Result<Compacted, SinkError> {
+    let Some(cur) = load(catalog, ident).await? else {
+        return Ok(Compacted::default());
+    };
+    let live: Vec<ManifestEntryRef> = cur
+        .manifests
+        .iter()
+        .filter(|m| m.content == ManifestContentType::Data)
+        .flat_map(|m| {
+            cur.entries[&m.manifest_path]
+                .iter()
+                .filter(|e| e.is_alive())
+                .cloned()
+        })
+        .collect();
+    let items: Vec<Item> = live
+        .iter()
+        .map(|e| Item {
+            bytes: e.file_size_in_bytes(),
+            group: file_group(e.data_file()),
+        })
+        .collect();
+    let bins = plan_compaction(&items, CompactPolicy::for_target(target_bytes));
+    let mut out = Compacted::default();
+    if dry {
+        out.files = bins.iter().map(Vec::len).sum();
+        out.into = bins.len();
+        return Ok(out);
+    }
+    let start_seq = cur
+        .table
+        .metadata()
+        .current_snapshot()
+        .map_or(0, |s| s.sequence_number());
+    let mut done = Vec::new();
+    for bin in &bins {
+        let inputs: Vec<ManifestEntryRef> = bin.iter().map(|&i| live[i].clone()).collect();
+        match rewrite_files(&cur.table, storage, &inputs).await? {
+            Some((output, read)) => {
+                out.bytes_read += read;
+                done.push(Done { inputs, output });
+            }
+            None => tracing::info!(files = inputs.len(), "inputs differ in schema: bin left"),
+        }
+    }
+    let mut head = cur;
+    for attempt in 1..=ATTEMPTS {
+        if done.is_empty() {
+            break;
+        }
+        let sid = replace::new_snapshot_id(&head.table);
+        let (rw_manifests, written, added, deleted) =
+            compaction_manifests(&head, ident, sid, start_seq, &done).await?;
+        let rw = Rewrite {
+            table: &head.table,
+            snapshot_id: sid,
+            manifests: rw_manifests,
+            added: &added,
+            deleted: &deleted,
+            what: "compact",
+        };
+        match replace::commit(pointer, ident, rw).await? {
+            Swap::Done => {
+                out.files += done.iter().map(|d| d.inputs.len()).sum::<usize>();
+                out.into += done.len();
+                return Ok(out);
+            }
+            Swap::Lost => {
+                delete_all(&head.table, &written).await;
+                tracing::info!(
+                    attempt,
+                    "a writer committed meanwhile: checking the inputs again"
+                );
+                let Some(next) = load(catalog, ident).await? else {
+                    break;
+                };
+                head = next;
+                let alive: BTreeSet<&str> = head
+                    .entries
+                    .values()
+                    .flatten()
+                    .filter(|e| e.is_alive())
+                    .map(|e| e.file_path())
+                    .collect();
+                let (keep, gone): (Vec<Done>, Vec<Done>) = std::mem::take(&mut done)
+                    .into_iter()
+                    .partition(|d| d.inputs.iter().all(|e| alive.contains(e.file_path())));
+                let abandoned: Vec<String> = gone
+                    .iter()
+                    .map(|d| d.output.file_path().to_owned())
+                    .collect();
+                if !abandoned.is_empty() {
+                    tracing::info!(
+                        bins = abandoned.len(),
+                        "inputs rewritten by another: bins abandoned"
+                    );
+                }
+                delete_all(&head.table, &abandoned).await;
+                done = keep;
+            }
+        }
+    }
+    // Every attempt certainly lost: nothing of these outputs is in the table.
+    let left: Vec<String> = done
+        .iter()
+        .map(|d| d.output.file_path().to_owned())
+        .collect();
+    delete_all(&head.table, &left).await;
+    Ok(out)
+}
+
+/// The manifest list of a compaction on `head`: untouched manifests as they are, and one new
+/// manifest with every other live entry EXISTING, the inputs DELETED and the outputs ADDED.
+async fn compaction_manifests(
+    head: &Current,
+    ident: &TableIdent,
+    sid: i64,
+    start_seq: i64,
+    done: &[Done],
+) -> Result<(Vec<ManifestFile>, Vec<String>, Vec<DataFile>, Vec<DataFile>), SinkError> {
+    let inputs: BTreeSet<&str> = done
+        .iter()
+        .flat_map(|d| d.inputs.iter().map(|e| e.file_path()))
+        .collect();
+    let mut w = replace::manifest_writer(&head.table, sid, 0)?;
+    let mut list = Vec::new();
+    let mut deleted = Vec::new();
+    for m in &head.manifests {
+        let entries = &head.entries[&m.manifest_path];
+        let touched = m.content == ManifestContentType::Data
+            && entries
+                .iter()
+                .any(|e| e.is_alive() && inputs.contains(e.file_path()));
+        if !touched {
+            list.push(m.clone());
+            continue;
+        }
+        for e in entries.iter().filter(|e| e.is_alive()) {
+            let (snapshot, seq, file_seq) = numbers(ident, e)?;
+            let f = e.data_file().clone();
+            let res = if inputs.contains(e.file_path()) {
+                deleted.push(f.clone());
+                w.add_delete_file(f, seq, file_seq)
+            } else {
+                w.add_existing_file(f, snapshot, seq, file_seq)
+            };
+            res.map_err(catalog_err("cannot write the compaction's manifest"))?;
+        }
+    }
+    let added: Vec<DataFile> = done.iter().map(|d| d.output.clone()).collect();
+    for f in &added {
+        w.add_file(f.clone(), start_seq)
+            .map_err(catalog_err("cannot write the compaction's manifest"))?;
+    }
+    let m = w
+        .write_manifest_file()
+        .await
+        .map_err(catalog_err("cannot write the compaction's manifest"))?;
+    let written = vec![m.manifest_path.clone()];
+    list.insert(0, m);
+    Ok((list, written, added, deleted))
+}
+
+/// Rewrites `inputs` (in order) into one file; `None` if their Arrow schemas differ. Memory is
+/// bounded by one input and one row group of the output.
+async fn rewrite_files(
+    table: &Table,
+    storage: &ObjectStoreStorage,
+    inputs: &[ManifestEntryRef],
+) -> Result<Option<(DataFile, u64)>, SinkError> {
+    let meta = table.metadata();
+    let files = TableFiles {
+        storage: storage.clone(),
+        location: meta.location().to_string(),
+        schema: meta.current_schema().as_ref().clone(),
+        partition_spec_id: meta.default_partition_spec_id(),
+        evolution: None,
+    };
+    let rel = format!("data/compacted-{}.parquet", uuid::Uuid::new_v4());
+    let mut stream: Option<super::files::Stream> = None;
+    let mut writer: Option<(ArrowWriter<Chunks>, arrow_schema::SchemaRef)> = None;
+    let mut read = 0u64;
+    let parquet_err = |source| SinkError::Encode { core: 0, source };
+    for e in inputs {
+        let path = e.file_path();
+        let bytes: Bytes = table
+            .file_io()
+            .new_input(path)
+            .map_err(catalog_err(format!("cannot read {path}")))?
+            .read()
+            .await
+            .map_err(catalog_err(format!("cannot read {path}")))?;
+        read += bytes.len() as u64;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(parquet_err)?
+            .with_batch_size(READ_BATCH_ROWS)
+            .build()
+            .map_err(parquet_err)?;
+        let schema = arrow_array::RecordBatchReader::schema(&reader);
+        let w = match &mut writer {
+            Some((w, first)) if *first == schema => w,
+            Some(_) => {
+                if let Some(s) = stream.take()
+                    && let Err(e) = s.abort().await
+                {
+                    tracing::warn!(error = %e, "cannot abort a compaction's upload");
+                }
+                return Ok(None);
+            }
+            None => {
+                let props = super::props::writer_properties(
+                    &schema,
+                    1,
+                    ROW_GROUP_ROWS,
+                    super::props::Sample::Compresses,
+                )
+                .map_err(parquet_err)?;
+                stream = Some(files.open_stream(&rel).await?);
+                let w = ArrowWriter::try_new(Chunks::new(), Arc::clone(&schema), Some(props))
+                    .map_err(parquet_err)?;
+                &mut writer.insert((w, schema)).0
+            }
+        };
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet_err(e.into()))?;
+            w.write(&batch).map_err(parquet_err)?;
+            let parts = w.inner_mut().take_done();
+            if let Some(s) = stream.as_mut() {
+                s.push(parts, PARTS_IN_FLIGHT).await?;
+            }
+        }
+    }
+    let (Some((mut w, _)), Some(s)) = (writer, stream) else {
+        return Ok(None);
+    };
+    let metadata = w.finish().map_err(parquet_err)?;
+    let rest = std::mem::take(w.inner_mut());
+    let size = rest.len() as u64;
+    let location = s.finish(rest.into_parts()).await?;
+    let file = super::stats::data_file(
+        location,
+        size,
+        &metadata,
+        meta.current_schema(),
+        meta.default_partition_spec_id(),
+    )?;
+    Ok(Some((file, read)))
+}
