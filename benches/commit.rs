@@ -8,7 +8,12 @@
 //! MAINTAIN_EVERY commits, and its times are reported; without it, one pass runs at the end on
 //! the whole history.
 //!
-//!     cargo bench --bench commit [-- EPOCHS [MAINTAIN_EVERY]]
+//! RETAIN (default 100) is how many snapshots a pass keeps; `--second-writer` adds another
+//! writer (its own committer and topic, as a second process would) committing every 5 ms, whose
+//! commits race the measured writer's and the maintainer's. The measured writer and the
+//! maintainer share a gate, as `run --maintain-interval` does.
+//!
+//!     cargo bench --bench commit [-- EPOCHS [MAINTAIN_EVERY [RETAIN]] [--second-writer]]
 
 use std::time::Instant;
 
@@ -31,6 +36,8 @@ fn main() {
         .collect();
     let epochs: u64 = nums.first().copied().unwrap_or(200);
     let maintain_every: Option<u64> = nums.get(1).copied().filter(|n| *n > 0);
+    let retain: u64 = nums.get(2).copied().filter(|n| *n > 0).unwrap_or(100);
+    let second_writer = std::env::args().any(|a| a == "--second-writer");
     let dir = tempfile::tempdir().expect("temp dir");
     let abs = std::fs::canonicalize(dir.path()).expect("canonical");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -53,50 +60,52 @@ fn main() {
         let retry = RetryPolicy {
             base: std::time::Duration::from_millis(10),
             cap: std::time::Duration::from_secs(1),
-            attempts: 3,
+            attempts: 50,
         };
-        let mut committer = Committer::new(catalog.clone(), ident.clone(), "events".into(), retry, table);
+        let gate = std::sync::Arc::new(icefall::sink::guard::Gate::default());
+        let mut committer = Committer::new(catalog.clone(), ident.clone(), "events".into(), retry, table.clone())
+            .with_gate(gate.clone());
         let keep = MaintainConfig {
             expire_older_than: Some(std::time::Duration::ZERO),
-            retain_last: std::num::NonZeroUsize::new(100),
-            dry_run: false,
-            target_file_size: None,
+            retain_last: std::num::NonZeroUsize::new(retain as usize),
             compact: true,
             merge_manifests: true,
-            orphans: None,
+            ..MaintainConfig::default()
         };
-        let pointer = Pointer::open(&spec.uri).await.expect("catalog pointer");
+        let pointer = Pointer::open(&spec.uri).await.expect("catalog pointer").map(|p| p.with_gate(gate));
         let pass = || run(catalog.as_ref(), pointer.as_ref(), &storage, &ident, &keep, i64::MAX);
+        // The second writer: another process's committer on its own topic, every 5 ms.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let second = (second_writer).then(|| {
+            let (catalog, ident, stop) = (catalog.clone(), ident.clone(), stop.clone());
+            let (storage, location, table_schema) = (storage.clone(), location.clone(), table_schema.clone());
+            tokio::spawn(async move {
+                let mut c = Committer::new(catalog, ident, "other".into(), retry, table);
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let df = one_file(&storage, &location, &table_schema, "other", n).await;
+                    let prior = Offsets::from([(0, (n * 1_000) as i64)]);
+                    let offsets = Offsets::from([(0, ((n + 1) * 1_000) as i64)]);
+                    c.commit(n, vec![df], (n > 1).then_some(&prior), &offsets, Vec::new())
+                        .await
+                        .expect("second writer's commit");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                n
+            })
+        });
         let mut passes = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
         let window = |end: u64| Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map(|h| (end, h));
         let mut windows: Vec<(u64, Histogram<u64>)> = [100.min(epochs), epochs / 2, epochs]
             .into_iter()
             .map(|end| window(end).expect("histogram"))
             .collect();
-        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default())
-            .expect("encoder");
         let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
         let (mut first, mut last) = (all.clone(), all.clone());
         let tenth = (epochs / 10).max(1);
         for epoch in 1..=epochs {
-            let recs: Vec<Record> = (0..1_000)
-                .map(|i| Record {
-                    offset: (epoch * 1_000 + i) as i64,
-                    timestamp_ms: 1_700_000_000_000,
-                    shard: 0,
-                    key: Some(format!("k{i}").into_bytes()),
-                    value: Some(vec![1; 100]),
-                    headers: Default::default(),
-                })
-                .collect();
-            let batch = icefall::record::Batch::of_records(0, &recs);
-            enc.append(0, batch.records(), &mut Vec::new())
-                .expect("append");
-            let f = enc.finish_file().expect("encode").expect("file");
-            let path = format!("{location}/data/bench-{epoch:06}.parquet");
-            let size = f.size();
-            storage.write(&path, f.to_bytes()).await.expect("upload");
-            let df = data_file(path, size, &f.metadata, &table_schema, 0).expect("data file");
+            let df = one_file(&storage, &location, &table_schema, "events", epoch).await;
             let offsets = Offsets::from([(0, ((epoch + 1) * 1_000) as i64)]);
             let prior = match epoch {
                 0 => Offsets::new(),
@@ -126,6 +135,10 @@ fn main() {
                 // The writer's next commit finds the table changed and retries, as it would.
                 passes.record(t.elapsed().as_micros().max(1) as u64).expect("record");
             }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = second {
+            println!("second writer: {} commits meanwhile", h.await.expect("second writer"));
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
         println!(
@@ -157,7 +170,7 @@ fn main() {
         }
         match maintain_every {
             Some(n) => println!(
-                "  maintenance every {n} commits (keep the newest 100): {} passes, p50 {:.1} ms, max {:.1} ms",
+                "  maintenance every {n} commits (keep the newest {retain}): {} passes, p50 {:.1} ms, max {:.1} ms",
                 passes.len(),
                 ms(&passes, 0.5),
                 passes.max() as f64 / 1e3
@@ -173,4 +186,34 @@ fn main() {
             }
         }
     });
+}
+
+/// One 1,000-row Parquet file of `tag`'s epoch, uploaded under the table's data folder.
+async fn one_file(
+    storage: &ObjectStoreStorage,
+    location: &str,
+    table_schema: &iceberg::spec::Schema,
+    tag: &str,
+    epoch: u64,
+) -> iceberg::spec::DataFile {
+    let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default())
+        .expect("encoder");
+    let recs: Vec<Record> = (0..1_000)
+        .map(|i| Record {
+            offset: (epoch * 1_000 + i) as i64,
+            timestamp_ms: 1_700_000_000_000,
+            shard: 0,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(vec![1; 100]),
+            headers: Default::default(),
+        })
+        .collect();
+    let batch = icefall::record::Batch::of_records(0, &recs);
+    enc.append(0, batch.records(), &mut Vec::new())
+        .expect("append");
+    let f = enc.finish_file().expect("encode").expect("file");
+    let path = format!("{location}/data/bench-{tag}-{epoch:06}.parquet");
+    let size = f.size();
+    storage.write(&path, f.to_bytes()).await.expect("upload");
+    data_file(path, size, &f.metadata, table_schema, 0).expect("data file")
 }

@@ -390,6 +390,7 @@ fn pipeline(
         let die_after_dlq_commit = cfg.die_after_dlq_commit;
         let evolution = evolution.clone();
         let source_cfg = source_cfg.clone();
+        let run_cfg = cfg.clone();
         runtime::spawn_tokio("io", placement.io, move || async move {
             if let Some(l) = listener {
                 runtime::detach(crate::metrics::http::serve(
@@ -417,7 +418,15 @@ fn pipeline(
                     ),
                     None => None,
                 };
-                let mut committer = Committer::new(catalog, ident, topic, retry, table);
+                let gate = Arc::new(crate::sink::guard::Gate::default());
+                let storage = table_files.storage.clone();
+                let maintainer =
+                    maintain::in_process(&run_cfg, &spec, catalog.clone(), storage, gate.clone());
+                if let Some((m, every)) = maintainer.await? {
+                    runtime::detach(maintain::every(m, every, live.clone()));
+                }
+                let mut committer =
+                    Committer::new(catalog, ident, topic, retry, table).with_gate(gate);
                 if let Some(e) = evolution {
                     committer = committer.with_evolution(e);
                 }

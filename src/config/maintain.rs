@@ -1,4 +1,4 @@
-//! The maintenance settings (`icefall maintain`): how old a snapshot must be to expire and how
+//! The maintenance settings (`icefall maintain`, `run --maintain-interval`): how old a snapshot must be to expire and how
 //! many stay, typed and validated once, with errors that name the flag. Knows nothing of tables
 //! or of how a pass runs.
 
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::{ByteSize, ConfigError, duration, field};
 
-/// Raw maintenance flags (flattened into the shared flags; `run` ignores them for now).
+/// Raw maintenance flags (flattened into the shared flags; `run` maintains with them when
+/// `--maintain-interval` is given).
 #[derive(Debug, Clone, clap::Args)]
 pub struct MaintainArgs {
     /// `maintain`: snapshots older than this may expire (default: the table's
@@ -33,6 +34,19 @@ pub struct MaintainArgs {
     /// `maintain`: plan and print what a pass would do; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// `run`: also maintain the table from the io core every this often (off unless given;
+    /// 10m suits the default 10s commit interval). One maintainer at a time per table holds a
+    /// lease in the catalog's database; the others skip their pass.
+    #[arg(long)]
+    pub maintain_interval: Option<String>,
+    /// `maintain`: run even while another maintainer holds the table's lease (safety rests on
+    /// the catalog's compare-and-swap, not on the lease).
+    #[arg(long)]
+    pub ignore_lease: bool,
+    /// Test hook: a rewrite waits this long between writing its files and swapping the table's
+    /// pointer (to race two maintainers, or to kill one mid-commit).
+    #[arg(long, hide = true)]
+    pub debug_pause_before_swap: Option<String>,
     /// `maintain`: also delete files under the table's location that nothing references (uploads
     /// a killed run never committed, unfinished staging files), once older than
     /// --orphans-older-than.
@@ -50,6 +64,10 @@ pub struct MaintainConfig {
     pub expire_older_than: Option<Duration>,
     pub retain_last: Option<NonZeroUsize>,
     pub dry_run: bool,
+    /// `run --maintain-interval`.
+    pub interval: Option<Duration>,
+    pub ignore_lease: bool,
+    pub pause_before_swap: Option<Duration>,
     /// `None`: the table's write.target-file-size-bytes.
     pub target_file_size: Option<u64>,
     pub compact: bool,
@@ -67,6 +85,9 @@ impl Default for MaintainArgs {
             no_compact: false,
             no_merge_manifests: false,
             dry_run: false,
+            maintain_interval: None,
+            ignore_lease: false,
+            debug_pause_before_swap: None,
             orphans: false,
             orphans_older_than: "72h".into(),
         }
@@ -103,6 +124,24 @@ impl MaintainArgs {
             compact: !self.no_compact,
             merge_manifests: !self.no_merge_manifests,
             dry_run: self.dry_run,
+            interval: self
+                .maintain_interval
+                .as_deref()
+                .map(|v| match duration("--maintain-interval", v)? {
+                    Duration::ZERO => Err(ConfigError::invalid(
+                        "--maintain-interval",
+                        v,
+                        "an interval must be above 0",
+                    )),
+                    d => Ok(d),
+                })
+                .transpose()?,
+            ignore_lease: self.ignore_lease,
+            pause_before_swap: self
+                .debug_pause_before_swap
+                .as_deref()
+                .map(|v| duration("--debug-pause-before-swap", v))
+                .transpose()?,
             orphans: match self.orphans {
                 true => Some(duration("--orphans-older-than", &self.orphans_older_than)?),
                 false => None,
@@ -124,6 +163,9 @@ mod tests {
             no_compact: true,
             no_merge_manifests: false,
             dry_run: true,
+            maintain_interval: Some("10m".into()),
+            ignore_lease: false,
+            debug_pause_before_swap: None,
             orphans: true,
             orphans_older_than: "1h".into(),
         };
@@ -133,6 +175,7 @@ mod tests {
         assert_eq!(c.orphans, Some(Duration::from_secs(3600)));
         assert_eq!(c.target_file_size, Some(64 << 20));
         assert!(!c.compact && c.merge_manifests);
+        assert_eq!(c.interval, Some(Duration::from_secs(600)));
         let bad = |a: MaintainArgs| a.validate().unwrap_err().to_string();
         let zero = MaintainArgs {
             retain_last: Some("0".into()),
@@ -149,5 +192,10 @@ mod tests {
             ..Default::default()
         };
         assert!(bad(none).starts_with("--target-file-size \"0\""));
+        let never = MaintainArgs {
+            maintain_interval: Some("0s".into()),
+            ..Default::default()
+        };
+        assert!(bad(never).starts_with("--maintain-interval \"0s\""));
     }
 }

@@ -206,6 +206,7 @@ pub fn prometheus(live: &Live) -> String {
     );
     let unknown: i64 = live.unknown_fields.iter().map(|g| g.get()).sum();
     let _ = writeln!(out, "icefall_unknown_fields_total {unknown}");
+    maintenance(&mut out, &io.maintenance);
     histogram(
         &mut out,
         "icefall_commit_duration_seconds",
@@ -223,6 +224,62 @@ pub fn prometheus(live: &Live) -> String {
         LATENCY_BUCKETS,
     );
     out
+}
+
+/// The counters of `run --maintain-interval`'s passes.
+fn maintenance(out: &mut String, m: &super::live::MaintenanceLive) {
+    let series: [(&str, &str, String); 9] = [
+        (
+            "passes",
+            "Maintenance passes completed.",
+            m.passes.to_string(),
+        ),
+        (
+            "failures",
+            "Maintenance passes that failed (the next one tries again).",
+            m.failed.to_string(),
+        ),
+        (
+            "skipped",
+            "Passes skipped: another maintainer held the table's lease.",
+            m.skipped.to_string(),
+        ),
+        (
+            "expired_snapshots",
+            "Snapshots expired.",
+            m.expired_snapshots.to_string(),
+        ),
+        (
+            "deleted_files",
+            "Files deleted (unreachable after expiry, old metadata).",
+            m.deleted_files.to_string(),
+        ),
+        (
+            "deleted_bytes",
+            "Bytes of the deleted files.",
+            m.deleted_bytes.to_string(),
+        ),
+        (
+            "compacted_files",
+            "Small data files rewritten by compaction.",
+            m.compacted_files.to_string(),
+        ),
+        (
+            "compaction_outputs",
+            "Data files compaction wrote.",
+            m.into_files.to_string(),
+        ),
+        (
+            "seconds",
+            "Time spent in maintenance passes.",
+            format!("{:.3}", m.seconds),
+        ),
+    ];
+    for (name, help, value) in series {
+        let name = format!("icefall_maintenance_{name}_total");
+        header(out, &name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// `/status`: where every partition and shard runs and where it stands.
@@ -269,6 +326,14 @@ pub fn status(live: &Live) -> serde_json::Value {
         "partitions": partitions,
         "shard_cores": shards,
         "io": {"cpu": live.io_cpu, "commits": io.commits(), "last_commit_ms": io.last_commit_ms},
+        "maintenance": {
+            "passes": io.maintenance.passes,
+            "failures": io.maintenance.failed,
+            "skipped": io.maintenance.skipped,
+            "compacted_files": io.maintenance.compacted_files,
+            "expired_snapshots": io.maintenance.expired_snapshots,
+            "last_pass_ms": io.maintenance.last_pass_ms,
+        },
     })
 }
 

@@ -122,6 +122,24 @@ pub struct IoLive {
     pub last_commit_ms: Option<i64>,
     /// Undecodable records committed to the dead-letter table.
     pub dead_letters: u64,
+    /// `run --maintain-interval`: what the in-process passes did.
+    pub maintenance: MaintenanceLive,
+}
+
+/// Totals of the in-process maintenance passes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaintenanceLive {
+    pub passes: u64,
+    pub failed: u64,
+    /// Passes left to another maintainer that held the table's lease.
+    pub skipped: u64,
+    pub expired_snapshots: u64,
+    pub deleted_files: u64,
+    pub deleted_bytes: u64,
+    pub compacted_files: u64,
+    pub into_files: u64,
+    pub seconds: f64,
+    pub last_pass_ms: Option<i64>,
 }
 
 impl IoLive {
@@ -178,6 +196,7 @@ impl Live {
             committed,
             last_commit_ms: None,
             dead_letters: 0,
+            maintenance: MaintenanceLive::default(),
         })
     }
 

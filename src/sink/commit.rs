@@ -21,7 +21,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 
 use super::SinkError;
 use super::evolve::{self, Evolution};
-use super::guard::GuardedCatalog;
+use super::guard::{Gate, GuardedCatalog};
 use super::schema;
 use super::storage::{ObjectStoreStorage, ObjectStoreStorageFactory};
 use crate::config::TableIdent;
@@ -364,6 +364,8 @@ pub struct Committer {
     jitter: Jitter,
     /// `--evolve`: columns the files need are added in the epoch's own commit.
     evolution: Option<Arc<Evolution>>,
+    /// Shared with the in-process maintainer (`run --maintain-interval`), and its commits seen.
+    gate: Option<(Arc<Gate>, u64)>,
 }
 
 impl Committer {
@@ -383,7 +385,14 @@ impl Committer {
             table,
             jitter: Jitter(seed),
             evolution: None,
+            gate: None,
         }
+    }
+
+    /// Commits take turns with the maintainer of this process through `gate`.
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some((gate, 0));
+        self
     }
 
     /// Commits also add the columns `evolution` grew (`--evolve`).
@@ -456,6 +465,17 @@ impl Committer {
         extra: Vec<(String, String)>,
     ) -> Result<Committed, SinkError> {
         let started = Instant::now();
+        let gate = self.gate.as_ref().map(|g| Arc::clone(&g.0));
+        let turn = match &gate {
+            Some(g) => Some(g.turn().await),
+            None => None,
+        };
+        if let (Some(t), Some((_, seen))) = (&turn, &mut self.gate)
+            && **t != *seen
+        {
+            *seen = **t;
+            self.reload().await?;
+        }
         let table_name = self.ident.to_string();
         let id = offsets::commit_id(&table_name, &self.topic, epoch, ours, &extra);
         let mut attempt = 0u32;

@@ -18,6 +18,19 @@ use iceberg::{
     TableIdent,
 };
 
+/// The turn an in-process writer and maintainer take at the table: each commits while holding
+/// it, and the maintainer counts its commits in it, so the writer reloads the table before its
+/// next commit instead of losing one attempt (and a backoff) to a conflict with its own process.
+#[derive(Debug, Default)]
+pub struct Gate(tokio::sync::Mutex<u64>);
+
+impl Gate {
+    /// Waits for the turn; the guard holds the count of the maintainer's commits.
+    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, u64> {
+        self.0.lock().await
+    }
+}
+
 #[derive(Debug, Default)]
 struct Expect {
     /// The head snapshot the next commit must build on (`Some(None)`: an empty table).

@@ -14,6 +14,7 @@ use iceberg::{Catalog, TableIdent as IcebergIdent};
 
 use super::SinkError;
 use super::commit::catalog_err;
+use super::guard::Gate;
 use super::replace::Pointer;
 use super::rewrite;
 use super::storage::ObjectStoreStorage;
@@ -252,7 +253,8 @@ pub async fn run(
         }
         None => {}
     }
-    let mut pass = expire(catalog, ident, cfg, now_ms).await?;
+    let gate = pointer.and_then(Pointer::gate);
+    let mut pass = expire(catalog, ident, cfg, now_ms, gate).await?;
     pass.manifests_before = before;
     pass.compacted_files = compacted;
     pass.into_files = into;
@@ -270,11 +272,12 @@ pub async fn expire(
     ident: &crate::config::TableIdent,
     cfg: &MaintainConfig,
     now_ms: i64,
+    gate: Option<&Gate>,
 ) -> Result<Pass, SinkError> {
     let started = Instant::now();
     let mut attempt = 1;
     loop {
-        match pass(catalog, ident, cfg, now_ms).await {
+        match pass(catalog, ident, cfg, now_ms, gate).await {
             Err(SinkError::Catalog { source, .. })
                 if source.kind() == iceberg::ErrorKind::CatalogCommitConflicts
                     && attempt < ATTEMPTS =>
@@ -300,6 +303,7 @@ async fn pass(
     ident: &crate::config::TableIdent,
     cfg: &MaintainConfig,
     now_ms: i64,
+    gate: Option<&Gate>,
 ) -> Result<Pass, SinkError> {
     let id = IcebergIdent::new(
         iceberg::NamespaceIdent::new(ident.namespace.clone()),
@@ -361,9 +365,18 @@ async fn pass(
             .retain_last(1)
             .apply(tx)
             .map_err(catalog_err("cannot plan the expiry"))?;
-        tx.commit(catalog)
+        let mut turn = match gate {
+            Some(g) => Some(g.turn().await),
+            None => None,
+        };
+        let t = tx
+            .commit(catalog)
             .await
-            .map_err(catalog_err(format!("expiring snapshots of {ident}")))?
+            .map_err(catalog_err(format!("expiring snapshots of {ident}")))?;
+        if let Some(t) = turn.as_mut() {
+            **t += 1;
+        }
+        t
     };
     // What the table keeps now, writers' new snapshots included.
     let mut kept = Vec::new();

@@ -14,6 +14,7 @@ pub mod encode;
 pub mod evolve;
 pub mod files;
 pub mod guard;
+pub mod lease;
 pub mod maintain;
 pub mod orphans;
 pub mod props;

@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use iceberg::MetadataLocation;
 use iceberg::spec::{
@@ -21,6 +23,7 @@ use sqlx::any::AnyPoolOptions;
 
 use super::SinkError;
 use super::commit::{CATALOG_NAME, catalog_err};
+use super::guard::Gate;
 use crate::config::TableIdent;
 
 /// Summary key naming what a maintenance snapshot did (`merge-manifests`, `compact`).
@@ -30,6 +33,8 @@ pub const MAINTENANCE_KEY: &str = "icefall.maintenance";
 pub struct Pointer {
     pool: AnyPool,
     postgres: bool,
+    gate: Option<Arc<Gate>>,
+    pause: Option<Duration>,
 }
 
 /// How a swap ended.
@@ -59,21 +64,66 @@ impl Pointer {
         Ok(Some(Self {
             pool,
             postgres: uri.starts_with("postgres"),
+            gate: None,
+            pause: None,
         }))
     }
 
-    /// Points `ident` at `to` if it still points at `from`; `Ok(false)`: it did not.
+    /// Swaps take turns with this process's writer through `gate`.
+    pub fn with_gate(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Test hook: every swap waits `pause` first (`--debug-pause-before-swap`).
+    pub fn with_pause(mut self, pause: Option<Duration>) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    pub fn gate(&self) -> Option<&Gate> {
+        self.gate.as_deref()
+    }
+
+    pub(super) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// `sql` with PostgreSQL's numbered placeholders when the database is PostgreSQL.
+    pub(super) fn sql(&self, sql: &str) -> String {
+        if !self.postgres {
+            return sql.to_owned();
+        }
+        let mut out = String::with_capacity(sql.len() + 8);
+        let mut n = 0;
+        for c in sql.chars() {
+            if c == '?' {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Points `ident` at `to` if it still points at `from`; `Ok(false)`: it did not. In-process
+    /// writers sharing the gate wait while the swap runs.
     async fn swap(&self, ident: &TableIdent, from: &str, to: &str) -> Result<bool, sqlx::Error> {
-        let sql = if self.postgres {
-            "UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2 \
-             WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 \
-             AND metadata_location = $6"
-        } else {
+        let sql = self.sql(
             "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? \
              WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? \
-             AND metadata_location = ?"
+             AND metadata_location = ?",
+        );
+        if let Some(p) = self.pause {
+            tracing::info!(pause = ?p, "debug: pausing before the swap");
+            tokio::time::sleep(p).await;
+        }
+        let mut turn = match &self.gate {
+            Some(g) => Some(g.turn().await),
+            None => None,
         };
-        let done = sqlx::query(sql)
+        let done = sqlx::query(&sql)
             .bind(to)
             .bind(from)
             .bind(CATALOG_NAME)
@@ -82,7 +132,13 @@ impl Pointer {
             .bind(from)
             .execute(&self.pool)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let swapped = done.rows_affected() == 1;
+        if let Some(t) = turn.as_mut()
+            && swapped
+        {
+            **t += 1;
+        }
+        Ok(swapped)
     }
 }
 
