@@ -382,4 +382,18 @@ fn merging_manifests_and_compacting_files_keep_every_row_once_and_every_snapshot
         ..Default::default()
     };
     assert_eq!(verify_sample(&rows, &shape, total) as u64, total);
+    // The compacted file keeps each key's records in offset order.
+    let mut last = std::collections::BTreeMap::new();
+    for r in rows.iter().flat_map(|(_, r)| r) {
+        if let Some(k) = &r.key
+            && let Some(prev) = last.insert((r.partition, k.clone()), r.offset)
+        {
+            assert!(
+                prev < r.offset,
+                "key order broken at p{} o{}",
+                r.partition,
+                r.offset
+            );
+        }
+    }
 }

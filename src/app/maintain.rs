@@ -47,8 +47,9 @@ pub enum Outcome {
 
 impl Maintainer {
     /// One pass under the lease (`lease_ms` long): rewrites, expiry, old metadata files, and
-    /// with `--orphans` the sweep.
-    pub async fn pass(&self, lease_ms: i64) -> Result<Outcome, SinkError> {
+    /// with `--orphans` the sweep. `release`: give the lease up after it (a one-off pass);
+    /// else keep it for the next.
+    pub async fn pass(&self, lease_ms: i64, release: bool) -> Result<Outcome, SinkError> {
         let now = crate::metrics::now_ms();
         let leased = match (&self.pointer, self.cfg.ignore_lease || self.cfg.dry_run) {
             (Some(p), false) => {
@@ -62,7 +63,7 @@ impl Maintainer {
             _ => None,
         };
         let r = self.pass_leased(now).await;
-        if let Some(p) = leased
+        if let Some(p) = leased.filter(|_| release)
             && let Err(e) = lease::release(p, &self.table, &self.holder).await
         {
             tracing::warn!(error = %e, "cannot release the maintenance lease (it expires)");
@@ -114,7 +115,7 @@ pub fn maintain(cfg: &RunConfig) -> Result<Pass, Error> {
             cfg: cfg.maintain.clone(),
             holder: lease::holder_name(),
         };
-        match m.pass(LEASE_MS).await? {
+        match m.pass(LEASE_MS, true).await? {
             Outcome::Done(p) => Ok(p),
             Outcome::Skipped(held) => {
                 tracing::warn!(
@@ -139,7 +140,7 @@ pub async fn every(m: Maintainer, every: Duration, live: Arc<Live>) {
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        let r = m.pass(lease_ms).await;
+        let r = m.pass(lease_ms, false).await;
         let mut io = live.io();
         let s = &mut io.maintenance;
         match r {

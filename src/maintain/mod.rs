@@ -6,8 +6,8 @@
 //! snapshots and file lists as plain data and returns decisions; it never awaits. It knows
 //! nothing of catalogs, object stores or the manifest format: the caller lists the files and
 //! performs the commit, whose compare-and-swap keeps it safe beside concurrent writers.
-//! `icefall maintain` runs it through `sink::maintain`; `run --maintain-interval` is still to be
-//! built.
+//! It also packs small manifests and data files into the bins a pass rewrites. `icefall
+//! maintain` and `run --maintain-interval` run it through `sink::maintain`.
 
 pub mod bins;
 pub mod expire;

@@ -7,7 +7,7 @@
 //! touch no row: a certain failure, after which the rewrite's own files are deleted. An error
 //! from the database leaves the outcome unknown and deletes nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -348,4 +348,99 @@ pub async fn commit(
         }
     }
     Ok(Swap::Done)
+}
+
+/// What a rewrite changes, whatever the head: the manifests it replaces and those it adds.
+pub struct Change<'a> {
+    pub replaced: &'a BTreeSet<String>,
+    pub manifests: &'a [ManifestFile],
+    pub added: &'a [DataFile],
+    pub deleted: &'a [DataFile],
+    pub what: &'static str,
+}
+
+/// How a rewrite on the moving head ended.
+pub enum Rebased {
+    Done,
+    /// A replaced manifest left the head (another rewrite took it), or writers kept winning:
+    /// nothing of the rewrite is in the table.
+    Gone,
+}
+
+/// Swaps before the head is given up for lost.
+const REBASES: u32 = 50;
+
+/// Commits `change` as snapshot `sid` on the table's head; when a writer's commit wins the swap,
+/// again on the new head (writers only add manifests, so the rewrite stays valid while every
+/// manifest it replaces is still listed): only the manifest list and metadata file are written
+/// again, never the rewrite's manifests or data files.
+pub async fn commit_on_head(
+    catalog: &dyn iceberg::Catalog,
+    pointer: &Pointer,
+    ident: &TableIdent,
+    sid: i64,
+    change: Change<'_>,
+) -> Result<Rebased, SinkError> {
+    let id = iceberg::TableIdent::new(
+        iceberg::NamespaceIdent::new(ident.namespace.clone()),
+        ident.name.clone(),
+    );
+    for attempt in 1..=REBASES {
+        let table = catalog
+            .load_table(&id)
+            .await
+            .map_err(catalog_err(format!("cannot load table {ident}")))?;
+        let Some(head) = table.metadata().current_snapshot() else {
+            return Ok(Rebased::Gone);
+        };
+        if table.metadata().snapshot_by_id(sid).is_some() {
+            return Ok(Rebased::Gone);
+        }
+        let listed = table
+            .manifest_list_reader(head)
+            .load()
+            .await
+            .map_err(catalog_err(format!("reading the manifest list of {ident}")))?;
+        let paths: BTreeSet<&str> = listed
+            .entries()
+            .iter()
+            .map(|m| m.manifest_path.as_str())
+            .collect();
+        if !change.replaced.iter().all(|r| paths.contains(r.as_str())) {
+            return Ok(Rebased::Gone);
+        }
+        let mut manifests = change.manifests.to_vec();
+        manifests.extend(
+            listed
+                .entries()
+                .iter()
+                .filter(|m| !change.replaced.contains(&m.manifest_path))
+                .cloned(),
+        );
+        let rw = Rewrite {
+            table: &table,
+            snapshot_id: sid,
+            manifests,
+            added: change.added,
+            deleted: change.deleted,
+            what: change.what,
+        };
+        match commit(pointer, ident, rw).await? {
+            Swap::Done => return Ok(Rebased::Done),
+            Swap::Lost => {
+                tracing::debug!(
+                    attempt,
+                    what = change.what,
+                    "a writer committed first: on its head again"
+                );
+                let ms = (5 * u64::from(attempt)).min(100);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+        }
+    }
+    tracing::info!(
+        what = change.what,
+        "writers kept committing first: the rewrite is given up"
+    );
+    Ok(Rebased::Gone)
 }

@@ -2,9 +2,11 @@
 //! merging the current snapshot's small manifests (`maintain::plan_merge`; every entry kept as
 //! EXISTING with its snapshot id and sequence numbers) and compacting small data files
 //! (`maintain::plan_compaction`; inputs marked DELETED with their sequence numbers, outputs added
-//! with the starting snapshot's). A lost compare-and-swap plans again on the new head: a merge
-//! from scratch, a compaction keeping only the bins whose inputs are all still live (the outputs
-//! of the others are deleted; they were certainly never committed).
+//! with the starting snapshot's). A lost compare-and-swap is tried again on the writer's new head
+//! (`replace::commit_on_head`: writers only add manifests). When another rewrite took a replaced
+//! manifest, a merge plans again from scratch, and a compaction keeps only the bins whose
+//! inputs are all still live (the outputs of the others are deleted; they were certainly never
+//! committed).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -21,7 +23,7 @@ use super::SinkError;
 use super::chunks::Chunks;
 use super::commit::catalog_err;
 use super::files::TableFiles;
-use super::replace::{self, Pointer, Rewrite, Swap};
+use super::replace::{self, Change, Pointer, Rebased};
 use super::storage::ObjectStoreStorage;
 use crate::config::TableIdent;
 use crate::maintain::{CompactPolicy, Item, MergePolicy, plan_compaction, plan_merge};
@@ -153,7 +155,6 @@ pub async fn merge_manifests(
         }
         let sid = replace::new_snapshot_id(&cur.table);
         let mut written: Vec<ManifestFile> = Vec::new();
-        let mut first_of: HashMap<usize, usize> = HashMap::new();
         let mut binned = BTreeSet::new();
         for (n, bin) in bins.iter().enumerate() {
             let mut w = replace::manifest_writer(&cur.table, sid, n)?;
@@ -170,32 +171,28 @@ pub async fn merge_manifests(
                 .write_manifest_file()
                 .await
                 .map_err(catalog_err("cannot write a merged manifest"))?;
-            first_of.insert(bin[0], written.len());
             written.push(m);
         }
-        // Each merged manifest takes the place of its bin's first member.
-        let mut list = Vec::with_capacity(after);
-        for (i, m) in cur.manifests.iter().enumerate() {
-            if let Some(&k) = first_of.get(&i) {
-                list.push(written[k].clone());
-            } else if !binned.contains(&i) {
-                list.push(m.clone());
-            }
-        }
-        let rw = Rewrite {
-            table: &cur.table,
-            snapshot_id: sid,
-            manifests: list,
+        let replaced: BTreeSet<String> = binned
+            .iter()
+            .map(|&i| cur.manifests[i].manifest_path.clone())
+            .collect();
+        let change = Change {
+            replaced: &replaced,
+            manifests: &written,
             added: &[],
             deleted: &[],
             what: "merge-manifests",
         };
-        match replace::commit(pointer, ident, rw).await? {
-            Swap::Done => return Ok(Some(Merged { before, after })),
-            Swap::Lost => {
+        match replace::commit_on_head(catalog, pointer, ident, sid, change).await? {
+            Rebased::Done => return Ok(Some(Merged { before, after })),
+            Rebased::Gone => {
                 let paths: Vec<String> = written.iter().map(|m| m.manifest_path.clone()).collect();
                 delete_all(&cur.table, &paths).await;
-                tracing::info!(attempt, "a writer committed meanwhile: merging again");
+                tracing::info!(
+                    attempt,
+                    "another rewrite took these manifests: merging again"
+                );
             }
         }
     }
@@ -239,7 +236,7 @@ pub async fn compact(
     let Some(cur) = load(catalog, ident).await? else {
         return Ok(Compacted::default());
     };
-    let live: Vec<ManifestEntryRef> = cur
+    let mut live: Vec<ManifestEntryRef> = cur
         .manifests
         .iter()
         .filter(|m| m.content == ManifestContentType::Data)
@@ -250,6 +247,11 @@ pub async fn compact(
                 .cloned()
         })
         .collect();
+    // Oldest first: a compacted file keeps each key's records in commit order (the files of
+    // one commit hold disjoint keys, one shard core each).
+    live.sort_by(|a, b| {
+        (a.sequence_number(), a.file_path()).cmp(&(b.sequence_number(), b.file_path()))
+    });
     let items: Vec<Item> = live
         .iter()
         .map(|e| Item {
@@ -286,27 +288,27 @@ pub async fn compact(
             break;
         }
         let sid = replace::new_snapshot_id(&head.table);
-        let (rw_manifests, written, added, deleted) =
+        let (replaced, manifest, added, deleted) =
             compaction_manifests(&head, ident, sid, start_seq, &done).await?;
-        let rw = Rewrite {
-            table: &head.table,
-            snapshot_id: sid,
-            manifests: rw_manifests,
+        let written = vec![manifest.manifest_path.clone()];
+        let change = Change {
+            replaced: &replaced,
+            manifests: std::slice::from_ref(&manifest),
             added: &added,
             deleted: &deleted,
             what: "compact",
         };
-        match replace::commit(pointer, ident, rw).await? {
-            Swap::Done => {
+        match replace::commit_on_head(catalog, pointer, ident, sid, change).await? {
+            Rebased::Done => {
                 out.files += done.iter().map(|d| d.inputs.len()).sum::<usize>();
                 out.into += done.len();
                 return Ok(out);
             }
-            Swap::Lost => {
+            Rebased::Gone => {
                 delete_all(&head.table, &written).await;
                 tracing::info!(
                     attempt,
-                    "a writer committed meanwhile: checking the inputs again"
+                    "the manifests changed under the compaction: checking the inputs again"
                 );
                 let Some(next) = load(catalog, ident).await? else {
                     break;
@@ -346,21 +348,21 @@ pub async fn compact(
     Ok(out)
 }
 
-/// The manifest list of a compaction on `head`: untouched manifests as they are, and one new
-/// manifest with every other live entry EXISTING, the inputs DELETED and the outputs ADDED.
+/// A compaction's change on `head`: the manifests holding an input are replaced by one new
+/// manifest with their other live entries EXISTING, the inputs DELETED and the outputs ADDED.
 async fn compaction_manifests(
     head: &Current,
     ident: &TableIdent,
     sid: i64,
     start_seq: i64,
     done: &[Done],
-) -> Result<(Vec<ManifestFile>, Vec<String>, Vec<DataFile>, Vec<DataFile>), SinkError> {
+) -> Result<(BTreeSet<String>, ManifestFile, Vec<DataFile>, Vec<DataFile>), SinkError> {
     let inputs: BTreeSet<&str> = done
         .iter()
         .flat_map(|d| d.inputs.iter().map(|e| e.file_path()))
         .collect();
     let mut w = replace::manifest_writer(&head.table, sid, 0)?;
-    let mut list = Vec::new();
+    let mut replaced = BTreeSet::new();
     let mut deleted = Vec::new();
     for m in &head.manifests {
         let entries = &head.entries[&m.manifest_path];
@@ -369,9 +371,9 @@ async fn compaction_manifests(
                 .iter()
                 .any(|e| e.is_alive() && inputs.contains(e.file_path()));
         if !touched {
-            list.push(m.clone());
             continue;
         }
+        replaced.insert(m.manifest_path.clone());
         for e in entries.iter().filter(|e| e.is_alive()) {
             let (snapshot, seq, file_seq) = numbers(ident, e)?;
             let f = e.data_file().clone();
@@ -393,9 +395,7 @@ async fn compaction_manifests(
         .write_manifest_file()
         .await
         .map_err(catalog_err("cannot write the compaction's manifest"))?;
-    let written = vec![m.manifest_path.clone()];
-    list.insert(0, m);
-    Ok((list, written, added, deleted))
+    Ok((replaced, m, added, deleted))
 }
 
 /// Rewrites `inputs` (in order) into one file; `None` if their Arrow schemas differ. Memory is
