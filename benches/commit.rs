@@ -51,7 +51,11 @@ fn main() {
             warehouse_url: format!("file://{}", abs.display()),
         };
         let catalog = open_catalog(&spec, storage.clone()).await.expect("catalog");
-        let ident = "bench.commits".parse().expect("ident");
+        let ident: icefall::config::TableIdent = "bench.commits".parse().expect("ident");
+        let table_id = iceberg::TableIdent::new(
+            iceberg::NamespaceIdent::new(ident.namespace.clone()),
+            ident.name.clone(),
+        );
         let table = ensure_table(catalog.as_ref(), &ident, &schema::Shape::Raw)
             .await
             .expect("table");
@@ -73,13 +77,24 @@ fn main() {
             ..MaintainConfig::default()
         };
         let pointer = Pointer::open(&spec.uri).await.expect("catalog pointer").map(|p| p.with_gate(gate));
-        let pass = || run(catalog.as_ref(), pointer.as_ref(), &storage, &ident, &keep, i64::MAX);
+        // The pass of `icefall maintain`: rewrites and expiry, then the metadata files no log
+        // names (here once 5 s old rather than 10 minutes: the bench runs minutes, not months).
+        let pass = || async {
+            let p = run(catalog.as_ref(), pointer.as_ref(), &storage, &ident, &keep, i64::MAX).await;
+            let settled = icefall::metrics::now_ms() - 5_000;
+            icefall::sink::orphans::old_metadata(catalog.as_ref(), &ident, &storage, settled, false)
+                .await
+                .expect("old metadata");
+            p
+        };
         // The second writer: another process's committer on its own topic, every 5 ms.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let second = (second_writer).then(|| {
-            let (catalog, ident, stop) = (catalog.clone(), ident.clone(), stop.clone());
+            let (spec, ident, stop) = (spec.clone(), ident.clone(), stop.clone());
             let (storage, location, table_schema) = (storage.clone(), location.clone(), table_schema.clone());
             tokio::spawn(async move {
+                // Its own catalog and connection pool, as another process has.
+                let catalog = open_catalog(&spec, storage.clone()).await.expect("catalog");
                 let mut c = Committer::new(catalog, ident, "other".into(), retry, table);
                 let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -128,6 +143,18 @@ fn main() {
                 if epoch <= *end && epoch + 100 > *end {
                     h.record(us).expect("record");
                 }
+            }
+            if windows.iter().any(|(end, _)| *end == epoch) {
+                let t = catalog.load_table(&table_id).await.expect("load");
+                let path = t.metadata_location().unwrap_or_default().trim_start_matches("file://");
+                let bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+                let list = t.metadata().current_snapshot().expect("head");
+                let manifests = t.manifest_list_reader(list).load().await.expect("list");
+                println!(
+                    "  at commit {epoch}: {} snapshots, {} manifests, metadata file {bytes} bytes",
+                    t.metadata().snapshots().count(),
+                    manifests.entries().len()
+                );
             }
             if maintain_every.is_some_and(|n| epoch % n == 0) {
                 let t = Instant::now();
