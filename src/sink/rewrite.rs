@@ -236,6 +236,15 @@ pub async fn compact(
     let Some(cur) = load(catalog, ident).await? else {
         return Ok(Compacted::default());
     };
+    // Rewriting a data file that delete files point at would bring deleted rows back.
+    if cur
+        .manifests
+        .iter()
+        .any(|m| m.content == ManifestContentType::Deletes)
+    {
+        tracing::info!(table = %ident, "the table has delete files: no compaction");
+        return Ok(Compacted::default());
+    }
     let mut live: Vec<ManifestEntryRef> = cur
         .manifests
         .iter()
