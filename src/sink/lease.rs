@@ -112,11 +112,46 @@ pub async fn release(p: &Pointer, ident: &TableIdent, holder: &str) -> Result<()
     Ok(())
 }
 
-/// A name for this maintainer: host, process and a random part.
+/// This process's name as a maintainer: host, process id and a random part, the same for
+/// every pipeline it runs (a `--group` member's next generation renews its own lease).
 pub fn holder_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}/{}/{}", std::process::id(), &tag[..8])
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}/{}/{}", std::process::id(), &tag[..8])
+    })
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_until_it_releases_or_its_lease_expires() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let p = Pointer::open("sqlite::memory:").await.unwrap().unwrap();
+            let t: TableIdent = "ns.events".parse().unwrap();
+            let other: TableIdent = "ns.other".parse().unwrap();
+            assert_eq!(acquire(&p, &t, "a", 1_000, 100).await.unwrap(), None);
+            let held = acquire(&p, &t, "b", 1_050, 100).await.unwrap().unwrap();
+            assert_eq!((held.holder.as_str(), held.expires_ms), ("a", 1_100));
+            // Another table's lease is its own.
+            assert_eq!(acquire(&p, &other, "b", 1_050, 100).await.unwrap(), None);
+            // The holder renews; past its expiry another takes it.
+            assert_eq!(acquire(&p, &t, "a", 1_090, 100).await.unwrap(), None);
+            assert!(acquire(&p, &t, "b", 1_150, 100).await.unwrap().is_some());
+            assert_eq!(acquire(&p, &t, "b", 1_191, 100).await.unwrap(), None);
+            // Released, it is free at once.
+            release(&p, &t, "b").await.unwrap();
+            assert_eq!(acquire(&p, &t, "a", 1_200, 100).await.unwrap(), None);
+        });
+    }
 }
