@@ -37,16 +37,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 /// What PyIceberg reads: rows, distinct (partition, offset) pairs, field ids.
 fn pyiceberg(warehouse: &str) -> String {
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{warehouse}/catalog.db', warehouse='file://{warehouse}')\n\
-         t = c.load_table('ns.events')\n\
-         d = t.scan().to_arrow()\n\
+    common::pyiceberg_events(
+        warehouse,
+        "d = t.scan().to_arrow()\n\
          pairs = set(zip(d['_kafka_partition'].to_pylist(), d['_kafka_offset'].to_pylist()))\n\
-         print(d.num_rows, len(pairs), [(f.name, f.field_id) for f in t.schema().fields])\n"
-    );
-    common::python_stdout(&py, &["-c", &script])
+         print(d.num_rows, len(pairs), [(f.name, f.field_id) for f in t.schema().fields])\n",
+    )
 }
 
 /// A pass without the rewrites (their own test is below).
@@ -199,15 +195,7 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
 
     // Old metadata files: with write.metadata.previous-versions-max=1 each commit's log names
     // one earlier file; a pass deletes the older ones (once they are past the in-flight guard).
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
-         t = c.load_table('ns.events')\n\
-         with t.transaction() as tx:\n\
-         \x20   tx.set_properties({{'write.metadata.previous-versions-max': '1'}})\n"
-    );
-    common::python_stdout(&py, &["-c", &script]);
+    common::set_events_property(w, "write.metadata.previous-versions-max", "1");
     let first = (total + 500).to_string();
     broker.loadgen(
         "events",
@@ -241,21 +229,11 @@ fn a_pass_expires_history_deletes_only_the_unreachable_and_readers_see_the_same_
 
 /// What PyIceberg reads of every snapshot: whether a file any of them references is missing.
 fn pyiceberg_all_snapshots(warehouse: &str) -> String {
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "import os\n\
-         from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{warehouse}/catalog.db', warehouse='file://{warehouse}')\n\
-         t = c.load_table('ns.events')\n\
-         missing = []\n\
-         local = lambda p: p.removeprefix('file://')\n\
-         for s in t.metadata.snapshots:\n\
-         \x20   if not os.path.exists(local(s.manifest_list)): missing.append(s.manifest_list)\n\
-         \x20   for task in t.scan(snapshot_id=s.snapshot_id).plan_files():\n\
-         \x20       if not os.path.exists(local(task.file.file_path)): missing.append(task.file.file_path)\n\
-         print('missing', len(missing), missing[:3])\n"
+    let body = format!(
+        "{}print('missing', missing, '')\n",
+        common::COUNT_MISSING_PY
     );
-    common::python_stdout(&py, &["-c", &script])
+    common::pyiceberg_events(warehouse, &body)
 }
 
 fn produce(broker: &Broker, first: u64, records: u64) {
@@ -286,15 +264,7 @@ fn merging_manifests_and_compacting_files_keep_every_row_once_and_every_snapshot
         assert!(icefall(&run).status.success());
     }
     let mut total = ROUNDS * PER_ROUND;
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
-         t = c.load_table('ns.events')\n\
-         with t.transaction() as tx:\n\
-         \x20   tx.set_properties({{'commit.manifest.min-count-to-merge': '3'}})\n"
-    );
-    common::python_stdout(&py, &["-c", &script]);
+    common::set_events_property(w, "commit.manifest.min-count-to-merge", "3");
     let read_before = pyiceberg(w);
     assert!(
         read_before.starts_with(&format!("{total} {total} ")),

@@ -18,40 +18,18 @@ fn field(line: &str, name: &str) -> u64 {
 /// PyIceberg over the table: rows, distinct (partition, offset) pairs, and the files any
 /// snapshot references that are missing.
 fn pyiceberg(w: &str) -> (u64, u64, u64) {
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "import os\n\
-         from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
-         t = c.load_table('ns.events')\n\
-         local = lambda p: p.removeprefix('file://')\n\
-         missing = 0\n\
-         for s in t.metadata.snapshots:\n\
-         \x20   missing += not os.path.exists(local(s.manifest_list))\n\
-         \x20   for task in t.scan(snapshot_id=s.snapshot_id).plan_files():\n\
-         \x20       missing += not os.path.exists(local(task.file.file_path))\n\
-         d = t.scan().to_arrow()\n\
+    let body = format!(
+        "{}d = t.scan().to_arrow()\n\
          pairs = set(zip(d['_kafka_partition'].to_pylist(), d['_kafka_offset'].to_pylist()))\n\
-         print(d.num_rows, len(pairs), missing)\n"
+         print(d.num_rows, len(pairs), missing)\n",
+        common::COUNT_MISSING_PY
     );
-    let out = common::python_stdout(&py, &["-c", &script]);
+    let out = common::pyiceberg_events(w, &body);
     let n: Vec<u64> = out
         .split_whitespace()
         .map(|v| v.parse().expect("a number"))
         .collect();
     (n[0], n[1], n[2])
-}
-
-fn set_property(w: &str, key: &str, value: &str) {
-    let py = common::python_with("pyiceberg");
-    let script = format!(
-        "from pyiceberg.catalog.sql import SqlCatalog\n\
-         c = SqlCatalog('icefall', uri='sqlite:///{w}/catalog.db', warehouse='file://{w}')\n\
-         t = c.load_table('ns.events')\n\
-         with t.transaction() as tx:\n\
-         \x20   tx.set_properties({{'{key}': '{value}'}})\n"
-    );
-    common::python_stdout(&py, &["-c", &script]);
 }
 
 fn spawn_maintain(w: &str, extra: &[&str]) -> Child {
@@ -112,7 +90,7 @@ fn two_writers_maintaining_in_process_keep_every_record_once_and_the_table_bound
     let w = wh.path().to_str().expect("utf-8 path");
     // The table first, so that it can merge manifests from 10 (Iceberg's default is 100).
     rounds(&broker, w, 0, 1, 100);
-    set_property(w, "commit.manifest.min-count-to-merge", "10");
+    common::set_events_property(w, "commit.manifest.min-count-to-merge", "10");
     // Batches of 10 fetched one at a time, each held 20 ms by shard 0: the writers last many
     // commit intervals however fast the machine (a lower bound by construction).
     let rest = (RECORDS - 100).to_string();

@@ -72,7 +72,7 @@ pub(super) fn prepare(
         }
         Some(DeadLetterDest::Topic(topic)) => {
             let key = offsets::dead_letter_offsets_key(topic);
-            let ends = match commit::current_summary(table, &key) {
+            let ends = match commit::newest_summary(table, &key) {
                 Some(json) => offsets::decode_offsets(&json).map_err(|e| {
                     SinkError::Checkpoint(format!("{key} of table {}: {e}", cfg.table))
                 })?,

@@ -85,42 +85,54 @@ pub fn topic_epoch_key(topic: &str) -> String {
     format!("{EPOCH_KEY}.{topic}")
 }
 
+/// Longest ancestry walked (a cycle in corrupt metadata ends there).
+const MAX_ANCESTRY: usize = 1_000_000;
+
+/// `head` and its parents, newest first, as far as `lookup` knows them.
+pub fn ancestry<'a, F>(head: Option<i64>, lookup: F) -> impl Iterator<Item = SnapshotView<'a>>
+where
+    F: Fn(i64) -> Option<SnapshotView<'a>>,
+{
+    let mut cur = head;
+    std::iter::from_fn(move || {
+        let s = lookup(cur?)?;
+        cur = s.parent;
+        Some(s)
+    })
+    .take(MAX_ANCESTRY)
+}
+
+/// The value of `key` in the newest snapshot of `head`'s ancestry that has it.
+pub fn newest<'a>(
+    head: Option<i64>,
+    lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
+    key: &str,
+) -> Option<&'a String> {
+    ancestry(head, lookup).find_map(|s| s.summary.get(key))
+}
+
 /// What a snapshot that adds no records (maintenance) carries so that recovery reads it as it
-/// would read its ancestry: each topic's newest offsets with their epoch, and the current
-/// snapshot's dead-letter ends.
+/// would read its ancestry: each topic's newest offsets with their epoch, and each dead-letter
+/// topic's newest ends.
 pub fn carried<'a>(
     head: Option<i64>,
     lookup: impl Fn(i64) -> Option<SnapshotView<'a>>,
 ) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    if let Some(s) = head.and_then(&lookup) {
+    for s in ancestry(head, lookup) {
         for (k, v) in s.summary {
-            if k.starts_with(DLQ_OFFSETS_PREFIX) {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    let mut cur = head;
-    let mut steps = 0usize;
-    while let Some(id) = cur {
-        let Some(s) = lookup(id) else { break };
-        for (k, v) in s.summary {
-            let Some(topic) = k.strip_prefix(OFFSETS_PREFIX) else {
-                continue;
-            };
             if out.contains_key(k) {
                 continue;
             }
-            out.insert(k.clone(), v.clone());
-            let epoch_key = topic_epoch_key(topic);
-            if let Some(e) = s.summary.get(&epoch_key).or(s.summary.get(EPOCH_KEY)) {
-                out.insert(epoch_key, e.clone());
+            if let Some(topic) = k.strip_prefix(OFFSETS_PREFIX) {
+                out.insert(k.clone(), v.clone());
+                let epoch_key = topic_epoch_key(topic);
+                if let Some(e) = s.summary.get(&epoch_key).or(s.summary.get(EPOCH_KEY)) {
+                    out.insert(epoch_key, e.clone());
+                }
+            } else if k.starts_with(DLQ_OFFSETS_PREFIX) {
+                out.insert(k.clone(), v.clone());
             }
-        }
-        cur = s.parent;
-        steps += 1;
-        if steps > 1_000_000 {
-            break; // a cycle in corrupt metadata
         }
     }
     out
@@ -231,10 +243,8 @@ pub fn recover<'a>(
     topic: &str,
 ) -> Result<Option<Checkpoint>, OffsetsError> {
     let key = offsets_key(topic);
-    let mut cur = head;
-    let mut steps = 0usize;
-    while let Some(id) = cur {
-        let Some(s) = lookup(id) else { return Ok(None) };
+    for s in ancestry(head, lookup) {
+        let id = s.id;
         if let Some(json) = s.summary.get(&key) {
             let offsets = decode_offsets(json).map_err(|reason| OffsetsError::Malformed {
                 snapshot: id,
@@ -252,11 +262,6 @@ pub fn recover<'a>(
                 offsets,
                 epoch,
             }));
-        }
-        cur = s.parent;
-        steps += 1;
-        if steps > 1_000_000 {
-            break; // a cycle in corrupt metadata
         }
     }
     Ok(None)
@@ -293,10 +298,8 @@ pub fn ledger<'a>(
 ) -> Result<Ledger, OffsetsError> {
     let kinds = [LedgerKind::Dropped, LedgerKind::Replayed];
     let mut out = Ledger::default();
-    let mut cur = head;
-    let mut steps = 0usize;
-    while let Some(id) = cur {
-        let Some(s) = lookup(id) else { break };
+    for s in ancestry(head, lookup) {
+        let id = s.id;
         for kind in kinds {
             let key = kind.key(topic);
             if let Some(json) = s.summary.get(&key) {
@@ -311,11 +314,6 @@ pub fn ledger<'a>(
                 out.files.push((kind, location.clone()));
             }
         }
-        cur = s.parent;
-        steps += 1;
-        if steps > 1_000_000 {
-            break;
-        }
     }
     Ok(out)
 }
@@ -327,17 +325,9 @@ pub fn contains_commit<'a>(
     id: &str,
     depth: usize,
 ) -> bool {
-    let mut cur = head;
-    for _ in 0..depth {
-        let Some(s) = cur.and_then(&lookup) else {
-            return false;
-        };
-        if s.summary.get(COMMIT_ID_KEY).is_some_and(|c| c == id) {
-            return true;
-        }
-        cur = s.parent;
-    }
-    false
+    ancestry(head, lookup)
+        .take(depth)
+        .any(|s| s.summary.get(COMMIT_ID_KEY).is_some_and(|c| c == id))
 }
 
 /// `base` with `ours` laid over it: other writers' partitions are carried forward.

@@ -109,6 +109,14 @@ fn iceberg_ident(t: &TableIdent) -> iceberg::TableIdent {
     iceberg::TableIdent::new(NamespaceIdent::new(t.namespace.clone()), t.name.clone())
 }
 
+/// The table `ident` names, loaded afresh.
+pub(super) async fn load(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Table, SinkError> {
+    catalog
+        .load_table(&iceberg_ident(ident))
+        .await
+        .map_err(catalog_err(format!("cannot load table {ident}")))
+}
+
 /// The table, if it exists; checked for compatibility with `shape` like [`ensure_table`] does
 /// (`None`: not checked, for readers).
 pub async fn load_existing(
@@ -124,10 +132,7 @@ pub async fn load_existing(
     {
         return Ok(None);
     }
-    let table = catalog
-        .load_table(&id)
-        .await
-        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    let table = load(catalog, ident).await?;
     if let Some(shape) = shape
         && let Some(reason) =
             schema::incompatibility(table.metadata().current_schema(), &want(shape)?)
@@ -236,10 +241,11 @@ fn view(table: &Table, id: i64) -> Option<SnapshotView<'_>> {
     })
 }
 
-/// A property of the summary of the table's current snapshot.
-pub fn current_summary(table: &Table, key: &str) -> Option<String> {
-    let s = table.metadata().current_snapshot()?;
-    s.summary().additional_properties.get(key).cloned()
+/// A summary property of the newest snapshot in the table's current ancestry that has it
+/// (snapshots of other writers and of maintenance may be newer).
+pub fn newest_summary(table: &Table, key: &str) -> Option<String> {
+    let head = table.metadata().current_snapshot_id();
+    offsets::newest(head, |id| view(table, id), key).cloned()
 }
 
 /// The newest checkpoint of `topic` in the table's current ancestry.
@@ -466,10 +472,7 @@ impl Committer {
     ) -> Result<Committed, SinkError> {
         let started = Instant::now();
         let gate = self.gate.as_ref().map(|g| Arc::clone(&g.0));
-        let turn = match &gate {
-            Some(g) => Some(g.turn().await),
-            None => None,
-        };
+        let turn = Gate::turn(gate.as_deref()).await;
         if let (Some(t), Some((_, seen))) = (&turn, &mut self.gate)
             && **t != *seen
         {

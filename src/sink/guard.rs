@@ -24,10 +24,24 @@ use iceberg::{
 #[derive(Debug, Default)]
 pub struct Gate(tokio::sync::Mutex<u64>);
 
+/// A held turn (`None`: no gate, nobody to take turns with).
+pub type Turn<'a> = Option<tokio::sync::MutexGuard<'a, u64>>;
+
 impl Gate {
-    /// Waits for the turn; the guard holds the count of the maintainer's commits.
-    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, u64> {
-        self.0.lock().await
+    /// Waits for the turn at `gate`, if there is one; the guard holds the count of the
+    /// maintainer's commits.
+    pub async fn turn(gate: Option<&Gate>) -> Turn<'_> {
+        match gate {
+            Some(g) => Some(g.0.lock().await),
+            None => None,
+        }
+    }
+
+    /// Counts one commit of the maintainer in its held turn.
+    pub fn count(turn: &mut Turn<'_>) {
+        if let Some(t) = turn {
+            **t += 1;
+        }
     }
 }
 

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::time::Instant;
 
+use iceberg::Catalog;
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
-use iceberg::{Catalog, TableIdent as IcebergIdent};
 
 use super::SinkError;
 use super::commit::catalog_err;
@@ -232,8 +232,15 @@ pub async fn run(
             reason: "no such table".into(),
         });
     };
-    let before = match table.metadata().current_snapshot_id() {
-        Some(c) => Files::default().of(&table, c).await?.manifests.len(),
+    // The list alone: its manifests are read by the steps that need them.
+    let before = match table.metadata().current_snapshot() {
+        Some(s) => table
+            .manifest_list_reader(s)
+            .load()
+            .await
+            .map_err(catalog_err(format!("reading the manifest list of {ident}")))?
+            .entries()
+            .len(),
         None => 0,
     };
     let (target, merge) = rewrite_settings(&table, cfg);
@@ -305,14 +312,7 @@ async fn pass(
     now_ms: i64,
     gate: Option<&Gate>,
 ) -> Result<Pass, SinkError> {
-    let id = IcebergIdent::new(
-        iceberg::NamespaceIdent::new(ident.namespace.clone()),
-        ident.name.clone(),
-    );
-    let table = catalog
-        .load_table(&id)
-        .await
-        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    let table = super::commit::load(catalog, ident).await?;
     let meta = table.metadata();
     let snapshots: Vec<Snapshot<'_>> = meta
         .snapshots()
@@ -365,17 +365,12 @@ async fn pass(
             .retain_last(1)
             .apply(tx)
             .map_err(catalog_err("cannot plan the expiry"))?;
-        let mut turn = match gate {
-            Some(g) => Some(g.turn().await),
-            None => None,
-        };
+        let mut turn = Gate::turn(gate).await;
         let t = tx
             .commit(catalog)
             .await
             .map_err(catalog_err(format!("expiring snapshots of {ident}")))?;
-        if let Some(t) = turn.as_mut() {
-            **t += 1;
-        }
+        Gate::count(&mut turn);
         t
     };
     // What the table keeps now, writers' new snapshots included.

@@ -119,10 +119,7 @@ impl Pointer {
             tracing::info!(pause = ?p, "debug: pausing before the swap");
             tokio::time::sleep(p).await;
         }
-        let mut turn = match &self.gate {
-            Some(g) => Some(g.turn().await),
-            None => None,
-        };
+        let mut turn = Gate::turn(self.gate.as_deref()).await;
         let done = sqlx::query(&sql)
             .bind(to)
             .bind(from)
@@ -133,10 +130,8 @@ impl Pointer {
             .execute(&self.pool)
             .await?;
         let swapped = done.rows_affected() == 1;
-        if let Some(t) = turn.as_mut()
-            && swapped
-        {
-            **t += 1;
+        if swapped {
+            Gate::count(&mut turn);
         }
         Ok(swapped)
     }
@@ -330,11 +325,7 @@ pub async fn commit(
     match pointer.swap(ident, &from, &to).await {
         Ok(true) => {}
         Ok(false) => {
-            for p in [&to, &list_path] {
-                if let Err(e) = io.delete(p).await {
-                    tracing::warn!(path = %p, error = %e, "cannot delete a lost rewrite's file");
-                }
-            }
+            delete_quietly(table, [&to, &list_path]).await;
             return Ok(Swap::Lost);
         }
         Err(e) => {
@@ -348,6 +339,16 @@ pub async fn commit(
         }
     }
     Ok(Swap::Done)
+}
+
+/// Deletes files of a rewrite that is certainly not in the table (a failure is logged: the
+/// orphan sweep takes what stays).
+pub async fn delete_quietly(table: &Table, paths: impl IntoIterator<Item = &String>) {
+    for p in paths {
+        if let Err(e) = table.file_io().delete(p).await {
+            tracing::warn!(path = %p, error = %e, "cannot delete a rewrite's file");
+        }
+    }
 }
 
 /// What a rewrite changes, whatever the head: the manifests it replaces and those it adds.
@@ -381,15 +382,8 @@ pub async fn commit_on_head(
     sid: i64,
     change: Change<'_>,
 ) -> Result<Rebased, SinkError> {
-    let id = iceberg::TableIdent::new(
-        iceberg::NamespaceIdent::new(ident.namespace.clone()),
-        ident.name.clone(),
-    );
     for attempt in 1..=REBASES {
-        let table = catalog
-            .load_table(&id)
-            .await
-            .map_err(catalog_err(format!("cannot load table {ident}")))?;
+        let table = super::commit::load(catalog, ident).await?;
         let Some(head) = table.metadata().current_snapshot() else {
             return Ok(Rebased::Gone);
         };

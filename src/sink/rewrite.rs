@@ -13,9 +13,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use iceberg::Catalog;
 use iceberg::spec::{DataFile, ManifestContentType, ManifestEntryRef, ManifestFile};
 use iceberg::table::Table;
-use iceberg::{Catalog, TableIdent as IcebergIdent};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -45,14 +45,7 @@ struct Current {
 }
 
 async fn load(catalog: &dyn Catalog, ident: &TableIdent) -> Result<Option<Current>, SinkError> {
-    let id = IcebergIdent::new(
-        iceberg::NamespaceIdent::new(ident.namespace.clone()),
-        ident.name.clone(),
-    );
-    let table = catalog
-        .load_table(&id)
-        .await
-        .map_err(catalog_err(format!("cannot load table {ident}")))?;
+    let table = super::commit::load(catalog, ident).await?;
     if !replace::rewritable(&table) {
         tracing::info!(table = %ident, "not a format version 2 table: no rewrites");
         return Ok(None);
@@ -104,32 +97,18 @@ fn numbers(ident: &TableIdent, e: &ManifestEntryRef) -> Result<(i64, i64, Option
     Ok((snapshot, seq, e.file_sequence_number.or(Some(seq))))
 }
 
-async fn delete_all(table: &Table, paths: impl IntoIterator<Item = &String>) {
-    for p in paths {
-        if let Err(e) = table.file_io().delete(p).await {
-            tracing::warn!(path = %p, error = %e, "cannot delete a rewrite's file");
-        }
-    }
-}
-
-/// What a merge did: the current snapshot's manifests before and after.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Merged {
-    pub before: usize,
-    pub after: usize,
-}
-
-/// Merges the current snapshot's small data manifests (`dry`: only counts what it would do).
+/// Merges the current snapshot's small data manifests (`dry`: plans only; the pass's line
+/// reports the manifests the table has).
 pub async fn merge_manifests(
     catalog: &dyn Catalog,
     pointer: &Pointer,
     ident: &TableIdent,
     policy: MergePolicy,
     dry: bool,
-) -> Result<Option<Merged>, SinkError> {
+) -> Result<(), SinkError> {
     for attempt in 1..=ATTEMPTS {
         let Some(cur) = load(catalog, ident).await? else {
-            return Ok(None);
+            return Ok(());
         };
         let items: Vec<Item> = cur
             .manifests
@@ -147,19 +126,16 @@ pub async fn merge_manifests(
             .into_iter()
             .filter(|b| items[b[0]].group == default_spec)
             .collect();
-        let before = cur.manifests.len();
-        let merged: usize = bins.iter().map(Vec::len).sum();
-        let after = before - merged + bins.len();
         if bins.is_empty() || dry {
-            return Ok(Some(Merged { before, after }));
+            return Ok(());
         }
         let sid = replace::new_snapshot_id(&cur.table);
         let mut written: Vec<ManifestFile> = Vec::new();
-        let mut binned = BTreeSet::new();
+        let mut replaced = BTreeSet::new();
         for (n, bin) in bins.iter().enumerate() {
             let mut w = replace::manifest_writer(&cur.table, sid, n)?;
             for &i in bin {
-                binned.insert(i);
+                replaced.insert(cur.manifests[i].manifest_path.clone());
                 let entries = &cur.entries[&cur.manifests[i].manifest_path];
                 for e in entries.iter().filter(|e| e.is_alive()) {
                     let (snapshot, seq, file_seq) = numbers(ident, e)?;
@@ -173,10 +149,6 @@ pub async fn merge_manifests(
                 .map_err(catalog_err("cannot write a merged manifest"))?;
             written.push(m);
         }
-        let replaced: BTreeSet<String> = binned
-            .iter()
-            .map(|&i| cur.manifests[i].manifest_path.clone())
-            .collect();
         let change = Change {
             replaced: &replaced,
             manifests: &written,
@@ -185,10 +157,10 @@ pub async fn merge_manifests(
             what: "merge-manifests",
         };
         match replace::commit_on_head(catalog, pointer, ident, sid, change).await? {
-            Rebased::Done => return Ok(Some(Merged { before, after })),
+            Rebased::Done => return Ok(()),
             Rebased::Gone => {
                 let paths: Vec<String> = written.iter().map(|m| m.manifest_path.clone()).collect();
-                delete_all(&cur.table, &paths).await;
+                replace::delete_quietly(&cur.table, &paths).await;
                 tracing::info!(
                     attempt,
                     "another rewrite took these manifests: merging again"
@@ -196,7 +168,7 @@ pub async fn merge_manifests(
             }
         }
     }
-    Ok(None)
+    Ok(())
 }
 
 /// What a compaction did.
@@ -283,12 +255,9 @@ pub async fn compact(
     let mut done = Vec::new();
     for bin in &bins {
         let inputs: Vec<ManifestEntryRef> = bin.iter().map(|&i| live[i].clone()).collect();
-        match rewrite_files(&cur.table, storage, &inputs).await? {
-            Some((output, read)) => {
-                out.bytes_read += read;
-                done.push(Done { inputs, output });
-            }
-            None => tracing::info!(files = inputs.len(), "inputs differ in schema: bin left"),
+        if let Some((output, read)) = rewrite_files(&cur.table, storage, &inputs).await? {
+            out.bytes_read += read;
+            done.push(Done { inputs, output });
         }
     }
     let mut head = cur;
@@ -314,7 +283,7 @@ pub async fn compact(
                 return Ok(out);
             }
             Rebased::Gone => {
-                delete_all(&head.table, &written).await;
+                replace::delete_quietly(&head.table, &written).await;
                 tracing::info!(
                     attempt,
                     "the manifests changed under the compaction: checking the inputs again"
@@ -343,7 +312,7 @@ pub async fn compact(
                         "inputs rewritten by another: bins abandoned"
                     );
                 }
-                delete_all(&head.table, &abandoned).await;
+                replace::delete_quietly(&head.table, &abandoned).await;
                 done = keep;
             }
         }
@@ -353,7 +322,7 @@ pub async fn compact(
         .iter()
         .map(|d| d.output.file_path().to_owned())
         .collect();
-    delete_all(&head.table, &left).await;
+    replace::delete_quietly(&head.table, &left).await;
     Ok(out)
 }
 
@@ -429,10 +398,28 @@ async fn rewrite_files(
     let parquet_err = |source| SinkError::Encode { core: 0, source };
     for e in inputs {
         let path = e.file_path();
-        let bytes: Bytes = table
+        let input = table
             .file_io()
             .new_input(path)
+            .map_err(catalog_err(format!("cannot read {path}")))?;
+        // Read whole only at the size its manifest entry planned (and bounded) it at.
+        let size = input
+            .metadata()
+            .await
             .map_err(catalog_err(format!("cannot read {path}")))?
+            .size;
+        if size != e.file_size_in_bytes() {
+            let listed = e.file_size_in_bytes();
+            tracing::warn!(
+                path,
+                size,
+                listed,
+                "a file's size is not its manifest entry's: bin left"
+            );
+            give_up(stream).await;
+            return Ok(None);
+        }
+        let bytes: Bytes = input
             .read()
             .await
             .map_err(catalog_err(format!("cannot read {path}")))?;
@@ -446,11 +433,8 @@ async fn rewrite_files(
         let w = match &mut writer {
             Some((w, first)) if *first == schema => w,
             Some(_) => {
-                if let Some(s) = stream.take()
-                    && let Err(e) = s.abort().await
-                {
-                    tracing::warn!(error = %e, "cannot abort a compaction's upload");
-                }
+                tracing::info!(files = inputs.len(), "inputs differ in schema: bin left");
+                give_up(stream).await;
                 return Ok(None);
             }
             None => {
@@ -491,4 +475,13 @@ async fn rewrite_files(
         meta.default_partition_spec_id(),
     )?;
     Ok(Some((file, read)))
+}
+
+/// Aborts a compaction's upload that will not be finished.
+async fn give_up(stream: Option<super::files::Stream>) {
+    if let Some(s) = stream
+        && let Err(e) = s.abort().await
+    {
+        tracing::warn!(error = %e, "cannot abort a compaction's upload");
+    }
 }

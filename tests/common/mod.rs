@@ -1095,3 +1095,35 @@ pub fn maintain_all(warehouse: &str, extra: &[&str]) -> String {
     );
     stdout
 }
+
+/// Runs `body` in PyIceberg with `t` the warehouse's `ns.events` table (and `os` imported);
+/// returns its stdout.
+pub fn pyiceberg_events(warehouse: &str, body: &str) -> String {
+    let py = python_with("pyiceberg");
+    let script = format!(
+        "import os\n\
+         from pyiceberg.catalog.sql import SqlCatalog\n\
+         c = SqlCatalog('icefall', uri='sqlite:///{warehouse}/catalog.db', warehouse='file://{warehouse}')\n\
+         t = c.load_table('ns.events')\n\
+         {body}"
+    );
+    python_stdout(&py, &["-c", &script])
+}
+
+/// Sets a table property of `ns.events` through PyIceberg.
+pub fn set_events_property(warehouse: &str, key: &str, value: &str) {
+    let body = format!(
+        "with t.transaction() as tx:\n\
+         \x20   tx.set_properties({{'{key}': '{value}'}})\n"
+    );
+    pyiceberg_events(warehouse, &body);
+}
+
+/// PyIceberg code that counts into `missing` the manifest lists and data files any snapshot of
+/// `t` references that are not on the local disk.
+pub const COUNT_MISSING_PY: &str = "local = lambda p: p.removeprefix('file://')\n\
+     missing = 0\n\
+     for s in t.metadata.snapshots:\n\
+     \x20   missing += not os.path.exists(local(s.manifest_list))\n\
+     \x20   for task in t.scan(snapshot_id=s.snapshot_id).plan_files():\n\
+     \x20       missing += not os.path.exists(local(task.file.file_path))\n";
