@@ -150,6 +150,43 @@ fn postgres_catalog_commits_and_resumes() {
         ..Default::default()
     };
     assert_eq!(verify_sample(&files, &shape, 15_000), 15_000);
+
+    // Maintenance on PostgreSQL: the lease row and the rewrites' compare-and-swap speak its
+    // numbered placeholders; the files of both runs become one.
+    let out = common::icefall_command()
+        .args([
+            "maintain",
+            "--warehouse",
+            w,
+            "--table",
+            "ns.events",
+            "--catalog",
+            &spec.uri,
+        ])
+        .args(["--expire-older-than", "0s", "--retain-last", "1"])
+        .args(["--target-file-size", "64MiB"])
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        common::field(&line, "compacted_files") as usize,
+        view.files.len(),
+        "{line}"
+    );
+    assert_eq!(common::field(&line, "into_files") as u64, 1, "{line}");
+    let after = table_view_in(&spec, ObjectStoreStorage::local(), "ns.events");
+    assert_eq!((after.files.len(), after.snapshots), (1, 1));
+    let files: Vec<_> = after
+        .files
+        .iter()
+        .map(|p| (p.clone(), read_rows(p)))
+        .collect();
+    assert_eq!(verify_sample(&files, &shape, 15_000), 15_000);
     assert!(
         !Path::new(w).join("catalog.db").exists(),
         "no SQLite catalog was created"
