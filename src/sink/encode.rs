@@ -19,6 +19,7 @@ use parquet::file::properties::WriterProperties;
 use super::SinkError;
 use super::chunks::Chunks;
 use super::columns::{Columns, Layout, Sizes};
+use super::profile;
 use super::props;
 use super::schema;
 use crate::decode::Rejected;
@@ -357,10 +358,11 @@ impl FileEncoder {
         self.cols = Columns::with_capacity(sizes, &self.layout);
         if self.writer.is_none() {
             let [compressed, uncompressed] = &self.props;
-            let props = match self.sample_values(&batch) {
-                props::Sample::Compresses => compressed.clone(),
-                props::Sample::Incompressible => uncompressed.clone(),
+            let base = match self.sample_values(&batch) {
+                props::Sample::Compresses => compressed,
+                props::Sample::Incompressible => uncompressed,
             };
+            let props = props::for_file(base, &profile::choices(&batch, props::judged));
             let w = ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(props))
                 .map_err(|source| SinkError::Encode { core, source })?;
             self.writer = Some(w);

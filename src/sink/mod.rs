@@ -17,6 +17,7 @@ pub mod guard;
 pub mod lease;
 pub mod maintain;
 pub mod orphans;
+pub mod profile;
 pub mod props;
 pub mod replace;
 pub mod rewrite;

@@ -27,6 +27,7 @@ use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::profile::Choice;
 use super::schema;
 
 /// Bytes of values a file's compressibility is judged on.
@@ -91,6 +92,29 @@ pub fn writer_properties(
         }
     }
     Ok(b.build())
+}
+
+/// The properties of one file: `base` (from [`writer_properties`]) with the encodings its first
+/// batch chose for its flat columns ([`profile::choices`]).
+pub fn for_file(base: &WriterProperties, choices: &[(String, Choice)]) -> WriterProperties {
+    let mut b = base.clone().into_builder();
+    for (name, choice) in choices {
+        let path = ColumnPath::from(name.as_str());
+        b = match choice {
+            Choice::Dictionary => b.set_column_dictionary_enabled(path, true),
+            Choice::Delta => b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+            Choice::Plain => b.set_column_dictionary_enabled(path, false),
+        };
+    }
+    b.build()
+}
+
+/// The columns a file's first batch decides the encoding of: all flat ones but those whose
+/// encoding is fixed above (offsets, timestamps, raw values).
+pub fn judged(name: &str) -> bool {
+    ![schema::OFFSET, schema::TIMESTAMP, schema::VALUE, schema::HEADERS].contains(&name)
 }
 
 /// The two leaves of the headers column, in either layout (a list of structs or a legacy map).
