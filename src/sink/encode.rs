@@ -350,6 +350,9 @@ impl FileEncoder {
             .map_err(|source| SinkError::Arrow { core, source })?;
         let batch = RecordBatch::try_new(self.schema.clone(), cols)
             .map_err(|source| SinkError::Arrow { core, source })?;
+        let z = &self.sizes;
+        let row_bytes = (z.key_bytes + z.value_bytes + z.header_key_bytes + z.header_value_bytes)
+            / self.buffered;
         let mut sizes = std::mem::take(&mut self.sizes);
         if self.json.is_some() {
             // Typed tables decode values into other columns: the bytes builder stays empty.
@@ -362,7 +365,8 @@ impl FileEncoder {
                 props::Sample::Compresses => compressed,
                 props::Sample::Incompressible => uncompressed,
             };
-            let props = props::for_file(base, &profile::choices(&batch, props::judged));
+            let choices = profile::choices(&batch, props::judged);
+            let props = props::for_file(base, &choices, row_bytes);
             let w = ArrowWriter::try_new(Chunks::new(), self.schema.clone(), Some(props))
                 .map_err(|source| SinkError::Encode { core, source })?;
             self.writer = Some(w);

@@ -209,6 +209,97 @@ fn written_row_groups_leave_before_the_file_is_finished() {
     assert_eq!(next, 12_000);
 }
 
+/// Column writers take up to 8,192 rows at a time only while that stays near 1 MiB: a file of
+/// 16 KiB values still has pages of about 1 MiB, and reads back whole.
+#[test]
+fn large_values_keep_pages_near_a_mebibyte() {
+    use parquet::arrow::arrow_reader::ArrowReaderOptions;
+    let value: Vec<u8> = (0..16 << 10)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let recs: Vec<Record> = (0..1024).map(|o| rec(o, Some("k"), &value, &[])).collect();
+    let mut enc =
+        FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
+    enc.append(0, Batch::of_records(0, &recs).records(), &mut Vec::new())
+        .unwrap();
+    let file = enc.finish_file().unwrap().unwrap();
+    let opts = ArrowReaderOptions::new().with_page_index(true);
+    let b = ParquetRecordBatchReaderBuilder::try_new_with_options(file.to_bytes(), opts).unwrap();
+    let col = b
+        .parquet_schema()
+        .columns()
+        .iter()
+        .position(|c| c.path().string() == schema::VALUE)
+        .unwrap();
+    let pages = &b.metadata().offset_index().unwrap()[0][col].page_locations;
+    assert!(
+        pages.len() >= 8,
+        "16 MiB of values in {} pages",
+        pages.len()
+    );
+    assert!(
+        pages.iter().all(|p| p.compressed_page_size < 3 << 20),
+        "{pages:?}"
+    );
+    let rows: usize = b.build().unwrap().map(|r| r.unwrap().num_rows()).sum();
+    assert_eq!(rows, 1024);
+}
+
+/// What the first batch shows decides each flat column's encoding, and the footer says so:
+/// repeating keys keep a dictionary, unique keys are plain, offsets are delta-encoded.
+#[test]
+fn the_first_batch_decides_each_columns_encoding() {
+    use parquet::basic::Encoding;
+    let encodings = |key: &dyn Fn(i64) -> String| {
+        let recs: Vec<Record> = (0..4096)
+            .map(|o| rec(o, Some(&key(o)), b"v", &[]))
+            .collect();
+        let mut enc =
+            FileEncoder::new(0, schema::raw_arrow_schema(), &EncodeOptions::default()).unwrap();
+        enc.append(0, Batch::of_records(0, &recs).records(), &mut Vec::new())
+            .unwrap();
+        let file = enc.finish_file().unwrap().unwrap();
+        let read = ParquetRecordBatchReaderBuilder::try_new(file.to_bytes()).unwrap();
+        let got: Vec<(String, Vec<Encoding>)> = file
+            .metadata
+            .row_group(0)
+            .columns()
+            .iter()
+            .map(|c| (c.column_path().string(), c.encodings().collect()))
+            .collect();
+        assert_eq!(
+            read.build()
+                .unwrap()
+                .map(|r| r.unwrap().num_rows())
+                .sum::<usize>(),
+            4096
+        );
+        move |name: &str| {
+            got.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, e)| e.clone())
+                .unwrap()
+        }
+    };
+    let repeating = encodings(&|o| format!("user-{}", o % 10));
+    assert!(
+        repeating(schema::KEY).contains(&Encoding::RLE_DICTIONARY),
+        "{:?}",
+        repeating(schema::KEY)
+    );
+    let unique = encodings(&|o| format!("order-{o:08}"));
+    assert!(
+        !unique(schema::KEY).contains(&Encoding::RLE_DICTIONARY),
+        "{:?}",
+        unique(schema::KEY)
+    );
+    assert!(unique(schema::OFFSET).contains(&Encoding::DELTA_BINARY_PACKED));
+    assert!(
+        unique(schema::PARTITION).contains(&Encoding::RLE_DICTIONARY),
+        "one partition repeats"
+    );
+}
+
 fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
     assert_eq!(batches.len(), 1, "small files read back as one batch");
     batches[0].clone()

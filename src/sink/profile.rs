@@ -155,8 +155,20 @@ impl Shape {
             T::Float32 => other(fixed(4)?),
             T::Float64 => other(fixed(8)?),
             T::FixedSizeBinary(_) => other(col.as_fixed_size_binary().iter().flatten().collect()),
-            T::Utf8 => other(col.as_string::<i32>().iter().flatten().map(str::as_bytes).collect()),
-            T::LargeUtf8 => other(col.as_string::<i64>().iter().flatten().map(str::as_bytes).collect()),
+            T::Utf8 => other(
+                col.as_string::<i32>()
+                    .iter()
+                    .flatten()
+                    .map(str::as_bytes)
+                    .collect(),
+            ),
+            T::LargeUtf8 => other(
+                col.as_string::<i64>()
+                    .iter()
+                    .flatten()
+                    .map(str::as_bytes)
+                    .collect(),
+            ),
             T::Binary => other(col.as_binary::<i32>().iter().flatten().collect()),
             T::LargeBinary => other(col.as_binary::<i64>().iter().flatten().collect()),
             _ => return None,
@@ -180,7 +192,11 @@ mod tests {
         let seq = Int64Array::from_iter_values(0..n);
         assert_eq!(of(seq), Some(Choice::Delta), "a sequence moves by one");
         let ms = Int64Array::from_iter_values((0..n).map(|i| 1_700_000_000_000 + i * 3));
-        assert_eq!(of(ms), Some(Choice::Delta), "timestamps move by milliseconds");
+        assert_eq!(
+            of(ms),
+            Some(Choice::Delta),
+            "timestamps move by milliseconds"
+        );
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             x ^= x << 13;
@@ -195,7 +211,11 @@ mod tests {
         let amounts = Float64Array::from_iter_values((0..n).map(|_| (next() % 100_000) as f64));
         assert_eq!(of(amounts), Some(Choice::Plain));
         let users = StringArray::from_iter_values((0..n).map(|i| format!("user-{}", i % 1000)));
-        assert_eq!(of(users), Some(Choice::Dictionary), "1,000 users in 4,096 rows");
+        assert_eq!(
+            of(users),
+            Some(Choice::Dictionary),
+            "1,000 users in 4,096 rows"
+        );
         let notes = StringArray::from_iter_values((0..n).map(|_| format!("{:x}", next())));
         assert_eq!(of(notes), Some(Choice::Plain));
         let nulls = StringArray::from_iter((0..n).map(|i| (i % 200 == 0).then(|| i.to_string())));

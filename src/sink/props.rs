@@ -94,10 +94,22 @@ pub fn writer_properties(
     Ok(b.build())
 }
 
+/// Bytes of rows the column writers take at a time, at most (see [`for_file`]).
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
 /// The properties of one file: `base` (from [`writer_properties`]) with the encodings its first
-/// batch chose for its flat columns ([`profile::choices`]).
-pub fn for_file(base: &WriterProperties, choices: &[(String, Choice)]) -> WriterProperties {
-    let mut b = base.clone().into_builder();
+/// batch chose for its flat columns ([`super::profile::choices`]), and as many rows per write
+/// batch as fit [`WRITE_BATCH_BYTES`] at the `row_bytes` its first batch averaged, between
+/// 64 and 8,192 (Parquet's default is 1,024 whatever the rows hold). Column writers check their page limits once per write
+/// batch, so the bound keeps pages near Parquet's 1 MiB; fewer, larger batches cut the
+/// per-batch work of every column writer (BENCHMARKS.md, "Shard core: typed columns").
+pub fn for_file(
+    base: &WriterProperties,
+    choices: &[(String, Choice)],
+    row_bytes: usize,
+) -> WriterProperties {
+    let rows = (WRITE_BATCH_BYTES / row_bytes.max(1)).clamp(64, 8192);
+    let mut b = base.clone().into_builder().set_write_batch_size(rows);
     for (name, choice) in choices {
         let path = ColumnPath::from(name.as_str());
         b = match choice {
@@ -114,7 +126,13 @@ pub fn for_file(base: &WriterProperties, choices: &[(String, Choice)]) -> Writer
 /// The columns a file's first batch decides the encoding of: all flat ones but those whose
 /// encoding is fixed above (offsets, timestamps, raw values).
 pub fn judged(name: &str) -> bool {
-    ![schema::OFFSET, schema::TIMESTAMP, schema::VALUE, schema::HEADERS].contains(&name)
+    ![
+        schema::OFFSET,
+        schema::TIMESTAMP,
+        schema::VALUE,
+        schema::HEADERS,
+    ]
+    .contains(&name)
 }
 
 /// The two leaves of the headers column, in either layout (a list of structs or a legacy map).
