@@ -223,7 +223,8 @@ fn large_values_keep_pages_near_a_mebibyte() {
     enc.append(0, Batch::of_records(0, &recs).records(), &mut Vec::new())
         .unwrap();
     let file = enc.finish_file().unwrap().unwrap();
-    let opts = ArrowReaderOptions::new().with_page_index(true);
+    let opts = ArrowReaderOptions::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
     let b = ParquetRecordBatchReaderBuilder::try_new_with_options(file.to_bytes(), opts).unwrap();
     let col = b
         .parquet_schema()
