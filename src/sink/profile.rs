@@ -111,7 +111,7 @@ fn distinct<T: std::hash::Hash>(items: impl Iterator<Item = T>) -> usize {
 enum Shape {
     /// Integer-like columns (any width of 4 or 8 bytes: ints, dates, times, timestamps).
     Ints(Vec<i64>),
-    /// Floats and byte arrays: how many values, how many distinct.
+    /// Floats, decimals and byte arrays: how many values, how many distinct.
     Other { values: usize, distinct: usize },
 }
 
@@ -152,7 +152,10 @@ impl Shape {
                         .collect(),
                 )
             }
-            T::Float32 => other(fixed(4)?),
+            T::Float32 | T::Decimal32(..) => other(fixed(4)?),
+            T::Decimal64(..) => other(fixed(8)?),
+            T::Decimal128(..) => other(fixed(16)?),
+            T::Decimal256(..) => other(fixed(32)?),
             T::Float64 => other(fixed(8)?),
             T::FixedSizeBinary(_) => other(col.as_fixed_size_binary().iter().flatten().collect()),
             T::Utf8 => other(
