@@ -4,7 +4,7 @@
 //! (alone, and with Parquet). Records are the sample shape the end-to-end benches produce
 //! (10-byte keys from 1,000, 100-byte values, 1-3 headers; JSON values of ~100 bytes with six
 //! fields for the decode group), 8,192 per iteration. Every group reports records/s and payload
-//! MB/s.
+//! MB/s; each encoded shape also prints its file size per record (`file bytes/record`).
 //!
 //! `cargo bench --bench kernels` (quick: ~1 s of measurement per kernel); set
 //! `ICEFALL_BENCH_FULL=1` for criterion's default 5 s.
@@ -133,7 +133,20 @@ fn kernels(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The two together: what one shard core spends to land the sample records as Parquet.
+    g.bench_function("arrow_and_parquet_zstd1", |b| {
+        b.iter_batched(
+            || FileEncoder::new(0, schema.clone(), &opts).expect("encoder"),
+            |mut enc| {
+                enc.append(3, batch.records(), &mut Vec::new())
+                    .expect("append");
+                enc.finish_file().expect("encode").expect("a file")
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
+    file_size("raw", &schema, &opts, &records);
 
     // --format json: the sample's JSON values into six typed columns.
     let json_shape = common::sample::Shape {
@@ -193,6 +206,7 @@ fn decode_group(
     schema: &arrow_schema::SchemaRef,
     opts: &EncodeOptions,
 ) {
+    file_size(name, schema, opts, records);
     let mut g = c.benchmark_group(name);
     g.throughput(throughput(records));
     let batch = Batch::of_records(3, records);
@@ -220,6 +234,27 @@ fn decode_group(
         )
     });
     g.finish();
+}
+
+/// Prints the size of the file `records` encode to, per record: what a change to the writer
+/// costs or saves on disk (BENCHMARKS.md compares it across commits).
+fn file_size(
+    name: &str,
+    schema: &arrow_schema::SchemaRef,
+    opts: &EncodeOptions,
+    records: &[Record],
+) {
+    let batch = Batch::of_records(3, records);
+    let mut enc = FileEncoder::new(0, schema.clone(), opts).expect("encoder");
+    enc.append(3, batch.records(), &mut Vec::new())
+        .expect("append");
+    let file = enc.finish_file().expect("encode").expect("a file");
+    println!(
+        "file bytes/record {name}: {:.2} ({} records, {} bytes, zstd 1)",
+        file.size() as f64 / records.len() as f64,
+        records.len(),
+        file.size()
+    );
 }
 
 fn config() -> Criterion {

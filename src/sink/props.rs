@@ -19,6 +19,12 @@
 //! Values that zstd cannot shrink (encrypted, already compressed, random) are written
 //! uncompressed: each file decides from a sample of its first batch ([`Sample`]), so a topic
 //! whose values change nature changes with them at the next file.
+//!
+//! The typed columns of `--format json`/`avro` (and any column the rules above leave alone) are
+//! judged per file too: [`for_file`] applies what [`super::profile`] saw in the first batch (a
+//! dictionary where values repeat, DELTA_BINARY_PACKED for integers moving by small steps, plain
+//! otherwise) and sizes the column writers' batches to the rows (BENCHMARKS.md, "Shard core:
+//! typed columns").
 
 use arrow_schema::Schema;
 use parquet::arrow::ArrowSchemaConverter;
@@ -100,9 +106,10 @@ const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// The properties of one file: `base` (from [`writer_properties`]) with the encodings its first
 /// batch chose for its flat columns ([`super::profile::choices`]), and as many rows per write
 /// batch as fit [`WRITE_BATCH_BYTES`] at the `row_bytes` its first batch averaged, between
-/// 64 and 8,192 (Parquet's default is 1,024 whatever the rows hold). Column writers check their page limits once per write
-/// batch, so the bound keeps pages near Parquet's 1 MiB; fewer, larger batches cut the
-/// per-batch work of every column writer (BENCHMARKS.md, "Shard core: typed columns").
+/// 64 and 8,192 (Parquet's default is 1,024 whatever the rows hold). Column writers check
+/// their page limits once per write batch, so the bound keeps pages near Parquet's 1 MiB;
+/// fewer, larger batches cut the per-batch work of every column writer (BENCHMARKS.md, "Shard
+/// core: typed columns").
 pub fn for_file(
     base: &WriterProperties,
     choices: &[(String, Choice)],
