@@ -124,7 +124,7 @@ print(f"dead rows={dd.num_rows} error={errors[1]}")
 /// bounds and null counts the manifests carry match the data.
 #[test]
 fn pyiceberg_reads_every_column_type_and_encoding() {
-    let python = common::python_with("pyiceberg");
+    let python = common::python_with("pyiceberg, duckdb");
     let broker = Broker::start();
     broker.create_topic("events", 1);
     let n = 6_000u64;
@@ -153,7 +153,7 @@ fn pyiceberg_reads_every_column_type_and_encoding() {
 /// the same row.
 fn every_type_value(i: u64) -> Vec<u8> {
     let rnd = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & (u64::MAX >> 1);
-    let optional = if i % 11 == 0 {
+    let optional = if i.is_multiple_of(11) {
         String::new()
     } else {
         format!(
@@ -172,7 +172,7 @@ fn every_type_value(i: u64) -> Vec<u8> {
         i % 7,
         1_700_000_000_000 + i * 3,
         (i % 100) as f32 / 4.0,
-        i % 3 == 0,
+        i.is_multiple_of(3),
         rnd,
         1 + i % 28,
         i % 1_000_000,
@@ -219,9 +219,9 @@ t = SqlCatalog("icefall", uri=f"sqlite:///{w}/catalog.db", warehouse=f"file://{w
 d = t.scan().to_arrow().sort_by("seq")
 assert d.num_rows == n, d.num_rows
 utc = datetime.timezone.utc
-for i, row in enumerate(d.to_pylist()):
+def want(i):
     rnd = (i * 0x9E3779B97F4A7C15) & ((1 << 63) - 1)
-    want = {
+    return {
         "small": i % 7, "seq": i, "rnd": rnd, "ms": 1_700_000_000_000 + i * 3,
         "f": (i % 100) / 4.0, "b": i % 3 == 0,
         "d": None if i % 11 == 0 else (i * 37 % 100_000) / 100.0,
@@ -232,8 +232,24 @@ for i, row in enumerate(d.to_pylist()):
         "price": decimal.Decimal(f"{i}.{i % 100:02}"), "tags": [i, i + 1],
         "loc": {"x": i, "y": f"p{i % 3}"},
     }
-    got = {k: row[k] for k in want}
-    assert got == want, (i, got, want)
+for i, row in enumerate(d.to_pylist()):
+    w_ = want(i)
+    got = {k: row[k] for k in w_}
+    assert got == w_, (i, got, w_)
+# A second, independent reader (DuckDB's own Parquet reader) reads every data file, row for row;
+# the zone-aware column as microseconds since the epoch, so no time zone database is needed.
+import duckdb
+paths = [f["file_path"].removeprefix("file://") for f in t.inspect.files().to_pylist()]
+cols = [c for c in want(0) if c != "atz"]
+quoted = ", ".join(f'"{c}"' for c in cols)
+rel = duckdb.sql(f"select {quoted}, epoch_us(atz) from read_parquet({paths!r}) order by seq")
+rows = rel.fetchall()
+assert len(rows) == n, len(rows)
+for i, row in enumerate(rows):
+    w_ = want(i)
+    w_["atz"] = (w_["atz"] - datetime.datetime(1970, 1, 1, tzinfo=utc)) // datetime.timedelta(microseconds=1)
+    got = dict(zip(cols + ["atz"], row))
+    assert got == w_, (i, got, w_)
 # Each choice was made, as the footers say (pyarrow reads them on its own).
 enc = {}
 for f in t.inspect.files().to_pylist():
@@ -256,6 +272,16 @@ hi = max(f["readable_metrics"]["seq"]["upper_bound"] for f in files)
 assert (lo, hi) == (0, n - 1), (lo, hi)
 nulls = sum(f["readable_metrics"]["cat"]["null_value_count"] for f in files)
 assert nulls == len(range(0, n, 11)), nulls
-assert min(f["readable_metrics"]["day"]["lower_bound"] for f in files) == datetime.date(2024, 1, 1)
-print(f"rows={n} all equal; files={len(files)}; encodings " + " ".join(f"{k}={'/'.join(sorted(v))}" for k, v in sorted(enc.items())))
+# Every top-level primitive column's bounds are the data's; a string longer than 16 characters
+# is truncated (the lower bound a prefix, the upper bound rounded up).
+uids = d.column("uid").to_pylist()
+lo = min(f["readable_metrics"]["uid"]["lower_bound"] for f in files)
+hi = max(f["readable_metrics"]["uid"]["upper_bound"] for f in files)
+assert lo == min(uids)[:16] and len(hi) == 16 and hi >= max(uids), (lo, hi)
+for c in ["small", "seq", "rnd", "ms", "f", "d", "b", "cat", "day", "at", "atz", "price"]:
+    vals = [v for v in d.column(c).to_pylist() if v is not None]
+    lo = min(f["readable_metrics"][c]["lower_bound"] for f in files)
+    hi = max(f["readable_metrics"][c]["upper_bound"] for f in files)
+    assert (lo, hi) == (min(vals), max(vals)), (c, lo, hi, min(vals), max(vals))
+print(f"rows={n} all equal (PyIceberg and DuckDB); files={len(files)}; encodings " + " ".join(f"{k}={'/'.join(sorted(v))}" for k, v in sorted(enc.items())))
 "#;

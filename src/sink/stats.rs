@@ -1,9 +1,10 @@
 //! A finished Parquet file described as an Iceberg `DataFile`: record count, size, and per-column
 //! sizes, value counts, null counts and lower/upper bounds, all read from the file's footer.
 //!
-//! Bounds are kept for top-level primitive columns (binary ones truncated to 16 bytes, the
-//! upper bound rounded up so it stays an upper bound); columns inside the headers map get sizes
-//! and counts only.
+//! Bounds are kept for every top-level primitive column, in the column's Iceberg type (binary
+//! truncated to 16 bytes and strings to 16 characters, as Iceberg's default `truncate(16)`, the
+//! upper bound rounded up so it stays one; none for a float chunk whose bound is NaN). Columns
+//! inside structs, lists and the headers map get sizes and counts only.
 
 use std::collections::HashMap;
 
@@ -112,19 +113,57 @@ pub fn data_file(
 }
 
 /// Lower and (when one exists) upper bound of one column chunk, in the column's Iceberg type.
+/// Every primitive type has bounds; a float chunk whose minimum or maximum is NaN has none.
 fn bounds(stats: &Statistics, ty: &PrimitiveType) -> Option<(Datum, Option<Datum>)> {
+    use PrimitiveType as P;
+    let both = |lo: Datum, hi: Datum| Some((lo, Some(hi)));
     match (stats, ty) {
-        (Statistics::Int32(s), PrimitiveType::Int) => {
-            Some((Datum::int(*s.min_opt()?), Some(Datum::int(*s.max_opt()?))))
+        (Statistics::Boolean(s), P::Boolean) => {
+            both(Datum::bool(*s.min_opt()?), Datum::bool(*s.max_opt()?))
         }
-        (Statistics::Int64(s), PrimitiveType::Long) => {
-            Some((Datum::long(*s.min_opt()?), Some(Datum::long(*s.max_opt()?))))
+        (Statistics::Int32(s), P::Int) => {
+            both(Datum::int(*s.min_opt()?), Datum::int(*s.max_opt()?))
         }
-        (Statistics::Int64(s), PrimitiveType::Timestamptz) => Some((
-            Datum::timestamptz_micros(*s.min_opt()?),
-            Some(Datum::timestamptz_micros(*s.max_opt()?)),
-        )),
-        (Statistics::ByteArray(s), PrimitiveType::Binary) => {
+        (Statistics::Int32(s), P::Date) => {
+            both(Datum::date(*s.min_opt()?), Datum::date(*s.max_opt()?))
+        }
+        (Statistics::Int64(s), P::Time) => both(
+            Datum::time_micros(*s.min_opt()?).ok()?,
+            Datum::time_micros(*s.max_opt()?).ok()?,
+        ),
+        (Statistics::Int64(s), _) => {
+            let at = |v: i64| match ty {
+                P::Long => Some(Datum::long(v)),
+                P::Timestamp => Some(Datum::timestamp_micros(v)),
+                P::Timestamptz => Some(Datum::timestamptz_micros(v)),
+                P::TimestampNs => Some(Datum::timestamp_nanos(v)),
+                P::TimestamptzNs => Some(Datum::timestamptz_nanos(v)),
+                _ => decimal(i128::from(v), ty),
+            };
+            both(at(*s.min_opt()?)?, at(*s.max_opt()?)?)
+        }
+        (Statistics::Int32(s), P::Decimal { .. }) => both(
+            decimal(i128::from(*s.min_opt()?), ty)?,
+            decimal(i128::from(*s.max_opt()?), ty)?,
+        ),
+        (Statistics::Float(s), P::Float) => {
+            let (lo, hi) = (*s.min_opt()?, *s.max_opt()?);
+            (!lo.is_nan() && !hi.is_nan()).then(|| (Datum::float(lo), Some(Datum::float(hi))))
+        }
+        (Statistics::Double(s), P::Double) => {
+            let (lo, hi) = (*s.min_opt()?, *s.max_opt()?);
+            (!lo.is_nan() && !hi.is_nan()).then(|| (Datum::double(lo), Some(Datum::double(hi))))
+        }
+        (Statistics::ByteArray(s), P::String) => {
+            let lo = std::str::from_utf8(s.min_bytes_opt()?).ok()?;
+            let hi = std::str::from_utf8(s.max_bytes_opt()?).ok()?;
+            let lower: String = lo.chars().take(BOUND_BYTES).collect();
+            Some((
+                Datum::string(lower),
+                truncate_upper_str(hi).map(Datum::string),
+            ))
+        }
+        (Statistics::ByteArray(s), P::Binary) => {
             let lo = s.min_bytes_opt()?;
             let hi = s.max_bytes_opt()?;
             let lower = &lo[..lo.len().min(BOUND_BYTES)];
@@ -133,8 +172,42 @@ fn bounds(stats: &Statistics, ty: &PrimitiveType) -> Option<(Datum, Option<Datum
                 truncate_upper(hi).map(Datum::binary),
             ))
         }
+        (Statistics::FixedLenByteArray(s), P::Decimal { .. } | P::Uuid | P::Fixed(_)) => {
+            let at = |b: &[u8]| match ty {
+                P::Decimal { .. } => Datum::try_from_bytes(b, ty.clone()).ok(),
+                P::Uuid => Some(Datum::uuid(uuid::Uuid::from_slice(b).ok()?)),
+                _ => Some(Datum::fixed(b.iter().copied())),
+            };
+            both(at(s.min_bytes_opt()?)?, at(s.max_bytes_opt()?)?)
+        }
         _ => None,
     }
+}
+
+/// An unscaled decimal as a value of `ty`; `None` unless `ty` is a decimal type.
+fn decimal(unscaled: i128, ty: &PrimitiveType) -> Option<Datum> {
+    matches!(ty, PrimitiveType::Decimal { .. })
+        .then(|| Datum::try_from_bytes(&unscaled.to_be_bytes(), ty.clone()).ok())
+        .flatten()
+}
+
+/// The shortest string of at most 16 characters that is >= `max` (Iceberg truncates strings by
+/// code point), if there is one.
+fn truncate_upper_str(max: &str) -> Option<String> {
+    let mut chars: Vec<char> = max.chars().take(BOUND_BYTES + 1).collect();
+    if chars.len() <= BOUND_BYTES {
+        return Some(max.to_owned());
+    }
+    chars.truncate(BOUND_BYTES);
+    while let Some(last) = chars.pop() {
+        // The next scalar value: past the surrogates, none after char::MAX.
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// The shortest value of at most 16 bytes that is >= `max`, if there is one.
@@ -173,6 +246,130 @@ mod tests {
             [vec![b'a'; 14], vec![b'b']].concat()
         );
         assert_eq!(truncate_upper(&[0xff; 17]), None);
+    }
+
+    #[test]
+    fn string_upper_bounds_truncate_by_code_point() {
+        assert_eq!(truncate_upper_str("short").unwrap(), "short");
+        let long = "é".repeat(20);
+        let want = format!("{}ê", "é".repeat(15));
+        assert_eq!(truncate_upper_str(&long).unwrap(), want);
+        assert!(truncate_upper_str(&long).unwrap().as_str() >= long.as_str());
+        // U+D7FF's successor is U+E000 (no surrogates); char::MAX has none: carry leftwards.
+        let carry = format!("{}\u{d7ff}{}", "a".repeat(15), "b".repeat(3));
+        assert_eq!(
+            truncate_upper_str(&carry).unwrap(),
+            format!("{}\u{e000}", "a".repeat(15))
+        );
+        let max = format!("a{}", "\u{10ffff}".repeat(17));
+        assert_eq!(truncate_upper_str(&max).unwrap(), "b");
+        assert_eq!(truncate_upper_str(&"\u{10ffff}".repeat(17)), None);
+    }
+
+    #[test]
+    fn every_primitive_type_gets_bounds_in_its_own_type() {
+        use PrimitiveType as P;
+        let case = |stats: Statistics, ty: P| bounds(&stats, &ty).map(|(lo, hi)| (lo, hi.unwrap()));
+        let dec = P::Decimal {
+            precision: 12,
+            scale: 2,
+        };
+        let d = |s: &str| {
+            Datum::decimal_from_str(s)
+                .unwrap()
+                .to(&Type::Primitive(dec.clone()))
+                .unwrap()
+        };
+        assert_eq!(
+            case(
+                Statistics::int64(Some(-150), Some(1234), None, Some(0), false),
+                dec.clone()
+            ),
+            Some((d("-1.50"), d("12.34")))
+        );
+        let wide = P::Decimal {
+            precision: 30,
+            scale: 0,
+        };
+        let be =
+            |v: i128| parquet::data_type::FixedLenByteArray::from(v.to_be_bytes()[3..].to_vec());
+        let (lo, hi) = case(
+            Statistics::fixed_len_byte_array(Some(be(-7)), Some(be(1 << 90)), None, Some(0), false),
+            wide,
+        )
+        .unwrap();
+        assert_eq!(lo.literal(), &iceberg::spec::PrimitiveLiteral::Int128(-7));
+        assert_eq!(
+            hi.literal(),
+            &iceberg::spec::PrimitiveLiteral::Int128(1 << 90)
+        );
+        assert_eq!(
+            case(
+                Statistics::int32(Some(19_723), Some(19_750), None, Some(0), false),
+                P::Date
+            ),
+            Some((Datum::date(19_723), Datum::date(19_750)))
+        );
+        assert_eq!(
+            case(
+                Statistics::int64(Some(5), Some(9), None, Some(0), false),
+                P::Timestamp
+            ),
+            Some((Datum::timestamp_micros(5), Datum::timestamp_micros(9)))
+        );
+        assert_eq!(
+            case(
+                Statistics::int64(Some(5), Some(9), None, Some(0), false),
+                P::TimestamptzNs
+            ),
+            Some((Datum::timestamptz_nanos(5), Datum::timestamptz_nanos(9)))
+        );
+        assert_eq!(
+            case(
+                Statistics::double(Some(-0.5), Some(2.5), None, Some(0), false),
+                P::Double
+            ),
+            Some((Datum::double(-0.5), Datum::double(2.5)))
+        );
+        assert_eq!(
+            case(
+                Statistics::float(Some(f32::NAN), Some(1.0), None, Some(0), false),
+                P::Float
+            ),
+            None
+        );
+        assert_eq!(
+            case(
+                Statistics::boolean(Some(false), Some(true), None, Some(0), false),
+                P::Boolean
+            ),
+            Some((Datum::bool(false), Datum::bool(true)))
+        );
+        let text = |s: &str| Some(parquet::data_type::ByteArray::from(s));
+        assert_eq!(
+            case(
+                Statistics::byte_array(text("cat-0"), text("cat-4"), None, Some(0), false),
+                P::String
+            ),
+            Some((Datum::string("cat-0"), Datum::string("cat-4")))
+        );
+        let bad = Some(parquet::data_type::ByteArray::from(vec![0xff, 0xfe]));
+        assert_eq!(
+            case(
+                Statistics::byte_array(bad.clone(), bad, None, Some(0), false),
+                P::String
+            ),
+            None,
+            "bytes that are not UTF-8 are no string bound"
+        );
+        // A type the chunk's physical type cannot hold gets none.
+        assert_eq!(
+            case(
+                Statistics::int32(Some(1), Some(2), None, Some(0), false),
+                P::Long
+            ),
+            None
+        );
     }
 
     #[test]
