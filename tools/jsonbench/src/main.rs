@@ -48,15 +48,19 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, row: &[Cell<'_>; 6]) {
-        let int = |c: Cell<'_>| match c {
-            Cell::I64(v) => Some(v),
-            _ => None,
-        };
-        let text = |c: Cell<'_>| match c {
-            Cell::Str(s) => Some(s),
-            _ => None,
-        };
+    fn push<'a>(&mut self, row: &[Cell<'a>; 6]) {
+        fn int(c: Cell<'_>) -> Option<i64> {
+            match c {
+                Cell::I64(v) => Some(v),
+                _ => None,
+            }
+        }
+        fn text(c: Cell<'_>) -> Option<&str> {
+            match c {
+                Cell::Str(s) => Some(s),
+                _ => None,
+            }
+        }
         self.seq.append_option(int(row[0]));
         self.user.append_option(text(row[1]));
         self.amount.append_option(match row[2] {
