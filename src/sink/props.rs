@@ -6,10 +6,13 @@
 //! a dictionary (a dictionary of unique values only fills up and falls back). Record values and
 //! header values are mostly unique: no dictionary, and no statistics, since min/max of opaque
 //! bytes prunes nothing (their Iceberg null counts are then left unknown, never guessed). Keys
-//! and partitions keep both: they repeat, and keys are what users filter on. Header keys keep
-//! their dictionary but lose their statistics: no reader prunes on a field inside a list
-//! (Iceberg keeps bounds for top-level columns only, in Java as in [`super::stats`]), and the
-//! comparisons cost the shard core ~6 ns per record.
+//! and partitions keep their statistics (keys are what users filter on) and get a dictionary
+//! when a file's first batch shows them repeating ([`for_file`]). Header keys lose
+//! their statistics (no reader prunes on a field inside a list: Iceberg keeps bounds for
+//! top-level columns only, in Java as in [`super::stats`]; the comparisons cost the shard core
+//! ~6 ns per record) and their dictionary: a handful of short names repeated in every record is
+//! what zstd shrinks as well as a dictionary does, and interning them (a hash and a compare per
+//! header) cost more than the zstd pass (BENCHMARKS.md, "Shard core: typed columns").
 //!
 //! Header values are compressed with Snappy, not zstd: short, mostly unique values (ids,
 //! sequence numbers, trace contexts) are where zstd is slowest per byte. On the e2e sample it was
@@ -86,10 +89,10 @@ pub fn writer_properties(
     let parquet = ArrowSchemaConverter::new().convert(arrow)?;
     for leaf in parquet.columns() {
         let path = leaf.path().clone();
-        if opaque(path.parts()) {
+        let header = header_leaf(path.parts());
+        if opaque(path.parts()) || header == Some(HeaderLeaf::Key) {
             b = b.set_column_dictionary_enabled(path.clone(), false);
         }
-        let header = header_leaf(path.parts());
         if opaque(path.parts()) || header == Some(HeaderLeaf::Key) {
             b = b.set_column_statistics_enabled(path.clone(), EnabledStatistics::None);
         }
@@ -190,7 +193,7 @@ mod tests {
                 assert_eq!(stats, EnabledStatistics::None, "{p}");
             } else if header_leaf(p.parts()) == Some(HeaderLeaf::Key) {
                 header_keys += 1;
-                assert!(dict, "{p} repeats: a dictionary pays");
+                assert!(!dict, "{p}: a few names zstd shrinks as well, for less");
                 assert_eq!(
                     stats,
                     EnabledStatistics::None,
