@@ -89,6 +89,23 @@ impl Columns {
     }
 }
 
+/// A DOM value's cell, by what it holds (simd-json and serde_json values share these methods).
+macro_rules! cell {
+    ($x:expr) => {
+        if let Some(n) = $x.as_i64() {
+            Cell::I64(n)
+        } else if let Some(f) = $x.as_f64() {
+            Cell::F64(f)
+        } else if let Some(b) = $x.as_bool() {
+            Cell::Bool(b)
+        } else if let Some(s) = $x.as_str() {
+            Cell::Str(s)
+        } else {
+            Cell::Null
+        }
+    };
+}
+
 fn slot(key: &str) -> Option<usize> {
     FIELDS.iter().position(|f| *f == key)
 }
@@ -119,17 +136,7 @@ fn simd_dom(values: &[Vec<u8>], schema: &SchemaRef) -> RecordBatch {
         let mut row = [Cell::Null; 6];
         for (k, x) in doc.as_object().expect("object").iter() {
             if let Some(i) = slot(k) {
-                row[i] = if let Some(n) = x.as_i64() {
-                    Cell::I64(n)
-                } else if let Some(f) = x.as_f64() {
-                    Cell::F64(f)
-                } else if let Some(b) = x.as_bool() {
-                    Cell::Bool(b)
-                } else if let Some(s) = x.as_str() {
-                    Cell::Str(s)
-                } else {
-                    Cell::Null
-                };
+                row[i] = cell!(x);
             }
         }
         cols.push(&row);
@@ -172,17 +179,7 @@ fn serde_map(values: &[Vec<u8>], schema: &SchemaRef) -> RecordBatch {
         let mut row = [Cell::Null; 6];
         for (k, x) in &doc {
             if let Some(i) = slot(k) {
-                row[i] = if let Some(n) = x.as_i64() {
-                    Cell::I64(n)
-                } else if let Some(f) = x.as_f64() {
-                    Cell::F64(f)
-                } else if let Some(b) = x.as_bool() {
-                    Cell::Bool(b)
-                } else if let Some(s) = x.as_str() {
-                    Cell::Str(s)
-                } else {
-                    Cell::Null
-                };
+                row[i] = cell!(x);
             }
         }
         cols.push(&row);
