@@ -91,7 +91,7 @@ fn two_writers_maintaining_in_process_keep_every_record_once_and_the_table_bound
     // The table first, so that it can merge manifests from 10 (Iceberg's default is 100).
     rounds(&broker, w, 0, 1, 100);
     common::set_events_property(w, "commit.manifest.min-count-to-merge", "10");
-    // Batches of 10 fetched one at a time, each held 20 ms by shard 0: the writers last many
+    // Batches of 10 fetched one at a time, each held 30 ms by shard 0: the writers last many
     // commit intervals however fast the machine (a lower bound by construction).
     let rest = (RECORDS - 100).to_string();
     broker.loadgen(
@@ -102,7 +102,7 @@ fn two_writers_maintaining_in_process_keep_every_record_once_and_the_table_bound
     for parts in ["0-3", "4-7"] {
         let mut args = base_args(&broker.addr, "events", w);
         args.extend(["--partitions", parts, "--commit-interval", "100ms"]);
-        args.extend(["--fetch-max-bytes", "1KiB", "--debug-slow-shard", "0:20ms"]);
+        args.extend(["--fetch-max-bytes", "1KiB", "--debug-slow-shard", "0:30ms"]);
         args.extend(["--commit-retry-base", "10ms", "--commit-retries", "50"]);
         args.extend(["--maintain-interval", "1s", "--expire-older-than", "0s"]);
         args.extend(["--retain-last", "3", "--target-file-size", "4MiB"]);

@@ -472,19 +472,22 @@ impl Committer {
     ) -> Result<Committed, SinkError> {
         let started = Instant::now();
         let gate = self.gate.as_ref().map(|g| Arc::clone(&g.0));
-        let turn = Gate::turn(gate.as_deref()).await;
-        if let (Some(t), Some((_, seen))) = (&turn, &mut self.gate)
-            && **t != *seen
-        {
-            *seen = **t;
-            self.reload().await?;
-        }
         let table_name = self.ident.to_string();
         let id = offsets::commit_id(&table_name, &self.topic, epoch, ours, &extra);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            if attempt > 1 {
+            // The turn is held for one attempt, never across a backoff: a writer backing off
+            // from another process's commits must not keep its own maintainer waiting.
+            let turn = Gate::turn(gate.as_deref()).await;
+            let mut stale = attempt > 1;
+            if let (Some(t), Some((_, seen))) = (&turn, &mut self.gate)
+                && **t != *seen
+            {
+                *seen = **t;
+                stale = true;
+            }
+            if stale {
                 self.reload().await?;
             }
             // The offsets are merged from this head; the guard refuses a commit on any other.
@@ -580,6 +583,7 @@ impl Committer {
             }
             let wait = self.retry.delay(attempt, self.jitter.next());
             tracing::warn!(epoch, attempt, ?wait, conflict, error = %err, "commit failed; retrying");
+            drop(turn);
             tokio::time::sleep(wait).await;
         }
     }
