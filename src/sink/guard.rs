@@ -18,9 +18,11 @@ use iceberg::{
     TableIdent,
 };
 
-/// The turn an in-process writer and maintainer take at the table: each commits while holding
-/// it, and the maintainer counts its commits in it, so the writer reloads the table before its
-/// next commit instead of losing one attempt (and a backoff) to a conflict with its own process.
+/// The turn an in-process writer and maintainer take at the table: each holds it for one commit
+/// attempt (never across a backoff, or a writer retrying against another process would starve
+/// its maintainer), and the maintainer counts its commits in it, so the writer reloads the table
+/// before its next attempt instead of losing one (and a backoff) to a conflict with its own
+/// process.
 #[derive(Debug, Default)]
 pub struct Gate(tokio::sync::Mutex<u64>);
 
