@@ -480,14 +480,15 @@ impl Committer {
             // The turn is held for one attempt, never across a backoff: a writer backing off
             // from another process's commits must not keep its own maintainer waiting.
             let turn = Gate::turn(gate.as_deref()).await;
-            let mut stale = attempt > 1;
-            if let (Some(t), Some((_, seen))) = (&turn, &mut self.gate)
-                && **t != *seen
-            {
-                *seen = **t;
-                stale = true;
-            }
-            if stale {
+            // The maintainer committed since this writer last looked: its head is stale.
+            let maintained = match (&turn, &mut self.gate) {
+                (Some(t), Some((_, seen))) if **t != *seen => {
+                    *seen = **t;
+                    true
+                }
+                _ => false,
+            };
+            if attempt > 1 || maintained {
                 self.reload().await?;
             }
             // The offsets are merged from this head; the guard refuses a commit on any other.
