@@ -110,43 +110,43 @@ fn kernels(c: &mut Criterion) {
     let batch = Batch::of_records(3, &records);
     let mut g = c.benchmark_group("encode");
     g.throughput(tp);
-    g.bench_function("arrow_columns", |b| {
-        b.iter_batched(
-            || FileEncoder::new(0, schema.clone(), &opts).expect("encoder"),
-            |mut enc| {
-                enc.append(3, batch.records(), &mut Vec::new())
-                    .expect("append");
-                enc
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("parquet_zstd1", |b| {
-        b.iter_batched(
-            || {
-                let mut enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
-                enc.append(3, batch.records(), &mut Vec::new())
-                    .expect("append");
-                enc
-            },
-            |mut enc| enc.finish_file().expect("encode").expect("a file"),
-            BatchSize::LargeInput,
-        )
-    });
-    // The two together: what one shard core spends to land the sample records as Parquet.
-    g.bench_function("arrow_and_parquet_zstd1", |b| {
-        b.iter_batched(
-            || FileEncoder::new(0, schema.clone(), &opts).expect("encoder"),
-            |mut enc| {
+    // What one shard core spends to land the sample records as Parquet, through icefall's own
+    // pages (`pages`, what raw tables use) and through Arrow builders and `ArrowWriter`
+    // (`arrow`, the writer before): a fresh encoder per file (`fresh`, as the benches before
+    // issue 17's pages writer measured), and one encoder writing file after file (`steady`, as
+    // a shard core does).
+    for (name, arrow_writer) in [("pages", false), ("arrow", true)] {
+        let opts = EncodeOptions {
+            arrow_writer,
+            ..opts.clone()
+        };
+        g.bench_function(format!("{name}/fresh_zstd1"), |b| {
+            b.iter_batched(
+                || FileEncoder::new(0, schema.clone(), &opts).expect("encoder"),
+                |mut enc| {
+                    enc.append(3, batch.records(), &mut Vec::new())
+                        .expect("append");
+                    enc.finish_file().expect("encode").expect("a file")
+                },
+                BatchSize::LargeInput,
+            )
+        });
+        let mut enc = FileEncoder::new(0, schema.clone(), &opts).expect("encoder");
+        g.bench_function(format!("{name}/steady_zstd1"), |b| {
+            b.iter(|| {
                 enc.append(3, batch.records(), &mut Vec::new())
                     .expect("append");
                 enc.finish_file().expect("encode").expect("a file")
-            },
-            BatchSize::LargeInput,
-        )
-    });
+            })
+        });
+    }
     g.finish();
     file_size("raw", &schema, &opts, &records);
+    let arrow_opts = EncodeOptions {
+        arrow_writer: true,
+        ..opts.clone()
+    };
+    file_size("raw_arrow_writer", &schema, &arrow_opts, &records);
 
     // --format json: the sample's JSON values into six typed columns.
     let json_shape = common::sample::Shape {

@@ -157,5 +157,6 @@ pub(crate) fn encode_options(cfg: &RunConfig, avro: Option<AvroSchemas>) -> Enco
             .min(cfg.row_group_rows.get()),
         max_record_bytes: usize::try_from(cfg.max_record_bytes.0).unwrap_or(usize::MAX),
         avro,
+        arrow_writer: false,
     }
 }

@@ -1,8 +1,10 @@
-//! Records → Arrow columns → one Parquet file in memory, per shard core.
+//! Records → one Parquet file in memory, per shard core.
 //!
-//! The encoder appends records to column builders (one copy of each byte, no per-record
-//! allocation of its own), turns the builders into a record batch every `batch_rows` rows, and
-//! streams batches into an `ArrowWriter` writing into chunks. Once a row group is written its
+//! Raw-record tables go straight from the fetch buffers into pages ([`super::pages`]): no
+//! Arrow batch in between. Typed, dead-letter and legacy-map tables append records to Arrow
+//! column builders (one copy of each byte, no per-record allocation of its own), turn the
+//! builders into a record batch every `batch_rows` rows, and stream batches into an
+//! `ArrowWriter` writing into chunks. Once a row group is written its
 //! chunks can be taken ([`FileEncoder::take_parts`]) and uploaded while the file goes on, so a
 //! file never has to sit whole in memory.
 
@@ -19,6 +21,7 @@ use parquet::file::properties::WriterProperties;
 use super::SinkError;
 use super::chunks::Chunks;
 use super::columns::{Columns, Layout, Sizes};
+use super::pages::{Leaves, RawFile};
 use super::profile;
 use super::props;
 use super::schema;
@@ -36,6 +39,10 @@ pub struct EncodeOptions {
     pub max_record_bytes: usize,
     /// Typed tables of `--format avro`: the writer schemas (else values are JSON).
     pub avro: Option<AvroSchemas>,
+    /// Raw-record tables: write through Arrow builders and `ArrowWriter` rather than icefall's
+    /// own pages ([`super::pages`]). Not a flag: the "before" of the kernels bench, and the
+    /// reference the pages writer's files are checked against.
+    pub arrow_writer: bool,
 }
 
 impl Default for EncodeOptions {
@@ -45,6 +52,7 @@ impl Default for EncodeOptions {
             row_group_rows: 128 * 1024,
             max_record_bytes: 1 << 20,
             avro: None,
+            arrow_writer: false,
         }
     }
 }
@@ -129,6 +137,9 @@ pub struct FileEncoder {
     good: Vec<bool>,
     /// A dead-letter table's encoder: rows come from [`Self::append_dead_letters`].
     dead_letters: bool,
+    /// Raw-record tables: icefall's own writer ([`super::pages`]) instead of Arrow builders
+    /// and `ArrowWriter`.
+    raw: Option<Box<RawFile>>,
 }
 
 impl FileEncoder {
@@ -165,6 +176,17 @@ impl FileEncoder {
             props(props::Sample::Compresses)?,
             props(props::Sample::Incompressible)?,
         ];
+        let raw = match json {
+            None if !dead_letters && !opts.arrow_writer => Leaves::of(&schema),
+            _ => None,
+        };
+        let raw = match raw {
+            Some(leaves) => Some(Box::new(
+                RawFile::new(&schema, leaves, opts.zstd_level, opts.row_group_rows)
+                    .map_err(|source| SinkError::Encode { core, source })?,
+            )),
+            None => None,
+        };
         Ok(Self {
             core,
             cols: Columns::with_capacity(Sizes::default(), &layout),
@@ -177,8 +199,9 @@ impl FileEncoder {
             writer: None,
             file_rows: 0,
             payload_bytes: 0,
-            json,
             good: Vec::new(),
+            raw,
+            json,
             dead_letters,
         })
     }
@@ -251,6 +274,15 @@ impl FileEncoder {
         rejected: &mut Vec<Rejected>,
         walked: bool,
     ) -> Result<(), SinkError> {
+        if let Some(raw) = &mut self.raw {
+            let core = self.core;
+            let before = raw.payload_bytes();
+            raw.append(partition, records)
+                .map_err(|source| SinkError::Encode { core, source })?;
+            self.payload_bytes += raw.payload_bytes() - before;
+            self.buffered += records.len();
+            return Ok(());
+        }
         let typed = self.json.is_some();
         if let Some(json) = &mut self.json
             && let Some(b) = json.decode(records, &mut self.good, rejected, walked)
@@ -315,11 +347,17 @@ impl FileEncoder {
 
     /// Rows in the open file, buffered ones included.
     pub fn file_rows(&self) -> u64 {
-        self.file_rows + self.buffered as u64
+        match &self.raw {
+            Some(raw) => raw.rows(),
+            None => self.file_rows + self.buffered as u64,
+        }
     }
 
     /// Encoded size of the open file so far (bytes written plus the open row group's estimate).
     pub fn file_bytes(&self) -> usize {
+        if let Some(raw) = &self.raw {
+            return raw.bytes();
+        }
         self.writer
             .as_ref()
             .map_or(0, |w| w.bytes_written() + w.in_progress_size())
@@ -338,7 +376,13 @@ impl FileEncoder {
     }
 
     /// Hands the buffered rows to the Parquet writer as one record batch.
+    /// Raw-record tables write their rows as they are appended: this only resets the count
+    /// of rows since the last call, which paces [`Self::take_parts`].
     pub fn encode_buffered(&mut self) -> Result<(), SinkError> {
+        if self.raw.is_some() {
+            self.buffered = 0;
+            return Ok(());
+        }
         if self.buffered == 0 {
             return Ok(());
         }
@@ -383,6 +427,9 @@ impl FileEncoder {
     /// The bytes of the open file's written row groups not taken yet, in order (empty until a
     /// row group is written): to upload while the file goes on.
     pub fn take_parts(&mut self) -> Vec<Bytes> {
+        if let Some(raw) = &mut self.raw {
+            return raw.take_done();
+        }
         self.writer
             .as_mut()
             .map(|w| w.inner_mut().take_done())
@@ -392,6 +439,20 @@ impl FileEncoder {
     /// Closes the open file and returns what of it was not taken yet; `None` when it holds no
     /// rows.
     pub fn finish_file(&mut self) -> Result<Option<EncodedFile>, SinkError> {
+        if let Some(raw) = &mut self.raw {
+            let core = self.core;
+            let rows = raw.rows();
+            let done = raw
+                .finish()
+                .map_err(|source| SinkError::Encode { core, source })?;
+            self.buffered = 0;
+            return Ok(done.map(|(buf, metadata)| EncodedFile {
+                size: buf.len() as u64,
+                parts: buf.into_parts(),
+                rows,
+                metadata,
+            }));
+        }
         self.encode_buffered()?;
         let Some(mut writer) = self.writer.take() else {
             return Ok(None);

@@ -305,3 +305,81 @@ fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
     assert_eq!(batches.len(), 1, "small files read back as one batch");
     batches[0].clone()
 }
+
+/// The pages writer and `ArrowWriter` write the same rows for the same records, and the
+/// table learns the same counts and bounds from either file's footer.
+#[test]
+fn the_pages_writer_and_arrow_writer_agree_row_for_row_and_on_bounds() {
+    let recs: Vec<Record> = (0..20_000i64)
+        .map(|o| Record {
+            offset: 1_000 + o,
+            timestamp_ms: 1_700_000_000_000 + o / 3,
+            shard: 0,
+            key: (o % 9 != 0).then(|| format!("key-{}", (o * 7) % 300).into_bytes()),
+            value: (o % 101 != 0).then(|| vec![(o % 251) as u8; (o % 40) as usize]),
+            headers: (0..o % 4)
+                .map(|h| {
+                    let v = (h != 2).then(|| o.to_string().into_bytes());
+                    (format!("h{h}").into_bytes(), v)
+                })
+                .collect(),
+        })
+        .collect();
+    let write = |arrow_writer: bool| {
+        let opts = EncodeOptions {
+            row_group_rows: 6_000,
+            arrow_writer,
+            ..EncodeOptions::default()
+        };
+        let mut enc = FileEncoder::new(0, schema::raw_arrow_schema(), &opts).unwrap();
+        for (p, chunk) in recs.chunks(700).enumerate() {
+            let p = (p % 3) as i32;
+            enc.append(p, Batch::of_records(p, chunk).records(), &mut Vec::new())
+                .unwrap();
+            enc.encode_buffered().unwrap();
+        }
+        assert_eq!(enc.file_rows(), 20_000);
+        enc.finish_file().unwrap().unwrap()
+    };
+    let (pages, arrow) = (write(false), write(true));
+    let read = |f: &EncodedFile| {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f.to_bytes()).unwrap();
+        let schema = reader.schema().clone();
+        let batches: Vec<RecordBatch> = reader.build().unwrap().map(Result::unwrap).collect();
+        arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+    };
+    assert_eq!(read(&pages), read(&arrow));
+    assert_eq!(
+        pages.metadata.num_row_groups(),
+        arrow.metadata.num_row_groups()
+    );
+    let described = |f: &EncodedFile| {
+        let df = super::super::stats::data_file(
+            "file:///x.parquet".into(),
+            f.size(),
+            &f.metadata,
+            &schema::iceberg_schema(),
+            0,
+        )
+        .unwrap();
+        fn sorted<V: std::fmt::Debug>(m: &std::collections::HashMap<i32, V>) -> Vec<(i32, String)> {
+            let mut v: Vec<_> = m.iter().map(|(k, v)| (*k, format!("{v:?}"))).collect();
+            v.sort();
+            v
+        }
+        (
+            df.record_count(),
+            sorted(df.value_counts()),
+            sorted(df.null_value_counts()),
+            sorted(df.lower_bounds()),
+            sorted(df.upper_bounds()),
+        )
+    };
+    let (p, a) = (described(&pages), described(&arrow));
+    assert_eq!(p, a);
+    assert!(
+        p.3.len() >= 4,
+        "bounds for partition, offset, timestamp and key: {:?}",
+        p.3
+    );
+}

@@ -1,7 +1,9 @@
-//! Storage: Arrow batch building, Parquet encoding, object_store upload.
+//! Storage: Parquet encoding, object_store upload.
 //!
 //! Owns the table's Arrow schema (with Iceberg field ids on every column), the per-core
-//! [`encode::FileEncoder`] that turns records into finished Parquet files in memory, and the io
+//! [`encode::FileEncoder`] that turns records into finished Parquet files in memory (raw-record
+//! tables page by page through icefall's own writer, `pages`; typed and dead-letter tables
+//! through Arrow builders and parquet's `ArrowWriter`), and the io
 //! role's [`upload`] loop that writes those files through `object_store`. It is the only module
 //! that imports `object_store` and `parquet`. It does not decide *when* a file is closed (the shard
 //! state machine does), does not parse values (typed columns come from `crate::decode`) and knows
@@ -17,6 +19,7 @@ pub mod guard;
 pub mod lease;
 pub mod maintain;
 pub mod orphans;
+mod pages;
 pub mod profile;
 pub mod props;
 pub mod replace;

@@ -1,0 +1,393 @@
+//! icefall's own Parquet writer for raw-record tables: the Kafka columns and the value bytes
+//! written page by page straight from the fetch buffers, with no Arrow batch in between.
+//!
+//! Owns the encodings (RLE / bit-packed levels and dictionary indices, DELTA_BINARY_PACKED, a
+//! byte dictionary, PLAIN), page cutting, each column chunk's statistics, and the choices a file
+//! carries (keys through a dictionary until it stops paying; values compressed or not, judged
+//! on the file's first 64 KiB of them). parquet's own file and page writers lay out the file
+//! and its footer (`SerializedFileWriter::append_column`), so the files are the ones
+//! `ArrowWriter` writes for the same schema: same leaves, levels, field ids and Arrow schema.
+//!
+//! Why: the generic path (Arrow builders, then `ArrowWriter` computing levels from arrays)
+//! copied every byte twice more and spent most of the shard core on headers' list levels, on
+//! buffers regrown by doubling and on pages assembled twice (BENCHMARKS.md, issue 17). Here
+//! each value is copied once into its page and levels come from the record's shape.
+//!
+//! It knows the raw schema only (see [`Leaves::of`]); typed, dead-letter and legacy-map tables
+//! keep `ArrowWriter` ([`super::encode`]). It knows nothing of Kafka clients or uploads.
+
+mod body;
+mod chunk;
+mod delta;
+mod dict;
+mod group;
+mod hybrid;
+
+use std::sync::Arc;
+
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::basic::{Compression, Type as Physical, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnDescPtr;
+
+use super::chunks::Chunks;
+use super::props;
+use super::schema;
+use crate::record::Records;
+use chunk::{ChunkWriter, Codec};
+use group::{Deltas, Headers, Keys, Partitions, Values};
+
+/// The leaves of the raw schema, in file order, checked to be what this writer writes.
+#[derive(Clone)]
+pub struct Leaves([ColumnDescPtr; Leaves::COUNT]);
+
+impl Leaves {
+    pub const COUNT: usize = 7;
+
+    /// The leaves of `schema` when it is exactly the raw-record schema with list headers
+    /// (names, physical types and levels); `None` for any other.
+    pub fn of(schema: &SchemaRef) -> Option<Self> {
+        let descr = ArrowSchemaConverter::new().convert(schema).ok()?;
+        let want: [(&str, Physical, i16, i16); Self::COUNT] = [
+            (schema::PARTITION, Physical::INT32, 0, 0),
+            (schema::OFFSET, Physical::INT64, 0, 0),
+            (schema::TIMESTAMP, Physical::INT64, 0, 0),
+            (schema::KEY, Physical::BYTE_ARRAY, 1, 0),
+            (schema::HEADERS, Physical::BYTE_ARRAY, 2, 1),
+            (schema::HEADERS, Physical::BYTE_ARRAY, 3, 1),
+            (schema::VALUE, Physical::BYTE_ARRAY, 1, 0),
+        ];
+        let cols = descr.columns();
+        if cols.len() != Self::COUNT {
+            return None;
+        }
+        for (c, (name, ty, def, rep)) in cols.iter().zip(want) {
+            let top = c.path().parts().first()?;
+            if top != name
+                || c.physical_type() != ty
+                || c.max_def_level() != def
+                || c.max_rep_level() != rep
+            {
+                return None;
+            }
+        }
+        let (k, v) = (
+            cols[4].path().parts().last()?,
+            cols[5].path().parts().last()?,
+        );
+        if k != "key" || v != "value" {
+            return None;
+        }
+        Some(Self(std::array::from_fn(|i| cols[i].clone())))
+    }
+}
+
+/// One row group's columns being filled.
+#[derive(Default)]
+struct Group {
+    rows: u64,
+    partitions: Partitions,
+    offsets: Deltas,
+    timestamps: Deltas,
+    keys: Keys,
+    headers: Headers,
+    values: Values,
+}
+
+impl Group {
+    /// Bytes appended but not yet in a page.
+    fn pending(&self) -> usize {
+        self.offsets.pending() * 2
+            + self.keys.pending()
+            + self.headers.pending()
+            + self.values.pending()
+    }
+}
+
+/// One shard core's raw-record files, one open at a time. Its page buffers, chunk buffers and
+/// compressors outlive row groups and files: a row group allocates nothing once the first has
+/// sized them.
+pub struct RawFile {
+    /// The open file, with its schema's writer properties (the Arrow schema in its metadata).
+    writer: Option<SerializedFileWriter<Chunks>>,
+    root: parquet::schema::types::TypePtr,
+    props: Arc<WriterProperties>,
+    leaves: Leaves,
+    zstd: Compression,
+    row_group_rows: u64,
+    group: Group,
+    /// The open row group's chunk writers, per leaf, once its first page is cut.
+    chunks: [Option<ChunkWriter>; Leaves::COUNT],
+    /// Per leaf, a finished chunk's compressor and buffer for the next chunk.
+    spare: [Option<(Codec, Vec<u8>)>; Leaves::COUNT],
+    /// The value leaf's compression, once the file's first values were judged.
+    values: Option<Compression>,
+    sample: Vec<u8>,
+    /// Rows in the open file.
+    rows: u64,
+    /// Key, value and header bytes of the records appended.
+    payload: u64,
+}
+
+/// A column chunk's bytes, lent to the row group that copies them into the file.
+struct Lent<'a>(&'a [u8]);
+
+impl parquet::file::reader::Length for Lent<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+impl<'a> parquet::file::reader::ChunkReader for Lent<'a> {
+    type T = &'a [u8];
+
+    fn get_read(&self, start: u64) -> Result<&'a [u8], ParquetError> {
+        self.0
+            .get(start as usize..)
+            .ok_or_else(|| ParquetError::EOF(format!("chunk offset {start}")))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
+        let s = self.get_read(start)?;
+        s.get(..length)
+            .map(Bytes::copy_from_slice)
+            .ok_or_else(|| ParquetError::EOF(format!("chunk range {start}+{length}")))
+    }
+}
+
+impl RawFile {
+    /// A writer for files of `arrow`, whose leaves are `leaves`.
+    pub fn new(
+        arrow: &SchemaRef,
+        leaves: Leaves,
+        zstd_level: i32,
+        row_group_rows: usize,
+    ) -> Result<Self, ParquetError> {
+        let descr = ArrowSchemaConverter::new().convert(arrow)?;
+        let mut props = WriterProperties::builder().build();
+        add_encoded_arrow_schema_to_metadata(arrow, &mut props);
+        Ok(Self {
+            writer: None,
+            root: descr.root_schema_ptr(),
+            props: Arc::new(props),
+            leaves,
+            zstd: Compression::ZSTD(ZstdLevel::try_new(zstd_level)?),
+            row_group_rows: row_group_rows.max(1) as u64,
+            group: Group::default(),
+            chunks: Default::default(),
+            spare: Default::default(),
+            values: None,
+            sample: Vec::new(),
+            rows: 0,
+            payload: 0,
+        })
+    }
+
+    /// Appends one partition's records (in offset order) to the open file, opening one if
+    /// none is.
+    pub fn append(&mut self, partition: i32, records: Records<'_>) -> Result<(), ParquetError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let w =
+                SerializedFileWriter::new(Chunks::new(), self.root.clone(), self.props.clone())?;
+            self.writer = Some(w);
+        }
+        let mut rest = records;
+        while !rest.is_empty() {
+            let room = (self.row_group_rows - self.group.rows) as usize;
+            let now = rest.slice(0..room.min(rest.len()));
+            rest = rest.slice(now.len()..rest.len());
+            self.append_run(partition, now)?;
+            if self.group.rows >= self.row_group_rows {
+                self.close_group()?;
+            }
+        }
+        self.rows += records.len() as u64;
+        Ok(())
+    }
+    fn append_run(&mut self, partition: i32, records: Records<'_>) -> Result<(), ParquetError> {
+        self.group.partitions.push(partition, records.len() as u64);
+        for r in records.iter() {
+            let g = &mut self.group;
+            g.offsets.push(r.offset);
+            g.timestamps.push(r.timestamp_ms.saturating_mul(1_000));
+            g.keys.push(r.key);
+            let header_bytes = g.headers.push(&r);
+            g.values.push(r.value);
+            let full = g.offsets.full() || g.keys.full() || g.headers.full() || g.values.full();
+            let (k, v) = (r.key.unwrap_or_default(), r.value.unwrap_or_default());
+            self.payload += (k.len() + v.len() + header_bytes) as u64;
+            if self.values.is_none() && self.sample.len() < props::SAMPLE_BYTES {
+                self.sample.extend_from_slice(v);
+            }
+            if full || self.group.keys.dictionary_spent() {
+                self.cut_full()?;
+            }
+        }
+        self.group.rows += records.len() as u64;
+        Ok(())
+    }
+
+    /// Makes leaf `i`'s chunk writer if its first page is about to be cut.
+    fn open(&mut self, i: usize) -> Result<(), ParquetError> {
+        if self.chunks[i].is_none() {
+            let compression = self.compression(i);
+            let (codec, buf) = match self.spare[i].take() {
+                Some((codec, buf)) if codec.is(compression) => (codec, buf),
+                Some((_, buf)) => (Codec::new(compression)?, buf),
+                None => (Codec::new(compression)?, Vec::new()),
+            };
+            let descr = self.leaves.0[i].clone();
+            self.chunks[i] = Some(ChunkWriter::new(descr, compression, codec, buf));
+        }
+        Ok(())
+    }
+
+    fn compression(&mut self, i: usize) -> Compression {
+        if i == 6 && self.values.is_none() {
+            self.values = Some(match props::Sample::of(&self.sample, self.zstd_level()) {
+                props::Sample::Compresses => self.zstd,
+                props::Sample::Incompressible => Compression::UNCOMPRESSED,
+            });
+            self.sample.clear();
+        }
+        group::leaf_compression(self.zstd, self.values.unwrap_or(self.zstd))[i]
+    }
+
+    fn zstd_level(&self) -> i32 {
+        match self.zstd {
+            Compression::ZSTD(l) => l.compression_level(),
+            _ => 1,
+        }
+    }
+
+    /// Cuts the pages that are full.
+    fn cut_full(&mut self) -> Result<(), ParquetError> {
+        let opened = "opened above";
+        if self.group.offsets.full() {
+            self.open(1)?;
+            self.open(2)?;
+            let [_, o, t, ..] = &mut self.chunks;
+            self.group.offsets.cut(o.as_mut().expect(opened))?;
+            self.group.timestamps.cut(t.as_mut().expect(opened))?;
+        }
+        if self.group.keys.dictionary_spent() {
+            self.open(3)?;
+            self.group
+                .keys
+                .spend_dictionary(self.chunks[3].as_mut().expect(opened))?;
+        }
+        if self.group.keys.full() {
+            self.open(3)?;
+            self.group
+                .keys
+                .cut(self.chunks[3].as_mut().expect(opened))?;
+        }
+        if self.group.headers.full() {
+            self.open(4)?;
+            self.open(5)?;
+            let [.., k, v, _] = &mut self.chunks;
+            let (k, v) = (k.as_mut().expect(opened), v.as_mut().expect(opened));
+            self.group.headers.cut(k, v)?;
+        }
+        if self.group.values.full() {
+            self.open(6)?;
+            self.group
+                .values
+                .cut(self.chunks[6].as_mut().expect(opened))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open row group (if it holds rows) into the file.
+    fn close_group(&mut self) -> Result<(), ParquetError> {
+        let rows = self.group.rows;
+        if rows == 0 {
+            return Ok(());
+        }
+        for i in 0..Leaves::COUNT {
+            self.open(i)?;
+        }
+        let mut chunks = std::mem::take(&mut self.chunks).map(|c| c.expect("opened above"));
+        let g = &mut self.group;
+        let [.., hk, hv, v] = &mut chunks;
+        g.headers.cut(hk, hv)?;
+        g.values.cut(v)?;
+        let [p, o, t, k, hk, hv, v] = chunks;
+        let finished = [
+            g.partitions.finish(p, rows)?,
+            g.offsets.finish(o, rows)?,
+            g.timestamps.finish(t, rows)?,
+            g.keys.finish(k, rows)?,
+            hk.finish(rows, None)?,
+            hv.finish(rows, None)?,
+            v.finish(rows, None)?,
+        ];
+        g.rows = 0;
+        let Some(writer) = self.writer.as_mut() else {
+            return Err(ParquetError::General("no open file".into()));
+        };
+        let mut rg = writer.next_row_group()?;
+        for (spare, (codec, mut buf, close)) in self.spare.iter_mut().zip(finished) {
+            rg.append_column(&Lent(&buf), close)?;
+            buf.clear();
+            *spare = Some((codec, buf));
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    /// Rows in the open file.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes written into the open file so far, plus the open row group's pages (an estimate).
+    pub fn bytes(&self) -> usize {
+        let pages: usize = self.chunks.iter().flatten().map(ChunkWriter::bytes).sum();
+        let written = self.writer.as_ref().map_or(0, |w| w.bytes_written());
+        written + pages + self.group.pending()
+    }
+
+    /// Key, value and header bytes of the records appended so far.
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload
+    }
+
+    /// The open file's full chunks written since the last call (see [`Chunks::take_done`]).
+    pub fn take_done(&mut self) -> Vec<Bytes> {
+        self.writer
+            .as_mut()
+            .map(|w| w.inner_mut().take_done())
+            .unwrap_or_default()
+    }
+
+    /// Writes the open file's last row group and its footer: the file's bytes not taken yet
+    /// and its metadata; `None` when no file is open. The next file judges its keys and values
+    /// afresh.
+    pub fn finish(&mut self) -> Result<Option<(Chunks, ParquetMetaData)>, ParquetError> {
+        if self.writer.is_none() {
+            return Ok(None);
+        }
+        self.close_group()?;
+        let Some(mut writer) = self.writer.take() else {
+            return Ok(None);
+        };
+        let metadata = writer.finish()?;
+        self.values = None;
+        self.sample.clear();
+        self.group.keys.plain_mode = false;
+        self.rows = 0;
+        Ok(Some((std::mem::take(writer.inner_mut()), metadata)))
+    }
+}
+
+#[cfg(test)]
+mod tests;
