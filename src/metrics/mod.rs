@@ -78,12 +78,35 @@ impl EpochLatency {
     }
 
     pub fn record(&mut self, timestamp_ms: i64) {
+        self.record_n(timestamp_ms, 1);
+    }
+
+    fn record_n(&mut self, timestamp_ms: i64, n: u64) {
         let age = self.reference_ms.saturating_sub(timestamp_ms);
         if age < 0 {
-            self.late += 1;
+            self.late += n;
         }
         self.ages_ms
-            .saturating_record(age.clamp(1, MAX_LATENCY_MS as i64) as u64);
+            .saturating_record_n(age.clamp(1, MAX_LATENCY_MS as i64) as u64, n);
+    }
+
+    /// Records every timestamp of `timestamps`; a run of equal ones (a producer's batch shares
+    /// its millisecond) is one histogram update.
+    pub fn record_all(&mut self, timestamps: impl Iterator<Item = i64>) {
+        let mut run: Option<(i64, u64)> = None;
+        for t in timestamps {
+            run = match run {
+                Some((last, n)) if last == t => Some((last, n + 1)),
+                Some((last, n)) => {
+                    self.record_n(last, n);
+                    Some((t, 1))
+                }
+                None => Some((t, 1)),
+            };
+        }
+        if let Some((last, n)) = run {
+            self.record_n(last, n);
+        }
     }
 
     /// Adds this epoch's records, committed at `commit_ms`, to a histogram of latencies (ms).
@@ -374,5 +397,19 @@ mod tests {
             "a late record counts as stamped at the reference"
         );
         assert_eq!(h.value_at_quantile(0.5), h.highest_equivalent(600));
+    }
+
+    proptest::proptest! {
+        /// Runs of equal timestamps recorded at once give the histogram one by one would.
+        #[test]
+        fn recording_runs_is_recording_each(ts in proptest::collection::vec(9_990i64..10_010, 0..200)) {
+            let (mut each, mut runs) = (EpochLatency::new(10_000), EpochLatency::new(10_000));
+            for t in &ts {
+                each.record(*t);
+            }
+            runs.record_all(ts.iter().copied());
+            proptest::prop_assert_eq!(&each.ages_ms, &runs.ages_ms);
+            proptest::prop_assert_eq!(each.late, runs.late);
+        }
     }
 }

@@ -137,8 +137,8 @@ impl ShardCore {
                     }
                     for r in &batch.records {
                         self.state.count(r.shard);
-                        latency.record(r.timestamp_ms);
                     }
+                    latency.record_all(batch.records.iter().map(|r| r.timestamp_ms));
                     stats.rows += batch.records.len() as u64;
                     let (p, records) = (batch.partition, batch.records());
                     if self.evolve.is_some() && self.evolve(records, epoch + 1, &mut stats).await? {

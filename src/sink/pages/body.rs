@@ -28,6 +28,11 @@ impl Body {
         self.buf.extend_from_slice(v);
     }
 
+    /// Appends `v`'s bytes alone (DELTA_LENGTH_BYTE_ARRAY keeps the lengths apart).
+    pub fn push_bytes(&mut self, v: &[u8]) {
+        self.buf.extend_from_slice(v);
+    }
+
     /// Bytes of values so far.
     pub fn len(&self) -> usize {
         self.buf.len() - self.gap

@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding};
 use parquet::column::page::{CompressedPage, Page, PageWriter};
-use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::ColumnChunkMetaData;
 use parquet::file::page_index::offset_index::{OffsetIndexMetaData, PageLocation};
@@ -66,55 +65,48 @@ impl Codec {
     }
 }
 
-/// The pages of one column chunk so far.
+/// The pages of one column chunk so far, compressed and held until the row group is written.
 pub struct ChunkWriter {
     descr: ColumnDescPtr,
     compression: Compression,
     codec: Codec,
-    sink: TrackedWrite<Vec<u8>>,
-    dictionary_offset: Option<i64>,
-    data_offset: Option<i64>,
+    dictionary: Option<CompressedPage>,
+    /// Data pages and the row each starts at.
+    pages: Vec<(CompressedPage, i64)>,
     /// Values, nulls included (levels, for a nested column).
     values: i64,
-    uncompressed: i64,
-    compressed: i64,
-    encodings: Vec<Encoding>,
-    /// Where each data page starts, for the offset index readers skip pages by.
-    pages: Vec<PageLocation>,
     rows: i64,
+    /// Compressed bytes of the pages.
+    bytes: usize,
+    encodings: Vec<Encoding>,
 }
 
 impl ChunkWriter {
-    /// A chunk of `descr` whose pages `codec` compresses as `compression`, written into `buf`
-    /// (empty; a finished chunk's, so that its capacity is reused).
-    pub fn new(descr: ColumnDescPtr, compression: Compression, codec: Codec, buf: Vec<u8>) -> Self {
+    /// A chunk of `descr` whose pages `codec` compresses as `compression`.
+    pub fn new(descr: ColumnDescPtr, compression: Compression, codec: Codec) -> Self {
         Self {
             descr,
             compression,
             codec,
-            sink: TrackedWrite::new(buf),
-            dictionary_offset: None,
-            data_offset: None,
-            values: 0,
-            uncompressed: 0,
-            compressed: 0,
-            encodings: vec![Encoding::RLE],
+            dictionary: None,
             pages: Vec::new(),
+            values: 0,
             rows: 0,
+            bytes: 0,
+            encodings: vec![Encoding::RLE],
         }
     }
 
-    /// The dictionary page: `count` values, PLAIN. Before any data page.
+    /// The dictionary page: `count` values, PLAIN. Written before the data pages.
     pub fn dictionary_page(&mut self, body: &[u8], count: usize) -> Result<(), ParquetError> {
-        debug_assert!(self.data_offset.is_none(), "the dictionary comes first");
         let page = Page::DictionaryPage {
             buf: self.codec.compress(Bytes::copy_from_slice(body))?,
             num_values: count as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,
         };
-        let (at, _) = self.write(page, body.len(), Encoding::PLAIN)?;
-        self.dictionary_offset = Some(at);
+        self.note(&page, Encoding::PLAIN);
+        self.dictionary = Some(CompressedPage::new(page, body.len()));
         Ok(())
     }
 
@@ -136,66 +128,79 @@ impl ChunkWriter {
             rep_level_encoding: Encoding::RLE,
             statistics: None,
         };
-        let (at, size) = self.write(page, raw, encoding)?;
-        self.data_offset.get_or_insert(at);
+        self.note(&page, encoding);
+        self.pages.push((CompressedPage::new(page, raw), self.rows));
         self.values += count as i64;
-        self.pages.push(PageLocation {
-            offset: at,
-            compressed_page_size: size,
-            first_row_index: self.rows,
-        });
         self.rows += rows as i64;
         Ok(())
     }
 
-    /// Writes `page`: where it starts and its size with its header.
-    fn write(&mut self, page: Page, raw: usize, enc: Encoding) -> Result<(i64, i32), ParquetError> {
-        let spec =
-            SerializedPageWriter::new(&mut self.sink).write_page(CompressedPage::new(page, raw))?;
-        self.uncompressed += spec.uncompressed_size as i64;
-        self.compressed += spec.compressed_size as i64;
-        if !self.encodings.contains(&enc) {
-            self.encodings.push(enc);
+    fn note(&mut self, page: &Page, encoding: Encoding) {
+        self.bytes += page.buffer().len();
+        if !self.encodings.contains(&encoding) {
+            self.encodings.push(encoding);
         }
-        Ok((spec.offset as i64, spec.compressed_size as i32))
     }
 
-    /// Bytes of pages written so far.
+    /// Compressed bytes of the pages so far.
     pub fn bytes(&self) -> usize {
-        self.sink.bytes_written()
+        self.bytes
     }
 
-    /// The chunk's bytes, its compressor (for the next chunk) and what the row group needs to
-    /// splice the bytes in.
-    pub fn finish(self, rows: u64, stats: Option<Statistics>) -> Finished {
-        let first = self.dictionary_offset.or(self.data_offset).unwrap_or(0);
+    /// Writes the chunk's pages into the file at `out` (the dictionary first): its compressor
+    /// (for the next chunk), its metadata and its offset index.
+    pub fn write<W: std::io::Write + Send>(
+        self,
+        out: &mut TrackedWrite<W>,
+        rows: u64,
+        stats: Option<Statistics>,
+    ) -> Written {
+        debug_assert_eq!(rows as i64, self.rows, "every row is in a page");
+        let mut sizes = (0i64, 0i64);
+        let mut write = |page: CompressedPage| {
+            let spec = SerializedPageWriter::new(&mut *out).write_page(page)?;
+            sizes.0 += spec.uncompressed_size as i64;
+            sizes.1 += spec.compressed_size as i64;
+            Ok::<_, ParquetError>((spec.offset as i64, spec.compressed_size as i32))
+        };
+        let dictionary_offset = match self.dictionary {
+            Some(page) => Some(write(page)?.0),
+            None => None,
+        };
+        let mut locations = Vec::with_capacity(self.pages.len());
+        for (page, first_row_index) in self.pages {
+            let (offset, compressed_page_size) = write(page)?;
+            locations.push(PageLocation {
+                offset,
+                compressed_page_size,
+                first_row_index,
+            });
+        }
+        let data_offset = locations.first().map(|l| l.offset);
+        let first = dictionary_offset
+            .or(data_offset)
+            .unwrap_or(out.bytes_written() as i64);
         let mut b = ColumnChunkMetaData::builder(self.descr)
             .set_compression(self.compression)
             .set_encodings(self.encodings)
             .set_num_values(self.values)
-            .set_total_compressed_size(self.compressed)
-            .set_total_uncompressed_size(self.uncompressed)
-            .set_data_page_offset(self.data_offset.unwrap_or(first))
-            .set_dictionary_page_offset(self.dictionary_offset);
+            .set_total_uncompressed_size(sizes.0)
+            .set_total_compressed_size(sizes.1)
+            .set_data_page_offset(data_offset.unwrap_or(first))
+            .set_dictionary_page_offset(dictionary_offset);
         if let Some(s) = stats {
             b = b.set_statistics(s);
         }
-        let metadata = b.build()?;
-        let buf = self.sink.into_inner()?;
-        let close = ColumnCloseResult {
-            bytes_written: buf.len() as u64,
-            rows_written: rows,
-            metadata,
-            bloom_filter: None,
-            column_index: None,
-            offset_index: Some(OffsetIndexMetaData {
-                page_locations: self.pages,
-                unencoded_byte_array_data_bytes: None,
-            }),
+        let index = OffsetIndexMetaData {
+            page_locations: locations,
+            unencoded_byte_array_data_bytes: None,
         };
-        Ok((self.codec, buf, close))
+        Ok((self.codec, b.build()?, index))
     }
 }
 
-/// A finished chunk: its compressor, its bytes and its metadata.
-pub type Finished = Result<(Codec, Vec<u8>, ColumnCloseResult), ParquetError>;
+/// A written chunk: its compressor, its metadata and its offset index.
+pub type Written = Result<(Codec, ColumnChunkMetaData, OffsetIndexMetaData), ParquetError>;
+
+/// A chunk whose last page is cut, and its statistics: ready to be written.
+pub type Closed = Result<(ChunkWriter, Option<Statistics>), ParquetError>;

@@ -10,18 +10,13 @@ use parquet::file::statistics::Statistics;
 
 use super::body::Body;
 use super::chunk::ChunkWriter;
-use super::dict::Dictionary;
+use super::interned::Interned;
 use super::{Leaves, delta, hybrid};
 use crate::record::RecordRef;
 use bytes::Bytes;
 
 /// Uncompressed bytes a data page holds at most (Parquet's usual 1 MiB).
 pub const PAGE_BYTES: usize = 1 << 20;
-
-/// A chunk's key dictionary stops (the rest of its file is plain) past this many bytes, or
-/// once at least this many keys were seen and more than half of them were distinct.
-const DICT_BYTES: usize = PAGE_BYTES;
-const DICT_JUDGED_AFTER: u64 = 4096;
 
 /// Longest min/max of keys kept in the footer (readers need no more to prune).
 const STAT_BYTES: usize = 64;
@@ -50,7 +45,7 @@ impl Partitions {
         }
     }
 
-    pub fn finish(&mut self, mut chunk: ChunkWriter, rows: u64) -> Finished {
+    pub fn finish(&mut self, mut chunk: ChunkWriter, rows: u64) -> Closed {
         let mut distinct: Vec<i32> = Vec::new();
         let mut index: std::collections::HashMap<i32, u64> = Default::default();
         for (p, _) in &self.runs {
@@ -71,11 +66,11 @@ impl Partitions {
         let (lo, hi) = (distinct.iter().min(), distinct.iter().max());
         let stats = Statistics::int32(lo.copied(), hi.copied(), None, Some(0), false);
         self.runs.clear();
-        chunk.finish(rows, Some(stats))
+        Ok((chunk, Some(stats)))
     }
 }
 
-use super::chunk::Finished;
+use super::chunk::Closed;
 
 /// Offsets or timestamps: required 64-bit integers, DELTA_BINARY_PACKED, with min and max.
 pub struct Deltas {
@@ -127,154 +122,91 @@ impl Deltas {
         Ok(())
     }
 
-    pub fn finish(&mut self, mut chunk: ChunkWriter, rows: u64) -> Finished {
+    pub fn finish(&mut self, mut chunk: ChunkWriter) -> Closed {
         self.cut(&mut chunk)?;
         let stats = Statistics::int64(Some(self.min), Some(self.max), None, Some(0), false);
         (self.min, self.max) = (i64::MAX, i64::MIN);
-        chunk.finish(rows, Some(stats))
+        Ok((chunk, Some(stats)))
     }
 }
 
-/// Record keys: optional bytes, through a dictionary until it stops paying, then plain.
-#[derive(Default)]
+/// Record keys: optional bytes, through a dictionary until it stops paying, then plain
+/// ([`Interned`]), with the chunk's min, max and null count.
 pub struct Keys {
     defs: Vec<u8>,
-    dict: Dictionary,
-    indices: Vec<u32>,
-    /// Dictionary-encoded pages waiting for the dictionary page, which must come first.
-    waiting: Vec<(Vec<u8>, usize, Encoding)>,
-    plain: Body,
+    values: Interned,
+    nulls: u64,
     /// The page's levels, when it is cut.
     levels: Vec<u8>,
-    /// Plain from now on (for the rest of the file).
-    pub plain_mode: bool,
-    seen: u64,
-    nulls: u64,
-    min: Option<Vec<u8>>,
-    max: Option<Vec<u8>>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self {
+            defs: Vec::new(),
+            values: Interned::bounded(),
+            nulls: 0,
+            levels: Vec::new(),
+        }
+    }
 }
 
 impl Keys {
     pub fn push(&mut self, key: Option<&[u8]>) {
-        let Some(k) = key else {
-            self.defs.push(0);
-            self.nulls += 1;
-            return;
-        };
-        self.defs.push(1);
-        self.seen += 1;
-        if self.plain_mode {
-            self.bound(k);
-            self.plain.push(k);
-        } else {
-            self.indices.push(self.dict.intern(k));
-        }
-    }
-
-    fn bound(&mut self, k: &[u8]) {
-        if self.min.as_deref().is_none_or(|m| k < m) {
-            self.min = Some(k.to_vec());
-        }
-        if self.max.as_deref().is_none_or(|m| k > m) {
-            self.max = Some(k.to_vec());
+        match key {
+            Some(k) => {
+                self.defs.push(1);
+                self.values.push(k);
+            }
+            None => {
+                self.defs.push(0);
+                self.nulls += 1;
+            }
         }
     }
 
     pub fn full(&self) -> bool {
-        self.plain.len() >= PAGE_BYTES || self.indices.len() >= PAGE_BYTES / 4
+        self.values.full()
     }
 
     pub fn pending(&self) -> usize {
-        self.plain.len() + self.indices.len() * 2
+        self.values.pending() + self.defs.len() / 8
     }
 
-    /// Whether the dictionary should stop (checked once per appended run).
+    /// Whether the dictionary should stop.
     pub fn dictionary_spent(&self) -> bool {
-        !self.plain_mode
-            && (self.dict.page().len() > DICT_BYTES
-                || (self.seen >= DICT_JUDGED_AFTER && self.dict.len() as u64 * 2 > self.seen))
+        self.values.spent()
     }
 
     pub fn cut(&mut self, chunk: &mut ChunkWriter) -> Result<(), ParquetError> {
         if self.defs.is_empty() {
             return Ok(());
         }
-        if self.plain_mode {
-            self.levels.clear();
-            put_levels(&self.defs, 1, &mut self.levels);
-            let n = self.defs.len();
-            chunk.data_page(self.plain.take(&self.levels), n, n, Encoding::PLAIN)?;
-            self.defs.clear();
-            return Ok(());
-        }
-        let mut body = Vec::with_capacity(self.defs.len() / 4 + self.indices.len() * 2 + 64);
-        put_levels(&self.defs, 1, &mut body);
-        if self.indices.is_empty() {
-            // All null: no values, no dictionary needed.
-            self.waiting.push((body, self.defs.len(), Encoding::PLAIN));
-        } else {
-            let width = hybrid::width_of(self.dict.len().saturating_sub(1) as u64);
-            body.push(width);
-            hybrid::encode(&self.indices, width, &mut body);
-            let count = self.defs.len();
-            self.waiting.push((body, count, Encoding::RLE_DICTIONARY));
-            self.indices.clear();
-        }
+        self.levels.clear();
+        put_levels(&self.defs, 1, &mut self.levels);
+        let n = self.defs.len();
+        self.values.cut(&self.levels, n, n, chunk)?;
         self.defs.clear();
         Ok(())
     }
 
-    /// Ends the dictionary: the page so far, the dictionary page and the pages waiting for it
-    /// go out; later keys of the file are plain.
+    /// Stops the dictionary: the rest of the file's keys are plain.
     pub fn spend_dictionary(&mut self, chunk: &mut ChunkWriter) -> Result<(), ParquetError> {
-        if self.waiting.is_empty() {
-            // Still in the chunk's first page: its keys become plain, the chunk needs no
-            // dictionary at all.
-            for &i in &self.indices {
-                self.plain.push(self.dict.get(i));
-            }
-            self.indices.clear();
-            self.bound_dictionary();
-            self.dict.clear();
-        } else {
+        if !self.values.spend_in_page() {
             self.cut(chunk)?;
-            self.flush_dictionary(chunk)?;
+            self.values.end_dictionary(chunk)?;
         }
-        self.plain_mode = true;
         Ok(())
     }
 
-    /// Widens min and max to the dictionary's values.
-    fn bound_dictionary(&mut self) {
-        let (mut lo, mut hi) = (self.min.take(), self.max.take());
-        for v in self.dict.values() {
-            if lo.as_deref().is_none_or(|m| v < m) {
-                lo = Some(v.to_vec());
-            }
-            if hi.as_deref().is_none_or(|m| v > m) {
-                hi = Some(v.to_vec());
-            }
-        }
-        (self.min, self.max) = (lo, hi);
+    /// A new file judges its keys afresh.
+    pub fn new_file(&mut self) {
+        self.values.new_file();
     }
 
-    fn flush_dictionary(&mut self, chunk: &mut ChunkWriter) -> Result<(), ParquetError> {
-        if self.dict.len() > 0 {
-            self.bound_dictionary();
-            chunk.dictionary_page(self.dict.page(), self.dict.len())?;
-        }
-        for (body, count, encoding) in self.waiting.drain(..) {
-            chunk.data_page(Bytes::from(body), count, count, encoding)?;
-        }
-        self.dict.clear();
-        Ok(())
-    }
-
-    pub fn finish(&mut self, mut chunk: ChunkWriter, rows: u64) -> Finished {
+    pub fn finish(&mut self, mut chunk: ChunkWriter) -> Closed {
         self.cut(&mut chunk)?;
-        self.flush_dictionary(&mut chunk)?;
-        let (min, max) = (self.min.take(), self.max.take());
-        let stats = match (min, max) {
+        let stats = match self.values.finish(&mut chunk)? {
             (Some(lo), Some(hi)) => {
                 let (lo, lo_exact) = truncate_lower(lo);
                 let (hi, hi_exact) = truncate_upper(hi);
@@ -291,8 +223,8 @@ impl Keys {
             }
             _ => Statistics::byte_array(None, None, None, Some(self.nulls), false),
         };
-        (self.seen, self.nulls) = (0, 0);
-        chunk.finish(rows, Some(stats))
+        self.nulls = 0;
+        Ok((chunk, Some(stats)))
     }
 }
 
@@ -319,14 +251,20 @@ fn truncate_upper(v: Vec<u8>) -> (Vec<u8>, bool) {
     (v, true)
 }
 
-/// The headers: a list of (key, value) per record, two leaves sharing repetition levels.
+/// The headers: a list of (key, value) per record, two leaves sharing repetition levels. Keys
+/// go through a dictionary ([`Interned`]: a handful of names repeated in every record; one
+/// checked for UTF-8 once, when it first comes); values DELTA_LENGTH_BYTE_ARRAY, uncompressed:
+/// short, mostly unique values (sequence numbers, ids, trace contexts) that a compressor spends
+/// the most time on per byte saved.
 #[derive(Default)]
 pub struct Headers {
     rep: Vec<u8>,
     key_defs: Vec<u8>,
     value_defs: Vec<u8>,
-    keys: Body,
+    keys: Interned,
     values: Body,
+    /// The lengths of the page's non-null values.
+    value_lengths: Vec<i64>,
     /// Records in the page.
     records: usize,
     levels: Vec<u8>,
@@ -344,7 +282,8 @@ impl Headers {
             self.key_defs.push(2);
             bytes += k.len() + v.map_or(0, <[u8]>::len);
             // Kafka header keys are strings; bytes that are not UTF-8 are replaced, not lost.
-            if k.is_ascii() || std::str::from_utf8(k).is_ok() {
+            if self.keys.known(k) {
+            } else if std::str::from_utf8(k).is_ok() {
                 self.keys.push(k);
             } else {
                 self.keys.push(String::from_utf8_lossy(k).as_bytes());
@@ -352,7 +291,8 @@ impl Headers {
             match v {
                 Some(v) => {
                     self.value_defs.push(3);
-                    self.values.push(v);
+                    self.value_lengths.push(v.len() as i64);
+                    self.values.push_bytes(v);
                 }
                 None => self.value_defs.push(2),
             }
@@ -366,12 +306,41 @@ impl Headers {
         bytes
     }
 
-    pub fn pending(&self) -> usize {
-        self.keys.len() + self.values.len() + self.rep.len() / 2
+    pub fn full(&self) -> bool {
+        self.keys.full() || self.values.len() >= PAGE_BYTES || self.rep.len() >= PAGE_BYTES / 4
     }
 
-    pub fn full(&self) -> bool {
-        self.keys.len() + self.values.len() >= PAGE_BYTES || self.rep.len() >= PAGE_BYTES / 4
+    pub fn pending(&self) -> usize {
+        self.keys.pending() + self.values.len() + self.rep.len() / 2
+    }
+
+    /// Whether the keys' dictionary should stop.
+    pub fn dictionary_spent(&self) -> bool {
+        self.keys.spent()
+    }
+
+    /// Stops the keys' dictionary: the rest of the file's header keys are plain.
+    pub fn spend_dictionary(
+        &mut self,
+        key: &mut ChunkWriter,
+        value: &mut ChunkWriter,
+    ) -> Result<(), ParquetError> {
+        if !self.keys.spend_in_page() {
+            self.cut(key, value)?;
+            self.keys.end_dictionary(key)?;
+        }
+        Ok(())
+    }
+
+    /// A new file judges its header keys afresh.
+    pub fn new_file(&mut self) {
+        self.keys.new_file();
+    }
+
+    /// Ends the key leaf's chunk (its last page already cut).
+    pub fn finish_keys(&mut self, mut chunk: ChunkWriter) -> Closed {
+        self.keys.finish(&mut chunk)?;
+        Ok((chunk, None))
     }
 
     pub fn cut(
@@ -383,15 +352,18 @@ impl Headers {
             return Ok(());
         }
         let n = self.rep.len();
-        for (chunk, defs, plain) in [
-            (&mut *key, &self.key_defs, &mut self.keys),
-            (&mut *value, &self.value_defs, &mut self.values),
-        ] {
-            self.levels.clear();
-            put_levels(&self.rep, 1, &mut self.levels);
-            put_levels(defs, 2, &mut self.levels);
-            chunk.data_page(plain.take(&self.levels), n, self.records, Encoding::PLAIN)?;
-        }
+        // Both leaves start with the same repetition levels: encoded once.
+        self.levels.clear();
+        put_levels(&self.rep, 1, &mut self.levels);
+        let rep = self.levels.len();
+        put_levels(&self.key_defs, 2, &mut self.levels);
+        self.keys.cut(&self.levels, n, self.records, key)?;
+        self.levels.truncate(rep);
+        put_levels(&self.value_defs, 2, &mut self.levels);
+        delta::encode(&self.value_lengths, &mut self.levels);
+        let page = self.values.take(&self.levels);
+        value.data_page(page, n, self.records, Encoding::DELTA_LENGTH_BYTE_ARRAY)?;
+        self.value_lengths.clear();
         self.records = 0;
         self.rep.clear();
         self.key_defs.clear();
@@ -442,5 +414,13 @@ impl Values {
 
 /// Which compression each leaf's pages get.
 pub fn leaf_compression(zstd: Compression, values: Compression) -> [Compression; Leaves::COUNT] {
-    [zstd, zstd, zstd, zstd, zstd, Compression::SNAPPY, values]
+    [
+        zstd,
+        zstd,
+        zstd,
+        zstd,
+        zstd,
+        Compression::UNCOMPRESSED,
+        values,
+    ]
 }

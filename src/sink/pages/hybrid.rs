@@ -31,6 +31,27 @@ pub fn pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
     if width == 0 {
         return;
     }
+    if width > 32 {
+        return pack_wide(values, width, out);
+    }
+    // Eight bytes at a time: a value that does not fit what is left of the word carries its
+    // high bits into the next one.
+    let w = u32::from(width);
+    let (mut acc, mut bits) = (0u64, 0u32);
+    for v in values {
+        acc |= v << bits;
+        bits += w;
+        if bits >= 64 {
+            out.extend_from_slice(&acc.to_le_bytes());
+            bits -= 64;
+            acc = v >> (w - bits);
+        }
+    }
+    out.extend_from_slice(&acc.to_le_bytes()[..(bits as usize).div_ceil(8)]);
+}
+
+/// [`pack`] for widths above 32 (deltas of values that jump).
+fn pack_wide(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
     let (mut acc, mut bits) = (0u128, 0u32);
     for v in values {
         acc |= u128::from(v) << bits;
@@ -48,15 +69,12 @@ pub fn pack(values: impl Iterator<Item = u64>, width: u8, out: &mut Vec<u8>) {
 
 /// Appends `values` (each below 2^`width`, `width` ≤ 32) in the RLE / bit-packed hybrid,
 /// without the length prefix data page v1 puts before levels.
-pub fn encode<T: Copy + PartialEq + Into<u64>>(values: &[T], width: u8, out: &mut Vec<u8>) {
+pub fn encode<T: Symbol>(values: &[T], width: u8, out: &mut Vec<u8>) {
     let mut pending = 0; // first value not written yet
     let mut i = 0;
     while i < values.len() {
         let v = values[i];
-        let mut j = i + 1;
-        while j < values.len() && values[j] == v {
-            j += 1;
-        }
+        let j = T::run_end(values, i);
         if j - i >= 8 {
             // Fill the last group of the values before the run from the run itself.
             let fill = (8 - (i - pending) % 8) % 8;
@@ -70,6 +88,40 @@ pub fn encode<T: Copy + PartialEq + Into<u64>>(values: &[T], width: u8, out: &mu
     }
     if pending < values.len() {
         bit_packed(&values[pending..], width, out);
+    }
+}
+
+/// What the hybrid encodes: levels (bytes) and dictionary indices.
+pub trait Symbol: Copy + PartialEq + Into<u64> {
+    /// The end of the run of equal values that starts at `start`.
+    fn run_end(values: &[Self], start: usize) -> usize {
+        let v = values[start];
+        let mut j = start + 1;
+        while j < values.len() && values[j] == v {
+            j += 1;
+        }
+        j
+    }
+}
+
+impl Symbol for u32 {}
+
+impl Symbol for u8 {
+    /// Eight levels at a time: definition levels are long runs.
+    fn run_end(values: &[u8], start: usize) -> usize {
+        let v = values[start];
+        let word = u64::from_ne_bytes([v; 8]);
+        let mut j = start + 1;
+        while let Some(next) = values.get(j..j + 8) {
+            if u64::from_ne_bytes(next.try_into().unwrap_or_default()) != word {
+                break;
+            }
+            j += 8;
+        }
+        while j < values.len() && values[j] == v {
+            j += 1;
+        }
+        j
     }
 }
 
@@ -148,7 +200,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn runs() -> impl Strategy<Value = (u8, Vec<u32>)> {
-        (0u8..=20).prop_flat_map(|width| {
+        (0u8..=32).prop_flat_map(|width| {
             let max = if width == 0 { 0 } else { (1u64 << width) - 1 } as u32;
             let run = (0..=max, 1usize..20);
             (Just(width), prop::collection::vec(run, 0..40)).prop_map(|(w, rs)| {

@@ -22,18 +22,23 @@ mod delta;
 mod dict;
 mod group;
 mod hybrid;
+mod interned;
 
-use std::sync::Arc;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
 
 use arrow_schema::SchemaRef;
 use bytes::Bytes;
-use parquet::arrow::{ArrowSchemaConverter, add_encoded_arrow_schema_to_metadata};
+use parquet::arrow::{ARROW_SCHEMA_META_KEY, ArrowSchemaConverter, encode_arrow_schema};
 use parquet::basic::{Compression, Type as Physical, ZstdLevel};
 use parquet::errors::ParquetError;
-use parquet::file::metadata::ParquetMetaData;
-use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
-use parquet::schema::types::ColumnDescPtr;
+use parquet::file::metadata::{
+    FileMetaData, KeyValue, ParquetMetaData, ParquetMetaDataBuilder, ParquetMetaDataWriter,
+    RowGroupMetaData,
+};
+use parquet::file::page_index::offset_index::OffsetIndexMetaData;
+use parquet::file::writer::TrackedWrite;
+use parquet::schema::types::{ColumnDescPtr, SchemaDescPtr};
 
 use super::chunks::Chunks;
 use super::props;
@@ -41,6 +46,9 @@ use super::schema;
 use crate::record::Records;
 use chunk::{ChunkWriter, Codec};
 use group::{Deltas, Headers, Keys, Partitions, Values};
+
+/// What the files say wrote them: parquet's page and footer writers lay them out.
+const CREATED_BY: &str = concat!("parquet-rs (icefall ", env!("CARGO_PKG_VERSION"), ")");
 
 /// The leaves of the raw schema, in file order, checked to be what this writer writes.
 #[derive(Clone)]
@@ -113,18 +121,19 @@ impl Group {
 /// compressors outlive row groups and files: a row group allocates nothing once the first has
 /// sized them.
 pub struct RawFile {
-    /// The open file, with its schema's writer properties (the Arrow schema in its metadata).
-    writer: Option<SerializedFileWriter<Chunks>>,
-    root: parquet::schema::types::TypePtr,
-    props: Arc<WriterProperties>,
+    /// The open file.
+    file: Option<OpenFile>,
+    descr: SchemaDescPtr,
+    /// The table's Arrow schema, as the file's metadata carries it for Arrow readers.
+    arrow_schema: KeyValue,
     leaves: Leaves,
     zstd: Compression,
     row_group_rows: u64,
     group: Group,
     /// The open row group's chunk writers, per leaf, once its first page is cut.
     chunks: [Option<ChunkWriter>; Leaves::COUNT],
-    /// Per leaf, a finished chunk's compressor and buffer for the next chunk.
-    spare: [Option<(Codec, Vec<u8>)>; Leaves::COUNT],
+    /// Per leaf, a written chunk's compressor for the next chunk.
+    spare: [Option<Codec>; Leaves::COUNT],
     /// The value leaf's compression, once the file's first values were judged.
     values: Option<Compression>,
     sample: Vec<u8>,
@@ -134,29 +143,49 @@ pub struct RawFile {
     payload: u64,
 }
 
-/// A column chunk's bytes, lent to the row group that copies them into the file.
-struct Lent<'a>(&'a [u8]);
+/// A file being written: its bytes (shared with the writer that counts them, so that the
+/// written row groups can be taken while it goes on), and what its footer will say.
+struct OpenFile {
+    out: TrackedWrite<Pipe>,
+    chunks: Arc<Mutex<Chunks>>,
+    row_groups: Vec<RowGroupMetaData>,
+    offset_indexes: Vec<Vec<OffsetIndexMetaData>>,
+}
 
-impl parquet::file::reader::Length for Lent<'_> {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
+/// The file's body as the writer sees it. Parquet's footer writer takes its output by value,
+/// so the body is shared rather than owned.
+struct Pipe(Arc<Mutex<Chunks>>);
+
+impl std::io::Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("a writer panicked"))?
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
-impl<'a> parquet::file::reader::ChunkReader for Lent<'a> {
-    type T = &'a [u8];
-
-    fn get_read(&self, start: u64) -> Result<&'a [u8], ParquetError> {
-        self.0
-            .get(start as usize..)
-            .ok_or_else(|| ParquetError::EOF(format!("chunk offset {start}")))
+impl OpenFile {
+    fn new() -> Result<Self, ParquetError> {
+        let chunks = Arc::new(Mutex::new(Chunks::new()));
+        let mut out = TrackedWrite::new(Pipe(chunks.clone()));
+        out.write_all(b"PAR1")?;
+        Ok(Self {
+            out,
+            chunks,
+            row_groups: Vec::new(),
+            offset_indexes: Vec::new(),
+        })
     }
 
-    fn get_bytes(&self, start: u64, length: usize) -> Result<Bytes, ParquetError> {
-        let s = self.get_read(start)?;
-        s.get(..length)
-            .map(Bytes::copy_from_slice)
-            .ok_or_else(|| ParquetError::EOF(format!("chunk range {start}+{length}")))
+    fn lock(chunks: &Mutex<Chunks>) -> Result<std::sync::MutexGuard<'_, Chunks>, ParquetError> {
+        chunks
+            .lock()
+            .map_err(|_| ParquetError::General("a writer panicked".into()))
     }
 }
 
@@ -168,13 +197,12 @@ impl RawFile {
         zstd_level: i32,
         row_group_rows: usize,
     ) -> Result<Self, ParquetError> {
-        let descr = ArrowSchemaConverter::new().convert(arrow)?;
-        let mut props = WriterProperties::builder().build();
-        add_encoded_arrow_schema_to_metadata(arrow, &mut props);
+        let descr = Arc::new(ArrowSchemaConverter::new().convert(arrow)?);
+        let schema = encode_arrow_schema(arrow);
         Ok(Self {
-            writer: None,
-            root: descr.root_schema_ptr(),
-            props: Arc::new(props),
+            file: None,
+            descr,
+            arrow_schema: KeyValue::new(ARROW_SCHEMA_META_KEY.into(), schema),
             leaves,
             zstd: Compression::ZSTD(ZstdLevel::try_new(zstd_level)?),
             row_group_rows: row_group_rows.max(1) as u64,
@@ -194,10 +222,8 @@ impl RawFile {
         if records.is_empty() {
             return Ok(());
         }
-        if self.writer.is_none() {
-            let w =
-                SerializedFileWriter::new(Chunks::new(), self.root.clone(), self.props.clone())?;
-            self.writer = Some(w);
+        if self.file.is_none() {
+            self.file = Some(OpenFile::new()?);
         }
         let mut rest = records;
         while !rest.is_empty() {
@@ -227,7 +253,8 @@ impl RawFile {
             if self.values.is_none() && self.sample.len() < props::SAMPLE_BYTES {
                 self.sample.extend_from_slice(v);
             }
-            if full || self.group.keys.dictionary_spent() {
+            let spent = g.keys.dictionary_spent() || g.headers.dictionary_spent();
+            if full || spent {
                 self.cut_full()?;
             }
         }
@@ -239,13 +266,12 @@ impl RawFile {
     fn open(&mut self, i: usize) -> Result<(), ParquetError> {
         if self.chunks[i].is_none() {
             let compression = self.compression(i);
-            let (codec, buf) = match self.spare[i].take() {
-                Some((codec, buf)) if codec.is(compression) => (codec, buf),
-                Some((_, buf)) => (Codec::new(compression)?, buf),
-                None => (Codec::new(compression)?, Vec::new()),
+            let codec = match self.spare[i].take() {
+                Some(codec) if codec.is(compression) => codec,
+                _ => Codec::new(compression)?,
             };
             let descr = self.leaves.0[i].clone();
-            self.chunks[i] = Some(ChunkWriter::new(descr, compression, codec, buf));
+            self.chunks[i] = Some(ChunkWriter::new(descr, compression, codec));
         }
         Ok(())
     }
@@ -290,12 +316,18 @@ impl RawFile {
                 .keys
                 .cut(self.chunks[3].as_mut().expect(opened))?;
         }
-        if self.group.headers.full() {
+        let headers = &self.group.headers;
+        if headers.dictionary_spent() || headers.full() {
             self.open(4)?;
             self.open(5)?;
             let [.., k, v, _] = &mut self.chunks;
             let (k, v) = (k.as_mut().expect(opened), v.as_mut().expect(opened));
-            self.group.headers.cut(k, v)?;
+            if self.group.headers.dictionary_spent() {
+                self.group.headers.spend_dictionary(k, v)?;
+            }
+            if self.group.headers.full() {
+                self.group.headers.cut(k, v)?;
+            }
         }
         if self.group.values.full() {
             self.open(6)?;
@@ -321,26 +353,37 @@ impl RawFile {
         g.headers.cut(hk, hv)?;
         g.values.cut(v)?;
         let [p, o, t, k, hk, hv, v] = chunks;
-        let finished = [
+        let closed = [
             g.partitions.finish(p, rows)?,
-            g.offsets.finish(o, rows)?,
-            g.timestamps.finish(t, rows)?,
-            g.keys.finish(k, rows)?,
-            hk.finish(rows, None)?,
-            hv.finish(rows, None)?,
-            v.finish(rows, None)?,
+            g.offsets.finish(o)?,
+            g.timestamps.finish(t)?,
+            g.keys.finish(k)?,
+            g.headers.finish_keys(hk)?,
+            (hv, None),
+            (v, None),
         ];
         g.rows = 0;
-        let Some(writer) = self.writer.as_mut() else {
+        let Some(file) = self.file.as_mut() else {
             return Err(ParquetError::General("no open file".into()));
         };
-        let mut rg = writer.next_row_group()?;
-        for (spare, (codec, mut buf, close)) in self.spare.iter_mut().zip(finished) {
-            rg.append_column(&Lent(&buf), close)?;
-            buf.clear();
-            *spare = Some((codec, buf));
+        let start = file.out.bytes_written() as i64;
+        let mut columns = Vec::with_capacity(Leaves::COUNT);
+        let mut index = Vec::with_capacity(Leaves::COUNT);
+        for (spare, (chunk, stats)) in self.spare.iter_mut().zip(closed) {
+            let (codec, column, offsets) = chunk.write(&mut file.out, rows, stats)?;
+            *spare = Some(codec);
+            columns.push(column);
+            index.push(offsets);
         }
-        rg.close()?;
+        let group = RowGroupMetaData::builder(self.descr.clone())
+            .set_num_rows(rows as i64)
+            .set_total_byte_size(columns.iter().map(|c| c.uncompressed_size()).sum())
+            .set_column_metadata(columns)
+            .set_file_offset(start)
+            .set_ordinal(file.row_groups.len() as i16)
+            .build()?;
+        file.row_groups.push(group);
+        file.offset_indexes.push(index);
         Ok(())
     }
 
@@ -352,7 +395,7 @@ impl RawFile {
     /// Bytes written into the open file so far, plus the open row group's pages (an estimate).
     pub fn bytes(&self) -> usize {
         let pages: usize = self.chunks.iter().flatten().map(ChunkWriter::bytes).sum();
-        let written = self.writer.as_ref().map_or(0, |w| w.bytes_written());
+        let written = self.file.as_ref().map_or(0, |f| f.out.bytes_written());
         written + pages + self.group.pending()
     }
 
@@ -363,29 +406,46 @@ impl RawFile {
 
     /// The open file's full chunks written since the last call (see [`Chunks::take_done`]).
     pub fn take_done(&mut self) -> Vec<Bytes> {
-        self.writer
-            .as_mut()
-            .map(|w| w.inner_mut().take_done())
-            .unwrap_or_default()
+        match self.file.as_ref().map(|f| OpenFile::lock(&f.chunks)) {
+            Some(Ok(mut chunks)) => chunks.take_done(),
+            _ => Vec::new(),
+        }
     }
 
     /// Writes the open file's last row group and its footer: the file's bytes not taken yet
     /// and its metadata; `None` when no file is open. The next file judges its keys and values
     /// afresh.
     pub fn finish(&mut self) -> Result<Option<(Chunks, ParquetMetaData)>, ParquetError> {
-        if self.writer.is_none() {
+        if self.file.is_none() {
             return Ok(None);
         }
         self.close_group()?;
-        let Some(mut writer) = self.writer.take() else {
+        let Some(file) = self.file.take() else {
             return Ok(None);
         };
-        let metadata = writer.finish()?;
+        let rows = file.row_groups.iter().map(RowGroupMetaData::num_rows).sum();
+        let meta = FileMetaData::new(
+            1,
+            rows,
+            Some(CREATED_BY.into()),
+            Some(vec![self.arrow_schema.clone()]),
+            self.descr.clone(),
+            None,
+        );
+        let metadata = ParquetMetaDataBuilder::new(meta)
+            .set_row_groups(file.row_groups)
+            .set_offset_index(Some(file.offset_indexes))
+            .build();
+        // The footer (offset index, file metadata, length, magic) goes after the row groups;
+        // the writer flushes it when the footer writer drops it.
+        ParquetMetaDataWriter::new_with_tracked(file.out, &metadata).finish()?;
+        let chunks = std::mem::take(&mut *OpenFile::lock(&file.chunks)?);
         self.values = None;
         self.sample.clear();
-        self.group.keys.plain_mode = false;
+        self.group.keys.new_file();
+        self.group.headers.new_file();
         self.rows = 0;
-        Ok(Some((std::mem::take(writer.inner_mut()), metadata)))
+        Ok(Some((chunks, metadata)))
     }
 }
 

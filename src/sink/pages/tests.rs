@@ -340,3 +340,54 @@ fn long_keys_get_bounds_that_still_bound() {
     assert_eq!(k.max_bytes_opt().unwrap(), &hi[..]);
     assert!(!k.min_is_exact() && !k.max_is_exact());
 }
+
+/// Header keys go through a dictionary too: names that repeat keep it, unique ones make the
+/// first page plain, and names that stop repeating after a page make it stop mid-chunk.
+#[test]
+fn header_keys_keep_a_dictionary_while_names_repeat() {
+    let with_header_keys = |n: usize, name: &dyn Fn(usize) -> Vec<u8>| -> Vec<Record> {
+        sample(n, |i| Some(format!("{}", i % 10).into_bytes()), 4)
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut r)| {
+                r.headers = vec![(name(i), Some(vec![i as u8]))];
+                r
+            })
+            .collect()
+    };
+    let check = |records: &[Record], pages_want: &dyn Fn(&[Encoding])| {
+        let (file, meta) = write(&[(2, records.to_vec())], 400_000, 1).expect("a file");
+        pages_want(&data_page_encodings(file.clone(), 4));
+        let b = read(file);
+        let expect: Vec<Row> = records.iter().map(|r| want(2, r)).collect();
+        for i in (0..records.len()).step_by(97).chain([records.len() - 1]) {
+            assert_eq!(row(&b, i), expect[i], "row {i}");
+        }
+        check_stats(&meta, &expect);
+    };
+    let repeating = with_header_keys(10_000, &|i| format!("name-{}", i % 5).into_bytes());
+    check(&repeating, &|p| {
+        assert!(p.iter().all(|e| *e == Encoding::RLE_DICTIONARY), "{p:?}")
+    });
+    let unique = with_header_keys(10_000, &|i| format!("name-{i}").into_bytes());
+    check(&unique, &|p| {
+        assert!(p.iter().all(|e| *e == Encoding::PLAIN), "{p:?}")
+    });
+    let later = with_header_keys(270_000, &|i| {
+        if i < 265_000 {
+            b"trace".to_vec()
+        } else {
+            format!("{i:0>300}").into_bytes()
+        }
+    });
+    check(&later, &|p| {
+        let switch = p
+            .iter()
+            .position(|e| *e == Encoding::PLAIN)
+            .expect("plain pages");
+        assert!(
+            switch > 0 && p[switch..].iter().all(|e| *e == Encoding::PLAIN),
+            "{p:?}"
+        );
+    });
+}
