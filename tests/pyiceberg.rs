@@ -9,7 +9,7 @@ use common::{Broker, base_args, icefall, repo};
 
 #[test]
 fn pyiceberg_reads_the_table() {
-    let python = common::python_with("pyiceberg");
+    let python = common::python_with("pyiceberg, duckdb");
 
     let broker = Broker::start();
     broker.create_topic("events", 4);
@@ -28,9 +28,12 @@ fn pyiceberg_reads_the_table() {
 
     let script = repo().join("tests/pyiceberg_read.py");
     let script = script.to_str().unwrap();
-    let stdout = common::python_stdout(&python, &[script, w, "ns.events", "30000", "events"]);
+    let stdout =
+        common::python_stdout(&python, &[script, w, "ns.events", "30000", "events", "200"]);
     assert!(
-        stdout.contains("pyiceberg rows=30000") && stdout.contains("resolved_by_id=yes"),
+        stdout.contains("pyiceberg rows=30000")
+            && stdout.contains("resolved_by_id=yes")
+            && stdout.contains("rows_checked=yes"),
         "{stdout}"
     );
 }
