@@ -1,4 +1,7 @@
-//! How each column of a data file is encoded: the Parquet writer properties of a table's schema.
+//! How each column of a data file is encoded: the Parquet writer properties of a table's schema,
+//! for the files `ArrowWriter` writes (typed, dead-letter and legacy-map tables; raw-record
+//! tables are written by [`super::pages`], which makes the same choices for the Kafka columns
+//! but for header values, stored DELTA_LENGTH_BYTE_ARRAY and uncompressed there).
 //!
 //! Chosen by measurement (BENCHMARKS.md, "Shard core: column encodings"): Parquet's defaults
 //! (a dictionary and min/max statistics on every column) cost the shard core most where they
