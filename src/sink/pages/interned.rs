@@ -191,10 +191,7 @@ impl Interned {
     /// Ends the chunk (its last page already cut): the dictionary and waiting pages go out;
     /// the chunk's min and max (when kept), and the next chunk starts afresh but for the
     /// file's plain mode.
-    pub fn finish(
-        &mut self,
-        chunk: &mut ChunkWriter,
-    ) -> Result<Bounds, ParquetError> {
+    pub fn finish(&mut self, chunk: &mut ChunkWriter) -> Result<Bounds, ParquetError> {
         self.flush_dictionary(chunk)?;
         self.seen = 0;
         Ok((self.min.take(), self.max.take()))

@@ -4,9 +4,11 @@
 //! Owns the encodings (RLE / bit-packed levels and dictionary indices, DELTA_BINARY_PACKED, a
 //! byte dictionary, PLAIN), page cutting, each column chunk's statistics, and the choices a file
 //! carries (keys through a dictionary until it stops paying; values compressed or not, judged
-//! on the file's first 64 KiB of them). parquet's own file and page writers lay out the file
-//! and its footer (`SerializedFileWriter::append_column`), so the files are the ones
-//! `ArrowWriter` writes for the same schema: same leaves, levels, field ids and Arrow schema.
+//! on the file's first 64 KiB of them), and the file's layout: row groups of whole column
+//! chunks, each chunk's pages written once into the file when its row group is done. parquet's
+//! own page writer (`SerializedPageWriter`) writes the page headers and its metadata writer
+//! (`ParquetMetaDataWriter`) the footer and offset index, so the files have what `ArrowWriter`
+//! gives the same schema: the same leaves, levels, field ids and Arrow schema.
 //!
 //! Why: the generic path (Arrow builders, then `ArrowWriter` computing levels from arrays)
 //! copied every byte twice more and spent most of the shard core on headers' list levels, on
@@ -238,6 +240,7 @@ impl RawFile {
         self.rows += records.len() as u64;
         Ok(())
     }
+
     fn append_run(&mut self, partition: i32, records: Records<'_>) -> Result<(), ParquetError> {
         self.group.partitions.push(partition, records.len() as u64);
         for r in records.iter() {
