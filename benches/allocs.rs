@@ -3,9 +3,9 @@
 //!
 //! Fetch core: a Fetch answer's batches (the sample shape, 500 records per batch, uncompressed
 //! and zstd) decoded in place and routed into per-shard-core batches of views, as
-//! `source::fetch` does. Shard core: those batches appended to a file encoder (Arrow builders),
-//! and the file finished (Parquet, zstd 1). Each step runs warm (its reusable state built by a
-//! first pass), over 64 answers of 8,192 records.
+//! `source::fetch` does. Shard core: those batches appended to a file encoder (for raw records,
+//! icefall's own pages writer), and the file finished (Parquet, zstd 1). Each step runs warm (its
+//! reusable state built by a first pass), over 64 answers of 8,192 records.
 //!
 //!     cargo bench --bench allocs
 
@@ -125,9 +125,7 @@ fn main() {
             batch.records.len()
         });
         let h = if with_headers { "2" } else { "0" };
-        println!(
-            "| shard core: append to Arrow builders, encode the batch | {h} | - | {append:.4} |"
-        );
+        println!("| shard core: append to the file encoder (pages) | {h} | - | {append:.4} |");
         println!(
             "| shard core: append + finish a Parquet file (zstd 1) per 8,192 | {h} | - | {file:.4} |"
         );
