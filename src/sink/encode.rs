@@ -1,6 +1,6 @@
 //! Records → one Parquet file in memory, per shard core.
 //!
-//! Raw-record tables go straight from the fetch buffers into pages ([`super::pages`]): no
+//! Raw-record tables go straight from the fetch buffers into pages (`sink::pages`): no
 //! Arrow batch in between. Typed, dead-letter and legacy-map tables append records to Arrow
 //! column builders (one copy of each byte, no per-record allocation of its own), turn the
 //! builders into a record batch every `batch_rows` rows, and stream batches into an
@@ -40,7 +40,7 @@ pub struct EncodeOptions {
     /// Typed tables of `--format avro`: the writer schemas (else values are JSON).
     pub avro: Option<AvroSchemas>,
     /// Raw-record tables: write through Arrow builders and `ArrowWriter` rather than icefall's
-    /// own pages ([`super::pages`]). Not a flag: the "before" of the kernels bench, and the
+    /// own pages (`sink::pages`). Not a flag: the "before" of the kernels bench, and the
     /// reference the pages writer's files are checked against.
     pub arrow_writer: bool,
 }
@@ -137,7 +137,7 @@ pub struct FileEncoder {
     good: Vec<bool>,
     /// A dead-letter table's encoder: rows come from [`Self::append_dead_letters`].
     dead_letters: bool,
-    /// Raw-record tables: icefall's own writer ([`super::pages`]) instead of Arrow builders
+    /// Raw-record tables: icefall's own writer (`sink::pages`) instead of Arrow builders
     /// and `ArrowWriter`.
     raw: Option<Box<RawFile>>,
 }

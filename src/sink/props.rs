@@ -1,6 +1,6 @@
 //! How each column of a data file is encoded: the Parquet writer properties of a table's schema,
 //! for the files `ArrowWriter` writes (typed, dead-letter and legacy-map tables; raw-record
-//! tables are written by [`super::pages`], which makes the same choices for the Kafka columns
+//! tables are written by `sink::pages`, which makes the same choices for the Kafka columns
 //! but for header values, stored DELTA_LENGTH_BYTE_ARRAY and uncompressed there).
 //!
 //! Chosen by measurement (BENCHMARKS.md, "Shard core: column encodings"): Parquet's defaults
