@@ -77,6 +77,8 @@ impl EpochLatency {
         }
     }
 
+    /// One timestamp (the reference [`Self::record_all`] is checked against).
+    #[cfg(test)]
     pub fn record(&mut self, timestamp_ms: i64) {
         self.record_n(timestamp_ms, 1);
     }

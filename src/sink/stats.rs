@@ -169,7 +169,7 @@ fn bounds(stats: &Statistics, ty: &PrimitiveType) -> Option<(Datum, Option<Datum
             let lower = &lo[..lo.len().min(BOUND_BYTES)];
             Some((
                 Datum::binary(lower.iter().copied()),
-                truncate_upper(hi).map(Datum::binary),
+                truncate_upper(hi, BOUND_BYTES).map(Datum::binary),
             ))
         }
         (Statistics::FixedLenByteArray(s), P::Decimal { .. } | P::Uuid | P::Fixed(_)) => {
@@ -210,12 +210,12 @@ fn truncate_upper_str(max: &str) -> Option<String> {
     None
 }
 
-/// The shortest value of at most 16 bytes that is >= `max`, if there is one.
-fn truncate_upper(max: &[u8]) -> Option<Vec<u8>> {
-    if max.len() <= BOUND_BYTES {
+/// The shortest value of at most `len` bytes that is >= `max`, if there is one.
+pub(super) fn truncate_upper(max: &[u8], len: usize) -> Option<Vec<u8>> {
+    if max.len() <= len {
         return Some(max.to_vec());
     }
-    let mut v = max[..BOUND_BYTES].to_vec();
+    let mut v = max[..len].to_vec();
     while let Some(last) = v.pop() {
         if last < u8::MAX {
             v.push(last + 1);
@@ -234,18 +234,18 @@ mod tests {
 
     #[test]
     fn upper_bounds_round_up_and_give_up_on_all_ff() {
-        assert_eq!(truncate_upper(b"abc").unwrap(), b"abc");
+        assert_eq!(truncate_upper(b"abc", BOUND_BYTES).unwrap(), b"abc");
         let long = [b'a'; 20];
         let mut want = vec![b'a'; 15];
         want.push(b'b');
-        assert_eq!(truncate_upper(&long).unwrap(), want);
+        assert_eq!(truncate_upper(&long, BOUND_BYTES).unwrap(), want);
         let mut ff = vec![b'a'; 15];
         ff.extend([0xff; 5]);
         assert_eq!(
-            truncate_upper(&ff).unwrap(),
+            truncate_upper(&ff, BOUND_BYTES).unwrap(),
             [vec![b'a'; 14], vec![b'b']].concat()
         );
-        assert_eq!(truncate_upper(&[0xff; 17]), None);
+        assert_eq!(truncate_upper(&[0xff; 17], BOUND_BYTES), None);
     }
 
     #[test]

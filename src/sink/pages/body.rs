@@ -39,7 +39,7 @@ impl Body {
     }
 
     /// The values so far.
-    pub fn values(&self) -> &[u8] {
+    fn values(&self) -> &[u8] {
         &self.buf[self.gap..]
     }
 

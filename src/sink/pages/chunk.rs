@@ -16,7 +16,6 @@ use parquet::schema::types::ColumnDescPtr;
 /// How a chunk's pages are compressed.
 pub enum Codec {
     None,
-    Snappy(Box<snap::raw::Encoder>),
     Zstd(Box<zstd::bulk::Compressor<'static>>),
 }
 
@@ -25,16 +24,13 @@ impl Codec {
     pub fn is(&self, c: Compression) -> bool {
         matches!(
             (self, c),
-            (Codec::None, Compression::UNCOMPRESSED)
-                | (Codec::Snappy(_), Compression::SNAPPY)
-                | (Codec::Zstd(_), Compression::ZSTD(_))
+            (Codec::None, Compression::UNCOMPRESSED) | (Codec::Zstd(_), Compression::ZSTD(_))
         )
     }
 
     pub fn new(c: Compression) -> Result<Self, ParquetError> {
         Ok(match c {
             Compression::UNCOMPRESSED => Codec::None,
-            Compression::SNAPPY => Codec::Snappy(Box::new(snap::raw::Encoder::new())),
             Compression::ZSTD(level) => Codec::Zstd(Box::new(
                 zstd::bulk::Compressor::new(level.compression_level())
                     .map_err(|e| ParquetError::External(Box::new(e)))?,
@@ -45,20 +41,12 @@ impl Codec {
 
     /// `body` as a page's bytes.
     fn compress(&mut self, body: Bytes) -> Result<Bytes, ParquetError> {
-        let ext = |e: std::io::Error| ParquetError::External(Box::new(e));
         Ok(match self {
             Codec::None => body,
-            Codec::Snappy(enc) => {
-                let mut out = vec![0; snap::raw::max_compress_len(body.len())];
-                let n = enc
-                    .compress(&body, &mut out)
-                    .map_err(|e| ParquetError::External(Box::new(e)))?;
-                out.truncate(n);
-                Bytes::from(out)
-            }
             Codec::Zstd(z) => {
                 let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(body.len()));
-                z.compress_to_buffer(&body[..], &mut out).map_err(ext)?;
+                z.compress_to_buffer(&body[..], &mut out)
+                    .map_err(|e| ParquetError::External(Box::new(e)))?;
                 Bytes::from(out)
             }
         })

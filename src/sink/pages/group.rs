@@ -9,10 +9,11 @@ use parquet::errors::ParquetError;
 use parquet::file::statistics::Statistics;
 
 use super::body::Body;
-use super::chunk::ChunkWriter;
+use super::chunk::{ChunkWriter, Closed};
 use super::interned::Interned;
 use super::{Leaves, delta, hybrid};
 use crate::record::RecordRef;
+use crate::sink::stats;
 use bytes::Bytes;
 
 /// Uncompressed bytes a data page holds at most (Parquet's usual 1 MiB).
@@ -28,6 +29,33 @@ fn put_levels(levels: &[u8], width: u8, out: &mut Vec<u8>) {
     hybrid::encode(levels, width, out);
     let n = (out.len() - at - 4) as u32;
     out[at..at + 4].copy_from_slice(&n.to_le_bytes());
+}
+
+/// The definition levels of an optional top-level leaf (record keys, values): 1 present, 0 null.
+#[derive(Default)]
+struct Defs {
+    defs: Vec<u8>,
+    /// The page's levels as it has them, when it is cut.
+    levels: Vec<u8>,
+}
+
+impl Defs {
+    fn push(&mut self, present: bool) {
+        self.defs.push(u8::from(present));
+    }
+
+    /// Values (nulls included) in the page.
+    fn len(&self) -> usize {
+        self.defs.len()
+    }
+
+    /// The page's levels, encoded; the next page starts empty.
+    fn take(&mut self) -> &[u8] {
+        self.levels.clear();
+        put_levels(&self.defs, 1, &mut self.levels);
+        self.defs.clear();
+        &self.levels
+    }
 }
 
 /// Partitions: a shard gets long runs of one partition, so one dictionary page and one data
@@ -69,8 +97,6 @@ impl Partitions {
         Ok((chunk, Some(stats)))
     }
 }
-
-use super::chunk::Closed;
 
 /// Offsets or timestamps: required 64-bit integers, DELTA_BINARY_PACKED, with min and max.
 pub struct Deltas {
@@ -133,35 +159,27 @@ impl Deltas {
 /// Record keys: optional bytes, through a dictionary until it stops paying, then plain
 /// ([`Interned`]), with the chunk's min, max and null count.
 pub struct Keys {
-    defs: Vec<u8>,
+    defs: Defs,
     values: Interned,
     nulls: u64,
-    /// The page's levels, when it is cut.
-    levels: Vec<u8>,
 }
 
 impl Default for Keys {
     fn default() -> Self {
         Self {
-            defs: Vec::new(),
+            defs: Defs::default(),
             values: Interned::bounded(),
             nulls: 0,
-            levels: Vec::new(),
         }
     }
 }
 
 impl Keys {
     pub fn push(&mut self, key: Option<&[u8]>) {
+        self.defs.push(key.is_some());
         match key {
-            Some(k) => {
-                self.defs.push(1);
-                self.values.push(k);
-            }
-            None => {
-                self.defs.push(0);
-                self.nulls += 1;
-            }
+            Some(k) => self.values.push(k),
+            None => self.nulls += 1,
         }
     }
 
@@ -179,14 +197,10 @@ impl Keys {
     }
 
     pub fn cut(&mut self, chunk: &mut ChunkWriter) -> Result<(), ParquetError> {
-        if self.defs.is_empty() {
-            return Ok(());
-        }
-        self.levels.clear();
-        put_levels(&self.defs, 1, &mut self.levels);
         let n = self.defs.len();
-        self.values.cut(&self.levels, n, n, chunk)?;
-        self.defs.clear();
+        if n > 0 {
+            self.values.cut(self.defs.take(), n, n, chunk)?;
+        }
         Ok(())
     }
 
@@ -208,8 +222,16 @@ impl Keys {
         self.cut(&mut chunk)?;
         let stats = match self.values.finish(&mut chunk)? {
             (Some(lo), Some(hi)) => {
-                let (lo, lo_exact) = truncate_lower(lo);
-                let (hi, hi_exact) = truncate_upper(hi);
+                let lo_exact = lo.len() <= STAT_BYTES;
+                let lo = lo[..lo.len().min(STAT_BYTES)].to_vec();
+                // Past STAT_BYTES, the shortest bound above `hi`; the value itself if none.
+                let up = (hi.len() > STAT_BYTES)
+                    .then(|| stats::truncate_upper(&hi, STAT_BYTES))
+                    .flatten();
+                let (hi, hi_exact) = match up {
+                    Some(up) => (up, false),
+                    None => (hi, true),
+                };
                 let s = parquet::file::statistics::ValueStatistics::new(
                     Some(ByteArray::from(lo)),
                     Some(ByteArray::from(hi)),
@@ -226,29 +248,6 @@ impl Keys {
         self.nulls = 0;
         Ok((chunk, Some(stats)))
     }
-}
-
-/// A lower bound of at most [`STAT_BYTES`]: a prefix; whether it is the value itself.
-fn truncate_lower(mut v: Vec<u8>) -> (Vec<u8>, bool) {
-    let exact = v.len() <= STAT_BYTES;
-    v.truncate(STAT_BYTES);
-    (v, exact)
-}
-
-/// An upper bound of at most [`STAT_BYTES`] where one exists (a prefix with its last byte
-/// below 0xff raised by one), else the value itself; whether it is the value itself.
-fn truncate_upper(v: Vec<u8>) -> (Vec<u8>, bool) {
-    if v.len() <= STAT_BYTES {
-        return (v, true);
-    }
-    let mut prefix = v[..STAT_BYTES].to_vec();
-    while let Some(last) = prefix.pop() {
-        if last < 0xff {
-            prefix.push(last + 1);
-            return (prefix, false);
-        }
-    }
-    (v, true)
 }
 
 /// The headers: a list of (key, value) per record, two leaves sharing repetition levels. Keys
@@ -282,10 +281,7 @@ impl Headers {
             self.key_defs.push(2);
             bytes += k.len() + v.map_or(0, <[u8]>::len);
             // Kafka header keys are strings; bytes that are not UTF-8 are replaced, not lost.
-            if self.keys.known(k) {
-            } else if std::str::from_utf8(k).is_ok() {
-                self.keys.push(k);
-            } else {
+            if !self.keys.known(k) {
                 self.keys.push(String::from_utf8_lossy(k).as_bytes());
             }
             match v {
@@ -375,19 +371,15 @@ impl Headers {
 /// Record values: optional bytes, plain.
 #[derive(Default)]
 pub struct Values {
-    defs: Vec<u8>,
+    defs: Defs,
     plain: Body,
-    levels: Vec<u8>,
 }
 
 impl Values {
     pub fn push(&mut self, v: Option<&[u8]>) {
-        match v {
-            Some(v) => {
-                self.defs.push(1);
-                self.plain.push(v);
-            }
-            None => self.defs.push(0),
+        self.defs.push(v.is_some());
+        if let Some(v) = v {
+            self.plain.push(v);
         }
     }
 
@@ -400,14 +392,11 @@ impl Values {
     }
 
     pub fn cut(&mut self, chunk: &mut ChunkWriter) -> Result<(), ParquetError> {
-        if self.defs.is_empty() {
-            return Ok(());
-        }
-        self.levels.clear();
-        put_levels(&self.defs, 1, &mut self.levels);
         let n = self.defs.len();
-        chunk.data_page(self.plain.take(&self.levels), n, n, Encoding::PLAIN)?;
-        self.defs.clear();
+        if n > 0 {
+            let page = self.plain.take(self.defs.take());
+            chunk.data_page(page, n, n, Encoding::PLAIN)?;
+        }
         Ok(())
     }
 }

@@ -119,9 +119,9 @@ impl Group {
     }
 }
 
-/// One shard core's raw-record files, one open at a time. Its page buffers, chunk buffers and
-/// compressors outlive row groups and files: a row group allocates nothing once the first has
-/// sized them.
+/// One shard core's raw-record files, one open at a time. Its page buffers and compressors
+/// outlive row groups and files: a row group allocates little beyond its pages once the first
+/// has sized them.
 pub struct RawFile {
     /// The open file.
     file: Option<OpenFile>,
@@ -130,6 +130,7 @@ pub struct RawFile {
     arrow_schema: KeyValue,
     leaves: Leaves,
     zstd: Compression,
+    zstd_level: i32,
     row_group_rows: u64,
     group: Group,
     /// The open row group's chunk writers, per leaf, once its first page is cut.
@@ -139,8 +140,6 @@ pub struct RawFile {
     /// The value leaf's compression, once the file's first values were judged.
     values: Option<Compression>,
     sample: Vec<u8>,
-    /// Rows in the open file.
-    rows: u64,
     /// Key, value and header bytes of the records appended.
     payload: u64,
 }
@@ -207,13 +206,13 @@ impl RawFile {
             arrow_schema: KeyValue::new(ARROW_SCHEMA_META_KEY.into(), schema),
             leaves,
             zstd: Compression::ZSTD(ZstdLevel::try_new(zstd_level)?),
+            zstd_level,
             row_group_rows: row_group_rows.max(1) as u64,
             group: Group::default(),
             chunks: Default::default(),
             spare: Default::default(),
             values: None,
             sample: Vec::new(),
-            rows: 0,
             payload: 0,
         })
     }
@@ -237,7 +236,6 @@ impl RawFile {
                 self.close_group()?;
             }
         }
-        self.rows += records.len() as u64;
         Ok(())
     }
 
@@ -281,20 +279,13 @@ impl RawFile {
 
     fn compression(&mut self, i: usize) -> Compression {
         if i == 6 && self.values.is_none() {
-            self.values = Some(match props::Sample::of(&self.sample, self.zstd_level()) {
+            self.values = Some(match props::Sample::of(&self.sample, self.zstd_level) {
                 props::Sample::Compresses => self.zstd,
                 props::Sample::Incompressible => Compression::UNCOMPRESSED,
             });
             self.sample.clear();
         }
         group::leaf_compression(self.zstd, self.values.unwrap_or(self.zstd))[i]
-    }
-
-    fn zstd_level(&self) -> i32 {
-        match self.zstd {
-            Compression::ZSTD(l) => l.compression_level(),
-            _ => 1,
-        }
     }
 
     /// Cuts the pages that are full.
@@ -392,7 +383,10 @@ impl RawFile {
 
     /// Rows in the open file.
     pub fn rows(&self) -> u64 {
-        self.rows
+        let written = self.file.as_ref().map_or(0, |f| {
+            f.row_groups.iter().map(|g| g.num_rows() as u64).sum()
+        });
+        written + self.group.rows
     }
 
     /// Bytes written into the open file so far, plus the open row group's pages (an estimate).
@@ -447,7 +441,6 @@ impl RawFile {
         self.sample.clear();
         self.group.keys.new_file();
         self.group.headers.new_file();
-        self.rows = 0;
         Ok(Some((chunks, metadata)))
     }
 }
